@@ -1,0 +1,308 @@
+"""Windowed fraud features computed with PySpark, for exactly one data interval.
+
+Every feature row describes one transaction and the state of its user and merchant
+*right after* it, over half-open look-back windows ``(t - w, t]``:
+
+* user: transaction counts over 1h/24h/7d, amount sum/max over 24h, mean/std over
+  7d, distinct merchants and countries over 24h, whether the device is new for the
+  user over 7d, seconds since the previous transaction (capped at 7d), and the
+  amount relative to the user's 7-day mean;
+* merchant: transaction counts over 24h/14d, chargebacks *reported* in
+  ``(t - 14d, t]`` and the fraud rate they imply (capped at 1).
+
+No leakage: a row at time ``t`` only uses transactions up to ``t`` and labels whose
+``label_ts`` is at most ``t`` (when the chargeback was known, not when the fraud
+happened). Training joins labels to these rows point-in-time through Feast;
+serving reads the latest row per entity from the online store.
+
+:func:`compute_features` is pure (DataFrames in, DataFrame out). :func:`build_features`
+is the stage: read the look-back partitions, compute, validate, publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from driftline import lake
+from driftline.interval import Interval
+from driftline.schemas import LABELS, TIMESTAMP, TRANSACTIONS
+from driftline.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+DATASET = "transaction_features"
+US_PER_SECOND = 1_000_000
+HOUR, DAY = 3600, 86400
+#: How far back the windows look; the job reads this many days before the interval.
+LOOKBACK = timedelta(days=14)
+PREV_TXN_CAP_SECONDS = 7 * DAY
+
+USER_FEATURES: tuple[str, ...] = (
+    "user_txn_count_1h",
+    "user_txn_count_24h",
+    "user_txn_count_7d",
+    "user_amount_sum_24h",
+    "user_amount_max_24h",
+    "user_amount_mean_7d",
+    "user_amount_std_7d",
+    "user_distinct_merchants_24h",
+    "user_distinct_countries_24h",
+    "user_new_device",
+    "user_seconds_since_prev_txn",
+    "user_amount_to_mean_7d",
+)
+MERCHANT_FEATURES: tuple[str, ...] = (
+    "merchant_txn_count_24h",
+    "merchant_txn_count_14d",
+    "merchant_fraud_reports_14d",
+    "merchant_fraud_rate_14d",
+)
+KEY_COLUMNS: tuple[str, ...] = (
+    "transaction_id",
+    "user_id",
+    "merchant_id",
+    "event_timestamp",
+    "amount",
+)
+
+#: Canonical schema of a feature partition (the Feast offline source).
+FEATURES = pa.schema(
+    [
+        pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("merchant_id", pa.int64(), nullable=False),
+        pa.field("event_timestamp", TIMESTAMP, nullable=False),
+        pa.field("amount", pa.float64()),
+        pa.field("user_txn_count_1h", pa.int64()),
+        pa.field("user_txn_count_24h", pa.int64()),
+        pa.field("user_txn_count_7d", pa.int64()),
+        pa.field("user_amount_sum_24h", pa.float64()),
+        pa.field("user_amount_max_24h", pa.float64()),
+        pa.field("user_amount_mean_7d", pa.float64()),
+        pa.field("user_amount_std_7d", pa.float64()),
+        pa.field("user_distinct_merchants_24h", pa.int64()),
+        pa.field("user_distinct_countries_24h", pa.int64()),
+        pa.field("user_new_device", pa.int64()),
+        pa.field("user_seconds_since_prev_txn", pa.float64()),
+        pa.field("user_amount_to_mean_7d", pa.float64()),
+        pa.field("merchant_txn_count_24h", pa.int64()),
+        pa.field("merchant_txn_count_14d", pa.int64()),
+        pa.field("merchant_fraud_reports_14d", pa.int64()),
+        pa.field("merchant_fraud_rate_14d", pa.float64()),
+    ]
+)
+
+
+def _micros(seconds: int) -> int:
+    return seconds * US_PER_SECOND
+
+
+def _user_features(tx: DataFrame) -> DataFrame:
+    """Add the per-user window features to ``tx`` (which carries ``ts_us``)."""
+    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import Window
+
+    by_user = Window.partitionBy("user_id").orderBy("ts_us")
+
+    def last(seconds: int) -> Window:
+        return by_user.rangeBetween(-(_micros(seconds) - 1), 0)
+
+    by_device = (
+        Window.partitionBy("user_id", "device_id")
+        .orderBy("ts_us")
+        .rangeBetween(-(_micros(7 * DAY) - 1), -1)
+    )
+    previous_gap = (F.col("ts_us") - F.lag("ts_us").over(by_user)) / US_PER_SECOND
+    mean_7d = F.avg("amount").over(last(7 * DAY))
+    seen_device = F.count(F.lit(1)).over(by_device)
+    return tx.select(
+        "*",
+        F.count(F.lit(1)).over(last(HOUR)).alias("user_txn_count_1h"),
+        F.count(F.lit(1)).over(last(DAY)).alias("user_txn_count_24h"),
+        F.count(F.lit(1)).over(last(7 * DAY)).alias("user_txn_count_7d"),
+        F.sum("amount").over(last(DAY)).alias("user_amount_sum_24h"),
+        F.max("amount").over(last(DAY)).alias("user_amount_max_24h"),
+        mean_7d.alias("user_amount_mean_7d"),
+        F.coalesce(F.stddev_samp("amount").over(last(7 * DAY)), F.lit(0.0)).alias(
+            "user_amount_std_7d"
+        ),
+        F.size(F.collect_set("merchant_id").over(last(DAY))).alias("user_distinct_merchants_24h"),
+        F.size(F.collect_set("merchant_country").over(last(DAY))).alias(
+            "user_distinct_countries_24h"
+        ),
+        F.when(F.col("device_id").isNull(), F.lit(0))
+        .when(seen_device == 0, F.lit(1))
+        .otherwise(F.lit(0))
+        .alias("user_new_device"),
+        F.least(
+            F.coalesce(previous_gap, F.lit(float(PREV_TXN_CAP_SECONDS))),
+            F.lit(float(PREV_TXN_CAP_SECONDS)),
+        ).alias("user_seconds_since_prev_txn"),
+        (F.col("amount") / mean_7d).alias("user_amount_to_mean_7d"),
+    )
+
+
+def _merchant_features(tx: DataFrame, labels: DataFrame) -> DataFrame:
+    """Per-transaction merchant counts and chargebacks known at transaction time."""
+    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import Window
+
+    txn_events = tx.select(
+        "transaction_id", "merchant_id", "ts_us", F.lit(0).alias("is_report")
+    )
+    report_events = labels.where(F.col("is_fraud") == 1).select(
+        F.lit(None).cast("string").alias("transaction_id"),
+        "merchant_id",
+        F.unix_micros("label_ts").alias("ts_us"),
+        F.lit(1).alias("is_report"),
+    )
+    by_merchant = Window.partitionBy("merchant_id").orderBy("ts_us")
+
+    def last(seconds: int) -> Window:
+        return by_merchant.rangeBetween(-(_micros(seconds) - 1), 0)
+
+    txn_flag = 1 - F.col("is_report")
+    count_14d = F.sum(txn_flag).over(last(14 * DAY))
+    reports_14d = F.sum("is_report").over(last(14 * DAY))
+    events = txn_events.unionByName(report_events).select(
+        "transaction_id",
+        "is_report",
+        F.sum(txn_flag).over(last(DAY)).cast("long").alias("merchant_txn_count_24h"),
+        count_14d.cast("long").alias("merchant_txn_count_14d"),
+        reports_14d.cast("long").alias("merchant_fraud_reports_14d"),
+        F.least(reports_14d / count_14d, F.lit(1.0)).alias("merchant_fraud_rate_14d"),
+    )
+    return events.where(F.col("is_report") == 0).drop("is_report")
+
+
+def compute_features(tx: DataFrame, labels: DataFrame, interval: Interval) -> DataFrame:
+    """Compute the feature rows of the transactions inside ``interval``.
+
+    Args:
+        tx: Transactions (canonical schema) covering ``interval`` and its look-back.
+        labels: Chargebacks (canonical schema) covering the same span, by ``label_ts``.
+        interval: Only transactions with ``ts`` in ``[start, end)`` get a row.
+
+    Returns:
+        One row per transaction in the interval, with the columns of :data:`FEATURES`.
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    start_us = int(interval.start.timestamp()) * US_PER_SECOND
+    end_us = int(interval.end.timestamp()) * US_PER_SECOND
+    lookback_us = start_us - _micros(int(LOOKBACK.total_seconds()))
+    timed = tx.withColumn("ts_us", F.unix_micros("ts")).where(
+        (F.col("ts_us") >= lookback_us) & (F.col("ts_us") < end_us)
+    )
+    users = _user_features(timed).where(F.col("ts_us") >= start_us)
+    merchants = _merchant_features(timed, labels.where(F.col("label_ts") < interval.end))
+    joined = users.join(merchants, on="transaction_id", how="inner")
+    return joined.select(
+        *[F.col(c) for c in ("transaction_id", "user_id", "merchant_id")],
+        F.col("ts").alias("event_timestamp"),
+        F.col("amount"),
+        *[F.col(c) for c in USER_FEATURES + MERCHANT_FEATURES],
+    )
+
+
+def to_canonical(table: pa.Table) -> pa.Table:
+    """Cast a feature table to :data:`FEATURES`, sorted by time then transaction id."""
+    typed = table.select(FEATURES.names).cast(FEATURES)
+    order = [("event_timestamp", "ascending"), ("transaction_id", "ascending")]
+    return typed.take(pc.sort_indices(typed, sort_keys=order))
+
+
+def _spark_frame(spark: SparkSession, files: list[str], schema: pa.Schema) -> DataFrame:
+    """Read partition files with Spark (or an empty frame of ``schema``)."""
+    if files:
+        return spark.read.parquet(*[_spark_path(f) for f in files])
+    return spark.createDataFrame(schema.empty_table())
+
+
+def _spark_path(uri: str) -> str:
+    """Spark's Hadoop filesystems name S3 ``s3a://``; local paths stay as they are."""
+    return "s3a://" + uri.removeprefix("s3://") if uri.startswith("s3://") else uri
+
+
+def lookback_days(interval: Interval) -> list[date]:
+    """Days whose raw partitions the job reads for ``interval``."""
+    return list(interval.widen(LOOKBACK).days())
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """Outcome of the feature stage for one interval."""
+
+    interval: str
+    rows: dict[str, int]
+    partitions: tuple[str, ...]
+
+
+def compute_interval(interval: Interval, settings: Settings | None = None) -> pa.Table:
+    """Compute (but do not publish) the feature table of ``interval`` from raw partitions."""
+    from driftline.spark import get_spark
+
+    cfg = settings or get_settings()
+    days = lookback_days(interval)
+    spark = get_spark(cfg)
+    tx = _spark_frame(
+        spark, lake.existing_partition_files(cfg.lake_uri, "raw", "transactions", days), TRANSACTIONS
+    )
+    labels = _spark_frame(
+        spark, lake.existing_partition_files(cfg.lake_uri, "raw", "labels", days), LABELS
+    )
+    return to_canonical(compute_features(tx, labels, interval).toArrow())
+
+
+def _day_slice(table: pa.Table, day: date) -> pa.Table:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    column = table["event_timestamp"]
+    mask = pc.and_(
+        pc.greater_equal(column, pa.scalar(start, TIMESTAMP)),
+        pc.less(column, pa.scalar(start + timedelta(days=1), TIMESTAMP)),
+    )
+    return table.filter(mask)
+
+
+def build_features(interval: Interval, settings: Settings | None = None) -> FeatureResult:
+    """The feature stage: compute, validate (GX ``features`` suite) and publish per day.
+
+    Each day is validated before anything is published, so a failing interval
+    leaves every existing feature partition as it was.
+
+    Raises:
+        driftline.ingest.BatchQuarantined: The features failed validation.
+    """
+    from driftline.ingest import BatchQuarantined, quarantine
+    from driftline.validate import describe_failures, validate_frame
+
+    cfg = settings or get_settings()
+    table = compute_interval(interval, cfg)
+    slices = {day: _day_slice(table, day) for day in interval.days()}
+    for day, part in slices.items():
+        outcome = validate_frame(part.to_pandas(), "features", Interval.for_day(day), cfg)
+        if not outcome.success:
+            reason = describe_failures(outcome)
+            sink = pa.BufferOutputStream()
+            pq.write_table(part, sink)
+            where = quarantine(
+                cfg.lake_uri, DATASET, day, reason, sink.getvalue().to_pybytes(), outcome.result
+            )
+            raise BatchQuarantined(f"features for {day} failed validation: {reason}", where)
+    partitions = tuple(
+        lake.replace_partition(cfg.lake_uri, "features", DATASET, day, part)
+        for day, part in slices.items()
+    )
+    return FeatureResult(
+        str(interval), {d.isoformat(): p.num_rows for d, p in slices.items()}, partitions
+    )

@@ -1,0 +1,144 @@
+"""The data lake: day partitions of Parquet files behind any fsspec URI.
+
+Layout (``zone`` is ``landing``, ``staging``, ``raw``, ``features`` or ``quarantine``)::
+
+    {lake_uri}/{zone}/{dataset}/dt=YYYY-MM-DD/part-0.parquet
+
+A partition is replaced as a whole: the new content is written beside it under a
+hidden name and swapped in by renames, so readers see the old or the new
+partition, never a mix, and no other partition is touched. Files are written
+deterministically (sorted rows, fixed writer options, no wall-clock metadata), so
+rerunning a day reproduces the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.spec import AbstractFileSystem
+
+log = logging.getLogger(__name__)
+
+PART_FILE = "part-0.parquet"
+
+
+def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
+    """Return the fsspec filesystem for ``uri`` and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, str(path).rstrip("/")
+
+
+def partition_uri(lake_uri: str, zone: str, dataset: str, day: date) -> str:
+    """URI of one day partition (a folder)."""
+    return f"{lake_uri.rstrip('/')}/{zone}/{dataset}/dt={day:%Y-%m-%d}"
+
+
+def partition_file(lake_uri: str, zone: str, dataset: str, day: date) -> str:
+    """URI of the single Parquet file inside a day partition."""
+    return f"{partition_uri(lake_uri, zone, dataset, day)}/{PART_FILE}"
+
+
+def exists(uri: str) -> bool:
+    """Whether a file or folder exists at ``uri``."""
+    fs, path = filesystem(uri)
+    return bool(fs.exists(path))
+
+
+def _write_table(fs: AbstractFileSystem, path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` with fixed options so equal tables give equal bytes."""
+    clean = table.replace_schema_metadata(None)
+    with fs.open(path, "wb") as handle:
+        pq.write_table(clean, handle, compression="zstd", write_statistics=True)
+
+
+def replace_partition(
+    lake_uri: str,
+    zone: str,
+    dataset: str,
+    day: date,
+    table: pa.Table,
+    extra_files: dict[str, bytes] | None = None,
+) -> str:
+    """Atomically replace one day partition with ``table`` (plus optional side files).
+
+    Args:
+        lake_uri: Root of the lake.
+        zone: Lake zone, e.g. ``raw``.
+        dataset: Dataset name, e.g. ``transactions``.
+        day: The partition's day.
+        table: Content of the partition.
+        extra_files: Other files to place in the partition (name -> bytes), written
+            before the swap so they appear together with the data.
+
+    Returns:
+        The partition's URI.
+    """
+    target = partition_uri(lake_uri, zone, dataset, day)
+    fs, final = filesystem(target)
+    parent, name = final.rsplit("/", 1)
+    token = uuid.uuid4().hex[:12]
+    tmp, old = f"{parent}/.{name}.tmp-{token}", f"{parent}/.{name}.old-{token}"
+    fs.makedirs(tmp, exist_ok=True)
+    _write_table(fs, f"{tmp}/{PART_FILE}", table)
+    for file_name, payload in (extra_files or {}).items():
+        fs.pipe_file(f"{tmp}/{file_name}", payload)
+    had_old = fs.exists(final)
+    if had_old:
+        fs.mv(final, old, recursive=True)
+    fs.mv(tmp, final, recursive=True)
+    if had_old:
+        fs.rm(old, recursive=True)
+    log.info("replaced partition %s (%d rows)", target, table.num_rows)
+    return target
+
+
+def remove_partition(lake_uri: str, zone: str, dataset: str, day: date) -> None:
+    """Delete one day partition if it exists."""
+    fs, path = filesystem(partition_uri(lake_uri, zone, dataset, day))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def read_file(uri: str) -> pa.Table:
+    """Read one Parquet file into an Arrow table."""
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle)
+
+
+def read_partitions(
+    lake_uri: str, zone: str, dataset: str, days: Iterable[date], schema: pa.Schema
+) -> pa.Table:
+    """Concatenate the existing partitions among ``days`` (missing days are skipped)."""
+    tables = [
+        read_file(uri).select(schema.names).cast(schema)
+        for day in days
+        if exists(uri := partition_file(lake_uri, zone, dataset, day))
+    ]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def existing_partition_files(
+    lake_uri: str, zone: str, dataset: str, days: Iterable[date]
+) -> list[str]:
+    """URIs of the partition files that exist among ``days``, oldest first."""
+    return [
+        uri
+        for day in sorted(days)
+        if exists(uri := partition_file(lake_uri, zone, dataset, day))
+    ]
+
+
+def write_json(uri: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as pretty, key-sorted JSON to ``uri``."""
+    fs, path = filesystem(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())

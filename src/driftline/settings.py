@@ -1,0 +1,97 @@
+"""Typed settings for every driftline stage.
+
+One object, built lazily by :func:`get_settings`, read from ``DRIFTLINE_*``
+environment variables (and an optional ``.env`` file). Every field has an embedded
+local default under a single project-local state folder (``DRIFTLINE_HOME``,
+``./.driftline`` by default), so a fresh clone runs with no configuration.
+Production points the same fields at S3 (any fsspec URI), Postgres, Redis and a
+Spark master.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Repository root when running from a checkout (``src/driftline/settings.py`` -> root).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """All configuration of driftline; see the module docstring for precedence."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(
+        default_factory=lambda: Path.cwd() / ".driftline",
+        description="Project-local state folder holding every embedded default.",
+    )
+    lake_uri: str = Field(
+        default="",
+        description="Root of the data lake (local path or fsspec URI such as s3://bucket/lake).",
+    )
+    spark_master: str = Field(default="local[*]", description="Spark master URL.")
+    spark_shuffle_partitions: int = Field(
+        default=4, ge=1, description="spark.sql.shuffle.partitions for the feature job."
+    )
+    feature_repo: Path = Field(
+        default=PROJECT_ROOT / "feature_repo", description="Feast repository path."
+    )
+    feast_env: str = Field(
+        default="local",
+        description="Which feature_repo/environments/<env>/feature_store.yaml to use.",
+    )
+    feast_registry: str = Field(default="", description="Feast registry path or URI.")
+    feast_online_path: str = Field(default="", description="SQLite online store file.")
+    redis_url: str = Field(
+        default="localhost:6379", description="Redis connection string (production online store)."
+    )
+    gx_project_dir: Path = Field(
+        default=PROJECT_ROOT / "great_expectations",
+        description="Committed GX definitions (expectation suites).",
+    )
+    mlflow_tracking_uri: str = Field(default="", description="MLflow tracking URI.")
+    optuna_storage: str = Field(default="", description="Optuna storage URL or journal file.")
+    simulation_start: date = Field(
+        default=date(2026, 1, 1), description="First simulated day (population anchor)."
+    )
+    seed: int = Field(default=7, description="Seed of the transaction simulator.")
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        """Fill URIs left empty with locations under :attr:`home`."""
+        home = self.home.expanduser().resolve()
+        derived = {
+            "home": home,
+            "lake_uri": self.lake_uri or str(home / "lake"),
+            "feast_registry": self.feast_registry or str(home / "feast" / "registry.db"),
+            "feast_online_path": self.feast_online_path or str(home / "feast" / "online.db"),
+            "mlflow_tracking_uri": self.mlflow_tracking_uri
+            or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            "optuna_storage": self.optuna_storage or str(home / "optuna" / "journal.log"),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def gx_state_dir(self) -> Path:
+        """Where GX keeps validation results and data docs (never the repository)."""
+        return self.home / "gx"
+
+    @property
+    def airflow_home(self) -> Path:
+        """``AIRFLOW_HOME`` used by the embedded standalone Airflow."""
+        return self.home / "airflow"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, built on first use."""
+    return Settings()
