@@ -192,8 +192,13 @@ def materialize_interval(interval: Interval, settings: Settings | None = None) -
             store.write_to_online_store(fv.name, fresh)
         store.registry.apply_materialization(fv, store.project, interval.start, interval.end)
         written[fv.name], skipped[fv.name] = len(fresh), len(latest) - len(fresh)
-        log.info("materialized %s %s: %d written, %d older skipped",
-                 fv.name, interval, len(fresh), len(latest) - len(fresh))
+        log.info(
+            "materialized %s %s: %d written, %d older skipped",
+            fv.name,
+            interval,
+            len(fresh),
+            len(latest) - len(fresh),
+        )
     return MaterializeResult(str(interval), written, skipped)
 
 

@@ -36,7 +36,7 @@ from driftline.schemas import LABELS, TIMESTAMP, TRANSACTIONS
 from driftline.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def _micros(seconds: int) -> int:
 
 def _user_features(tx: DataFrame) -> DataFrame:
     """Add the per-user window features to ``tx`` (which carries ``ts_us``)."""
-    from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql import Window
+    from pyspark.sql import functions as F  # noqa: N812
 
     by_user = Window.partitionBy("user_id").orderBy("ts_us")
 
@@ -154,12 +154,10 @@ def _user_features(tx: DataFrame) -> DataFrame:
 
 def _merchant_features(tx: DataFrame, labels: DataFrame) -> DataFrame:
     """Per-transaction merchant counts and chargebacks known at transaction time."""
-    from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql import Window
+    from pyspark.sql import functions as F  # noqa: N812
 
-    txn_events = tx.select(
-        "transaction_id", "merchant_id", "ts_us", F.lit(0).alias("is_report")
-    )
+    txn_events = tx.select("transaction_id", "merchant_id", "ts_us", F.lit(0).alias("is_report"))
     report_events = labels.where(F.col("is_fraud") == 1).select(
         F.lit(None).cast("string").alias("transaction_id"),
         "merchant_id",
@@ -256,7 +254,9 @@ def compute_interval(interval: Interval, settings: Settings | None = None) -> pa
     days = lookback_days(interval)
     spark = get_spark(cfg)
     tx = _spark_frame(
-        spark, lake.existing_partition_files(cfg.lake_uri, "raw", "transactions", days), TRANSACTIONS
+        spark,
+        lake.existing_partition_files(cfg.lake_uri, "raw", "transactions", days),
+        TRANSACTIONS,
     )
     labels = _spark_frame(
         spark, lake.existing_partition_files(cfg.lake_uri, "raw", "labels", days), LABELS

@@ -32,7 +32,7 @@ class LandingFileError(Exception):
     """A landing file is missing, empty or unreadable."""
 
 
-class BatchQuarantined(Exception):
+class BatchQuarantined(Exception):  # noqa: N818 (reads as an event: "batch quarantined")
     """A batch failed its gate and was moved to quarantine (the message says why)."""
 
     def __init__(self, message: str, quarantine_uri: str) -> None:
@@ -51,11 +51,6 @@ class DayCounts:
     def total(self) -> int:
         """Rows over all days."""
         return sum(self.rows.values())
-
-
-def landing_file(lake_uri: str, dataset: str, day: date) -> str:
-    """URI of the landing file the upstream system drops for ``dataset`` on ``day``."""
-    return f"{lake_uri.rstrip('/')}/landing/{dataset}/dt={day:%Y-%m-%d}/{dataset}.parquet"
 
 
 def _check_dataset(dataset: str) -> None:
@@ -85,7 +80,7 @@ def quarantine(
 
 def _stage_day(lake_uri: str, dataset: str, day: date) -> int:
     """Copy one landing file into staging unchanged; returns its row count."""
-    source = landing_file(lake_uri, dataset, day)
+    source = lake.landing_file(lake_uri, dataset, day)
     if not lake.exists(source):
         raise LandingFileError(f"no landing file for {dataset} on {day}: {source}")
     fs, path = lake.filesystem(source)
@@ -154,8 +149,7 @@ def _publish_day(cfg: Settings, dataset: str, day: date) -> int:
         where = quarantine(cfg.lake_uri, dataset, day, reason, fs.cat_file(path), outcome.result)
         lake.remove_partition(cfg.lake_uri, "staging", dataset, day)
         raise BatchQuarantined(
-            f"{dataset} batch for {day} failed validation and was quarantined at {where}: "
-            f"{reason}",
+            f"{dataset} batch for {day} failed validation and was quarantined at {where}: {reason}",
             where,
         )
     lake.replace_partition(cfg.lake_uri, "raw", dataset, day, canonicalize(table, dataset))

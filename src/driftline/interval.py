@@ -46,7 +46,9 @@ class Interval:
         return cls(start, start + timedelta(days=1))
 
     @classmethod
-    def parse(cls, start: str | date | datetime, end: str | date | datetime | None = None) -> Interval:
+    def parse(
+        cls, start: str | date | datetime, end: str | date | datetime | None = None
+    ) -> Interval:
         """Build an interval from ISO strings; ``end`` defaults to one day after ``start``."""
         begin = to_utc(start)
         return cls(begin, to_utc(end) if end is not None else begin + timedelta(days=1))

@@ -46,6 +46,11 @@ def partition_file(lake_uri: str, zone: str, dataset: str, day: date) -> str:
     return f"{partition_uri(lake_uri, zone, dataset, day)}/{PART_FILE}"
 
 
+def landing_file(lake_uri: str, dataset: str, day: date) -> str:
+    """URI of the landing file the upstream system drops for ``dataset`` on ``day``."""
+    return f"{lake_uri.rstrip('/')}/landing/{dataset}/dt={day:%Y-%m-%d}/{dataset}.parquet"
+
+
 def exists(uri: str) -> bool:
     """Whether a file or folder exists at ``uri``."""
     fs, path = filesystem(uri)
@@ -57,6 +62,24 @@ def _write_table(fs: AbstractFileSystem, path: str, table: pa.Table) -> None:
     clean = table.replace_schema_metadata(None)
     with fs.open(path, "wb") as handle:
         pq.write_table(clean, handle, compression="zstd", write_statistics=True)
+
+
+def write_file(uri: str, table: pa.Table) -> None:
+    """Write ``table`` to the single file ``uri`` atomically (temp file, then move).
+
+    Equal tables give equal bytes; readers never see a half-written file.
+    """
+    fs, path = filesystem(uri)
+    parent, name = path.rsplit("/", 1)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        _write_table(fs, tmp, table)
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
 
 
 def replace_partition(
@@ -131,9 +154,7 @@ def existing_partition_files(
 ) -> list[str]:
     """URIs of the partition files that exist among ``days``, oldest first."""
     return [
-        uri
-        for day in sorted(days)
-        if exists(uri := partition_file(lake_uri, zone, dataset, day))
+        uri for day in sorted(days) if exists(uri := partition_file(lake_uri, zone, dataset, day))
     ]
 
 

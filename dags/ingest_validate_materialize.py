@@ -1,0 +1,121 @@
+"""
+### ingest_validate_materialize
+
+Daily data plane of driftline. For its data interval (one UTC day):
+
+1. **ingest** the landing files of transactions and chargeback labels into staging;
+2. **validate** each batch with its Great Expectations suite: a passing batch becomes the
+   raw partition `dt=YYYY-MM-DD` (replaced atomically), a failing one is quarantined with
+   its validation result and the run fails here (no retry: the data will not fix itself);
+3. **build features** with PySpark over the interval and its look-back partitions,
+   validated by the `features` suite;
+4. **materialize** exactly this interval into the Feast online store (older intervals
+   never overwrite newer online values, so backfills in any order are safe).
+
+Backfill any range from the UI or `airflow backfill create`; reruns are idempotent.
+Every task calls one `driftline` function with the run's explicit data interval.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "driftline",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+}
+
+
+def _interval(start: datetime | None, end: datetime | None) -> Any:
+    """The run's data interval as a driftline ``Interval``."""
+    from driftline.interval import Interval
+
+    if start is None or end is None:
+        raise AirflowFailException("this task needs a data interval")
+    return Interval(start, end)
+
+
+def _gate(call: Any) -> Any:
+    """Run a driftline stage; a rejected batch fails the task without retries."""
+    from driftline.ingest import BatchQuarantined
+
+    try:
+        return call()
+    except BatchQuarantined as rejected:
+        raise AirflowFailException(str(rejected)) from rejected
+
+
+@dag(
+    dag_id="ingest_validate_materialize",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1),
+    catchup=True,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["driftline", "data-plane"],
+    params={
+        "materialize": Param(
+            True, type="boolean", description="Load the features into the online store."
+        ),
+    },
+)
+def ingest_validate_materialize() -> None:
+    """Wire ingest -> validate -> features -> materialize for one data interval."""
+
+    @task
+    def ingest_transactions(data_interval_start=None, data_interval_end=None) -> int:
+        from driftline.ingest import ingest
+
+        interval = _interval(data_interval_start, data_interval_end)
+        return _gate(lambda: ingest("transactions", interval)).total
+
+    @task
+    def validate_transactions(data_interval_start=None, data_interval_end=None) -> int:
+        from driftline.ingest import publish_validated
+
+        interval = _interval(data_interval_start, data_interval_end)
+        return _gate(lambda: publish_validated("transactions", interval)).total
+
+    @task
+    def ingest_labels(data_interval_start=None, data_interval_end=None) -> int:
+        from driftline.ingest import ingest
+
+        interval = _interval(data_interval_start, data_interval_end)
+        return _gate(lambda: ingest("labels", interval)).total
+
+    @task
+    def validate_labels(data_interval_start=None, data_interval_end=None) -> int:
+        from driftline.ingest import publish_validated
+
+        interval = _interval(data_interval_start, data_interval_end)
+        return _gate(lambda: publish_validated("labels", interval)).total
+
+    @task
+    def build_features(data_interval_start=None, data_interval_end=None) -> dict[str, int]:
+        from driftline.features import build_features as run
+
+        interval = _interval(data_interval_start, data_interval_end)
+        return _gate(lambda: run(interval)).rows
+
+    @task
+    def materialize_features(
+        params=None, data_interval_start=None, data_interval_end=None
+    ) -> dict[str, int]:
+        from driftline.feature_store import materialize_interval
+
+        if params is not None and not params.get("materialize", True):
+            return {}
+        return materialize_interval(_interval(data_interval_start, data_interval_end)).written
+
+    transactions = ingest_transactions() >> validate_transactions()
+    labels = ingest_labels() >> validate_labels()
+    [transactions, labels] >> build_features() >> materialize_features()
+
+
+ingest_validate_materialize()

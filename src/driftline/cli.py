@@ -1,0 +1,184 @@
+"""The ``driftline`` command line: one command per stage.
+
+DVC stages and people call these; Airflow tasks and Kubeflow components call the
+same functions directly. Every command takes its data interval explicitly
+(``--start``/``--end``, end exclusive; ``--end`` defaults to one day later).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import date
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from driftline.interval import Interval
+from driftline.settings import get_settings
+
+app = typer.Typer(
+    help="driftline: DAG-orchestrated MLOps for card-fraud scoring.", no_args_is_help=True
+)
+console = Console(stderr=True)
+
+Start = Annotated[str, typer.Option("--start", help="First day of the interval (YYYY-MM-DD).")]
+End = Annotated[
+    str | None, typer.Option("--end", help="Day after the last day (exclusive). Default: start+1.")
+]
+Dataset = Annotated[str, typer.Option("--dataset", help="transactions or labels.")]
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Configure logging for the command (never at import)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextmanager
+def _days(label: str, interval: Interval) -> Iterator[Callable[[date], None]]:
+    """A progress bar over the interval's days; yields the per-day callback."""
+    days = list(interval.days())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"{label} {interval}", total=len(days))
+        yield lambda _day: progress.advance(task)
+
+
+def _emit(result: Any) -> None:
+    """Print a stage's result as JSON on stdout (for scripts and DVC)."""
+    payload = asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
+    typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def _fail_on_gate(call: Callable[[], Any]) -> Any:
+    """Run a stage; turn a rejected batch into a clear message and exit code 2."""
+    from driftline.ingest import BatchQuarantined, LandingFileError
+
+    try:
+        return call()
+    except (BatchQuarantined, LandingFileError) as error:
+        console.print(f"[bold red]rejected:[/] {error}")
+        raise typer.Exit(code=2) from error
+
+
+@app.command()
+def simulate(
+    start: Start,
+    end: End = None,
+    rows_per_day: Annotated[int, typer.Option(help="Transactions per day.")] = 5000,
+    seed: Annotated[int | None, typer.Option(help="Simulator seed (default: settings).")] = None,
+    drift: Annotated[
+        list[str] | None,
+        typer.Option(help="Drift scenario NAME@YYYY-MM-DD (covariate_shift, new_fraud_pattern)."),
+    ] = None,
+    bad_batch: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Broken landing file KIND@YYYY-MM-DD[:dataset], e.g. wrong_type@2026-01-03."
+        ),
+    ] = None,
+) -> None:
+    """Write simulated landing files (transactions, late chargebacks) for the interval."""
+    from driftline.simulate import BadBatch, DriftScenario, SimulatorConfig, write_landing
+
+    cfg = get_settings()
+    scenarios = tuple(
+        DriftScenario(name, date.fromisoformat(day))  # type: ignore[arg-type]
+        for name, day in (item.split("@", 1) for item in drift or [])
+    )
+    bad = []
+    for item in bad_batch or []:
+        kind, rest = item.split("@", 1)
+        day, _, dataset = rest.partition(":")
+        bad.append(BadBatch(kind, date.fromisoformat(day), dataset or "transactions"))  # type: ignore[arg-type]
+    config = SimulatorConfig(
+        seed=cfg.seed if seed is None else seed,
+        rows_per_day=rows_per_day,
+        anchor=cfg.simulation_start,
+        scenarios=scenarios,
+        bad_batches=tuple(bad),
+    )
+    interval = Interval.parse(start, end)
+    with _days("simulate", interval) as on_day:
+        result = write_landing(config, interval, cfg.lake_uri, progress=on_day)
+    _emit(result)
+
+
+@app.command()
+def ingest(dataset: Dataset, start: Start, end: End = None) -> None:
+    """Stage the landing files of DATASET for the interval."""
+    from driftline.ingest import ingest as run
+
+    interval = Interval.parse(start, end)
+    with _days(f"ingest {dataset}", interval) as on_day:
+        _emit(_fail_on_gate(lambda: run(dataset, interval, on_day=on_day)))
+
+
+@app.command()
+def validate(dataset: Dataset, start: Start, end: End = None) -> None:
+    """Validate staged DATASET batches (GX); publish raw partitions or quarantine."""
+    from driftline.ingest import publish_validated
+
+    interval = Interval.parse(start, end)
+    with _days(f"validate {dataset}", interval) as on_day:
+        _emit(_fail_on_gate(lambda: publish_validated(dataset, interval, on_day=on_day)))
+
+
+@app.command()
+def features(start: Start, end: End = None) -> None:
+    """Compute, validate and publish the Spark feature partitions of the interval."""
+    from driftline.features import build_features
+
+    interval = Interval.parse(start, end)
+    with console.status(f"features {interval} (Spark)"):
+        _emit(_fail_on_gate(lambda: build_features(interval)))
+
+
+@app.command()
+def materialize(start: Start, end: End = None) -> None:
+    """Load the interval's features into the Feast online store."""
+    from driftline.feature_store import materialize_interval
+
+    interval = Interval.parse(start, end)
+    with console.status(f"materialize {interval} (Feast)"):
+        _emit(materialize_interval(interval))
+
+
+@app.command("apply-features")
+def apply_features() -> None:
+    """Register the Feast definitions of feature_repo/ (feast apply)."""
+    from driftline.feature_store import apply_definitions
+
+    store = apply_definitions()
+    _emit({"project": store.project, "feature_views": [v.name for v in store.list_feature_views()]})
+
+
+@app.command()
+def info() -> None:
+    """Show where everything lives (settings after defaults are applied)."""
+    cfg = get_settings()
+    _emit(
+        {
+            **cfg.model_dump(mode="json"),
+            "gx_data_docs": str(cfg.gx_state_dir),
+            "airflow_home": str(cfg.airflow_home),
+        }
+    )
+
+
+if __name__ == "__main__":
+    app()
