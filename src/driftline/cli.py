@@ -168,6 +168,35 @@ def apply_features() -> None:
 
 
 @app.command()
+def where() -> None:
+    """Print where the partitions, GX data docs and Feast online store are."""
+    from driftline import lake
+
+    cfg = get_settings()
+    fs, root = lake.filesystem(cfg.lake_uri)
+    zones = {}
+    for zone in ("landing", "raw", "features", "quarantine"):
+        found = fs.glob(f"{root}/{zone}/*/dt=*") if fs.exists(f"{root}/{zone}") else []
+        zones[zone] = sorted(str(p).removeprefix(root + "/") for p in found)
+    docs = cfg.gx_state_dir / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    console.print(f"[bold]lake[/] {cfg.lake_uri}")
+    for zone, parts in zones.items():
+        console.print(f"  {zone:<11} {len(parts):>3} partitions")
+    console.print(f"[bold]GX data docs[/] {docs} (exists: {docs.exists()})")
+    console.print(f"[bold]Feast online store[/] {cfg.feast_online_path} (env {cfg.feast_env})")
+    console.print(f"[bold]Feast registry[/] {cfg.feast_registry}")
+    console.print(f"[bold]Airflow home[/] {cfg.airflow_home}  (UI: make airflow-ui)")
+    _emit(
+        {
+            "lake_uri": cfg.lake_uri,
+            "partitions": zones,
+            "gx_data_docs": str(docs),
+            "feast_online_store": cfg.feast_online_path,
+        }
+    )
+
+
+@app.command()
 def info() -> None:
     """Show where everything lives (settings after defaults are applied)."""
     cfg = get_settings()

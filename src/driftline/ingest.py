@@ -152,8 +152,9 @@ def _publish_day(cfg: Settings, dataset: str, day: date) -> int:
             f"{dataset} batch for {day} failed validation and was quarantined at {where}: {reason}",
             where,
         )
+    # The staged batch stays as the record of what was last received (DVC tracks it);
+    # the next ingest of the day replaces it.
     lake.replace_partition(cfg.lake_uri, "raw", dataset, day, canonicalize(table, dataset))
-    lake.remove_partition(cfg.lake_uri, "staging", dataset, day)
     return table.num_rows
 
 
