@@ -69,7 +69,9 @@ def test_online_values_equal_offline_and_rerun_changes_nothing(featured: Setting
     users = offline.index[:25].tolist()
     online = _online(featured, users)
     for column in USER_FEATURES:
-        assert online.loc[users, column].tolist() == pytest.approx(offline.loc[users, column].tolist())
+        assert online.loc[users, column].tolist() == pytest.approx(
+            offline.loc[users, column].tolist()
+        )
 
     again = materialize_interval(DAY3, featured)
     assert first.written["user_activity"] == len(offline)
@@ -89,8 +91,11 @@ def test_point_in_time_training_join_through_feast(featured: Settings) -> None:
     store = get_store(featured)
     materialize_interval(DAY3, featured)  # applies the definitions
     entity_df = pd.DataFrame(
-        {"user_id": [user], "merchant_id": [int(first.merchant_id)],
-         "event_timestamp": [just_before_second]}
+        {
+            "user_id": [user],
+            "merchant_id": [int(first.merchant_id)],
+            "event_timestamp": [just_before_second],
+        }
     )
     got = store.get_historical_features(
         entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)

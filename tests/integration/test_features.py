@@ -92,9 +92,15 @@ def test_point_in_time_correctness_on_hand_built_example() -> None:
     )
     interval = Interval.for_day(T0.date())
     spark = get_spark()
-    got = to_canonical(
-        compute_features(spark.createDataFrame(tx), spark.createDataFrame(labels), interval).toArrow()
-    ).to_pandas().set_index("transaction_id")
+    got = (
+        to_canonical(
+            compute_features(
+                spark.createDataFrame(tx), spark.createDataFrame(labels), interval
+            ).toArrow()
+        )
+        .to_pandas()
+        .set_index("transaction_id")
+    )
     assert got.loc["c", "user_txn_count_1h"] == 2  # b and c, not a (2h ago), not d (future)
     assert got.loc["c", "user_txn_count_24h"] == 3
     assert got.loc["c", "user_new_device"] == 1 and got.loc["d", "user_new_device"] == 0

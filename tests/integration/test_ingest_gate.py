@@ -46,7 +46,8 @@ def test_bad_batch_is_quarantined_and_prior_data_intact(case: str, settings: Set
     kind = case.split("@")[0]
     dataset, fragment = BAD_KINDS[case]
     config = SimulatorConfig(
-        rows_per_day=600, bad_batches=(BadBatch(kind, DAY2, dataset),)  # type: ignore[arg-type]
+        rows_per_day=600,
+        bad_batches=(BadBatch(kind, DAY2, dataset),),  # type: ignore[arg-type]
     )
     write_landing(config, Interval(DAY1, DAY2 + timedelta(days=1)), settings.lake_uri)
     _run_day(dataset, DAY1, settings)
@@ -61,7 +62,9 @@ def test_bad_batch_is_quarantined_and_prior_data_intact(case: str, settings: Set
     assert not lake.exists(lake.partition_uri(settings.lake_uri, "raw", dataset, DAY2))
     quarantined = lake.partition_uri(settings.lake_uri, "quarantine", dataset, DAY2)
     assert lake.exists(f"{quarantined}/{dataset}.parquet")
-    result = json.loads(lake.filesystem(quarantined)[0].cat_file(f"{quarantined}/validation_result.json"))
+    result = json.loads(
+        lake.filesystem(quarantined)[0].cat_file(f"{quarantined}/validation_result.json")
+    )
     assert result["reason"]
     fs, path = lake.filesystem(good)
     assert fs.cat_file(path) == before

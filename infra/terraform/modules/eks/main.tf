@@ -191,7 +191,7 @@ resource "aws_eks_node_group" "gpu" {
 
   tags = merge(var.tags, {
     # Lets the cluster autoscaler scale this group up from zero for tainted GPU pods.
-    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu" = "true:NoSchedule"
+    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"    = "true:NoSchedule"
     "k8s.io/cluster-autoscaler/node-template/label/driftline.io/pool" = "gpu"
   })
 
