@@ -37,6 +37,7 @@ from driftline.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.window import WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _user_features(tx: DataFrame) -> DataFrame:
 
     by_user = Window.partitionBy("user_id").orderBy("ts_us")
 
-    def last(seconds: int) -> Window:
+    def last(seconds: int) -> WindowSpec:
         return by_user.rangeBetween(-(_micros(seconds) - 1), 0)
 
     by_device = (
@@ -166,7 +167,7 @@ def _merchant_features(tx: DataFrame, labels: DataFrame) -> DataFrame:
     )
     by_merchant = Window.partitionBy("merchant_id").orderBy("ts_us")
 
-    def last(seconds: int) -> Window:
+    def last(seconds: int) -> WindowSpec:
         return by_merchant.rangeBetween(-(_micros(seconds) - 1), 0)
 
     txn_flag = 1 - F.col("is_report")

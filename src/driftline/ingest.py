@@ -92,7 +92,7 @@ def _stage_day(lake_uri: str, dataset: str, day: date) -> int:
         where = quarantine(lake_uri, dataset, day, reason, payload, {"error": str(error)})
         raise BatchQuarantined(f"{reason} (quarantined at {where})", where) from error
     lake.replace_partition(lake_uri, "staging", dataset, day, table)
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def ingest(
@@ -155,7 +155,7 @@ def _publish_day(cfg: Settings, dataset: str, day: date) -> int:
     # The staged batch stays as the record of what was last received (DVC tracks it);
     # the next ingest of the day replaces it.
     lake.replace_partition(cfg.lake_uri, "raw", dataset, day, canonicalize(table, dataset))
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def publish_validated(

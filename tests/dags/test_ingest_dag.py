@@ -46,11 +46,7 @@ def _lake_snapshot(state: Path) -> dict[str, str]:
 def _online_snapshot(state: Path) -> list[tuple[object, ...]]:
     with sqlite3.connect(state / "feast" / "online.db") as db:
         tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
-        return sorted(
-            row
-            for t in tables
-            for row in db.execute(f'select * from "{t}"')
-        )
+        return sorted(row for t in tables for row in db.execute(f'select * from "{t}"'))
 
 
 def test_two_days_then_rerun_is_idempotent(airflow_home: tuple[Path, Runner]) -> None:
