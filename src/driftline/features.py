@@ -153,17 +153,22 @@ def _user_features(tx: DataFrame) -> DataFrame:
     )
 
 
-def _merchant_features(tx: DataFrame, labels: DataFrame) -> DataFrame:
-    """Per-transaction merchant counts and chargebacks known at transaction time."""
+def _merchant_features(rows: DataFrame, labels: DataFrame) -> DataFrame:
+    """Add merchant counts and chargebacks known at transaction time to ``rows``.
+
+    Chargebacks join the transactions as events in one per-merchant timeline (no
+    join back on ``transaction_id``, no second scan of the transactions).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F  # noqa: N812
 
-    txn_events = tx.select("transaction_id", "merchant_id", "ts_us", F.lit(0).alias("is_report"))
     report_events = labels.where(F.col("is_fraud") == 1).select(
-        F.lit(None).cast("string").alias("transaction_id"),
         "merchant_id",
         F.unix_micros("label_ts").alias("ts_us"),
         F.lit(1).alias("is_report"),
+    )
+    events = rows.withColumn("is_report", F.lit(0)).unionByName(
+        report_events, allowMissingColumns=True
     )
     by_merchant = Window.partitionBy("merchant_id").orderBy("ts_us")
 
@@ -173,15 +178,14 @@ def _merchant_features(tx: DataFrame, labels: DataFrame) -> DataFrame:
     txn_flag = 1 - F.col("is_report")
     count_14d = F.sum(txn_flag).over(last(14 * DAY))
     reports_14d = F.sum("is_report").over(last(14 * DAY))
-    events = txn_events.unionByName(report_events).select(
-        "transaction_id",
-        "is_report",
+    with_counts = events.select(
+        "*",
         F.sum(txn_flag).over(last(DAY)).cast("long").alias("merchant_txn_count_24h"),
         count_14d.cast("long").alias("merchant_txn_count_14d"),
         reports_14d.cast("long").alias("merchant_fraud_reports_14d"),
         F.least(reports_14d / count_14d, F.lit(1.0)).alias("merchant_fraud_rate_14d"),
     )
-    return events.where(F.col("is_report") == 0).drop("is_report")
+    return with_counts.where(F.col("is_report") == 0).drop("is_report")
 
 
 def compute_features(tx: DataFrame, labels: DataFrame, interval: Interval) -> DataFrame:
@@ -203,10 +207,9 @@ def compute_features(tx: DataFrame, labels: DataFrame, interval: Interval) -> Da
     timed = tx.withColumn("ts_us", F.unix_micros("ts")).where(
         (F.col("ts_us") >= lookback_us) & (F.col("ts_us") < end_us)
     )
-    users = _user_features(timed).where(F.col("ts_us") >= start_us)
-    merchants = _merchant_features(timed, labels.where(F.col("label_ts") < interval.end))
-    joined = users.join(merchants, on="transaction_id", how="inner")
-    return joined.select(
+    users = _user_features(timed)
+    both = _merchant_features(users, labels.where(F.col("label_ts") < interval.end))
+    return both.where(F.col("ts_us") >= start_us).select(
         *[F.col(c) for c in ("transaction_id", "user_id", "merchant_id")],
         F.col("ts").alias("event_timestamp"),
         F.col("amount"),
