@@ -69,32 +69,18 @@ def ingest_validate_materialize() -> None:
     """Wire ingest -> validate -> features -> materialize for one data interval."""
 
     @task
-    def ingest_transactions(data_interval_start=None, data_interval_end=None) -> int:
+    def ingest_batch(dataset: str, data_interval_start=None, data_interval_end=None) -> int:
         from driftline.ingest import ingest
 
         interval = _interval(data_interval_start, data_interval_end)
-        return _gate(lambda: ingest("transactions", interval)).total
+        return _gate(lambda: ingest(dataset, interval)).total
 
     @task
-    def validate_transactions(data_interval_start=None, data_interval_end=None) -> int:
+    def validate_batch(dataset: str, data_interval_start=None, data_interval_end=None) -> int:
         from driftline.ingest import publish_validated
 
         interval = _interval(data_interval_start, data_interval_end)
-        return _gate(lambda: publish_validated("transactions", interval)).total
-
-    @task
-    def ingest_labels(data_interval_start=None, data_interval_end=None) -> int:
-        from driftline.ingest import ingest
-
-        interval = _interval(data_interval_start, data_interval_end)
-        return _gate(lambda: ingest("labels", interval)).total
-
-    @task
-    def validate_labels(data_interval_start=None, data_interval_end=None) -> int:
-        from driftline.ingest import publish_validated
-
-        interval = _interval(data_interval_start, data_interval_end)
-        return _gate(lambda: publish_validated("labels", interval)).total
+        return _gate(lambda: publish_validated(dataset, interval)).total
 
     @task
     def build_features(data_interval_start=None, data_interval_end=None) -> dict[str, int]:
@@ -113,9 +99,12 @@ def ingest_validate_materialize() -> None:
             return {}
         return materialize_interval(_interval(data_interval_start, data_interval_end)).written
 
-    transactions = ingest_transactions() >> validate_transactions()
-    labels = ingest_labels() >> validate_labels()
-    [transactions, labels] >> build_features() >> materialize_features()
+    published = [
+        ingest_batch.override(task_id=f"ingest_{dataset}")(dataset)
+        >> validate_batch.override(task_id=f"validate_{dataset}")(dataset)
+        for dataset in ("transactions", "labels")
+    ]
+    published >> build_features() >> materialize_features()
 
 
 ingest_validate_materialize()

@@ -78,8 +78,27 @@ def quarantine(
     return target
 
 
-def _stage_day(lake_uri: str, dataset: str, day: date) -> int:
+def _each_day(
+    dataset: str,
+    interval: Interval,
+    settings: Settings | None,
+    on_day: DayCallback | None,
+    handle_day: Callable[[Settings, str, date], int],
+) -> DayCounts:
+    """Run ``handle_day`` for every day of ``interval``, oldest first, counting rows."""
+    _check_dataset(dataset)
+    cfg = settings or get_settings()
+    rows: dict[str, int] = {}
+    for day in interval.days():
+        rows[day.isoformat()] = handle_day(cfg, dataset, day)
+        if on_day:
+            on_day(day)
+    return DayCounts(dataset, rows)
+
+
+def _stage_day(cfg: Settings, dataset: str, day: date) -> int:
     """Copy one landing file into staging unchanged; returns its row count."""
+    lake_uri = cfg.lake_uri
     source = lake.landing_file(lake_uri, dataset, day)
     if not lake.exists(source):
         raise LandingFileError(f"no landing file for {dataset} on {day}: {source}")
@@ -116,14 +135,7 @@ def ingest(
         LandingFileError: A landing file is missing.
         BatchQuarantined: A landing file is empty or unreadable (it is quarantined).
     """
-    _check_dataset(dataset)
-    cfg = settings or get_settings()
-    rows: dict[str, int] = {}
-    for day in interval.days():
-        rows[day.isoformat()] = _stage_day(cfg.lake_uri, dataset, day)
-        if on_day:
-            on_day(day)
-    return DayCounts(dataset, rows)
+    return _each_day(dataset, interval, settings, on_day, _stage_day)
 
 
 def canonicalize(table: pa.Table, dataset: str) -> pa.Table:
@@ -170,11 +182,4 @@ def publish_validated(
         BatchQuarantined: A batch failed its suite; it is quarantined with its
             validation result and the message names the failed expectations.
     """
-    _check_dataset(dataset)
-    cfg = settings or get_settings()
-    rows: dict[str, int] = {}
-    for day in interval.days():
-        rows[day.isoformat()] = _publish_day(cfg, dataset, day)
-        if on_day:
-            on_day(day)
-    return DayCounts(dataset, rows)
+    return _each_day(dataset, interval, settings, on_day, _publish_day)
