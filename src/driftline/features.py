@@ -68,14 +68,6 @@ MERCHANT_FEATURES: tuple[str, ...] = (
     "merchant_fraud_reports_14d",
     "merchant_fraud_rate_14d",
 )
-KEY_COLUMNS: tuple[str, ...] = (
-    "transaction_id",
-    "user_id",
-    "merchant_id",
-    "event_timestamp",
-    "amount",
-)
-
 #: Canonical schema of a feature partition (the Feast offline source).
 FEATURES = pa.schema(
     [

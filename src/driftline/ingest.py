@@ -17,6 +17,7 @@ from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from driftline import lake
 from driftline.interval import Interval
@@ -105,7 +106,7 @@ def _stage_day(cfg: Settings, dataset: str, day: date) -> int:
     fs, path = lake.filesystem(source)
     payload = fs.cat_file(path)
     try:
-        table = lake.read_file(source)
+        table = pq.read_table(pa.BufferReader(payload))  # parse the bytes already read
     except (pa.ArrowInvalid, OSError) as error:
         reason = f"landing file for {dataset} on {day} is empty or unreadable: {error}"
         where = quarantine(lake_uri, dataset, day, reason, payload, {"error": str(error)})
