@@ -167,6 +167,75 @@ def apply_features() -> None:
     _emit({"project": store.project, "feature_views": [v.name for v in store.list_feature_views()]})
 
 
+Trials = Annotated[int | None, typer.Option("--trials", help="Optuna trials (default: settings).")]
+Workers = Annotated[
+    int | None, typer.Option("--workers", help="Parallel tuning workers (default: settings).")
+]
+
+
+@app.command()
+def train(
+    start: Start,
+    end: Annotated[str, typer.Option("--end", help="Label cut-off: day after the window.")],
+    trials: Trials = None,
+    workers: Workers = None,
+    request_id: Annotated[
+        str, typer.Option("--request-id", help="Idempotency key (default: the window).")
+    ] = "",
+    summary: Annotated[
+        str | None, typer.Option("--summary", help="Also write the outcome JSON here.")
+    ] = None,
+) -> None:
+    """Run the Kubeflow training pipeline (local runner, or the KFP host in settings)."""
+    from pathlib import Path
+
+    from driftline.training.runner import request_from_settings, run_pipeline
+    from pipelines.train_pipeline import train_pipeline
+
+    cfg = get_settings()
+    request = request_from_settings(
+        Interval.parse(start, end), cfg, trials=trials, workers=workers, request_id=request_id
+    )
+    outcome = run_pipeline(train_pipeline, request, cfg)
+    if summary:
+        Path(summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary).write_text(json.dumps(outcome, indent=2, sort_keys=True, default=str))
+    _print_outcome(outcome)
+    _emit(outcome)
+
+
+def _print_outcome(outcome: dict[str, Any]) -> None:
+    """Say what was registered, with which alias, and where to look."""
+    cfg = get_settings()
+    alias = outcome["alias"] or "none (" + "; ".join(outcome["gate_reasons"]) + ")"
+    metrics = ", ".join(
+        f"{k} {v:.4f}" for k, v in sorted(outcome["metrics"].items()) if isinstance(v, float)
+    )
+    console.print(f"[bold]registered[/] {outcome['model_name']} version {outcome['version']}")
+    console.print(f"[bold]alias[/] {alias}")
+    console.print(f"[bold]metrics[/] {metrics}")
+    console.print(
+        f"[bold]MLflow UI[/] mlflow ui --backend-store-uri {cfg.mlflow_tracking_uri} "
+        "(or: make mlflow-ui)"
+    )
+
+
+@app.command()
+def evaluate(
+    start: Start,
+    end: Annotated[str, typer.Option("--end", help="Label cut-off: day after the window.")],
+    summary: Annotated[str, typer.Option("--summary", help="Outcome JSON of `driftline train`.")],
+    out: Annotated[str, typer.Option("--out", help="Folder for metrics.json and curves.")],
+) -> None:
+    """Evaluate the registered version named in ``--summary`` on the window's holdout."""
+    from pathlib import Path
+
+    from driftline.training.steps import evaluate_registered
+
+    version = str(json.loads(Path(summary).read_text())["version"])
+    _emit(evaluate_registered(Interval.parse(start, end), version, Path(out), get_settings()))
+
+
 @app.command()
 def where() -> None:
     """Print where the partitions, GX data docs and Feast online store are."""

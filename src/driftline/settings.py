@@ -63,6 +63,42 @@ class Settings(BaseSettings):
     )
     seed: int = Field(default=7, description="Seed of the transaction simulator.")
 
+    # Training plane -------------------------------------------------------------------
+    model_name: str = Field(
+        default="driftline-fraud", description="Registered model name in MLflow."
+    )
+    mlflow_experiment: str = Field(
+        default="driftline-training", description="MLflow experiment of training runs."
+    )
+    label_maturity_days: int = Field(
+        default=7,
+        ge=0,
+        description="Transactions younger than this at the label cut-off are left out of "
+        "training sets (their chargebacks may not have arrived yet).",
+    )
+    valid_days: int = Field(default=2, ge=1, description="Days in the validation split.")
+    holdout_days: int = Field(default=2, ge=1, description="Days in the recent holdout.")
+    tuning_trials: int = Field(default=8, ge=1, description="Optuna trials per training run.")
+    tuning_workers: int = Field(
+        default=2, ge=1, description="Parallel Optuna workers (pipeline fan-out) on one study."
+    )
+    max_epochs: int = Field(default=8, ge=1, description="Epoch budget per trial and final fit.")
+    train_seed: int = Field(default=13, description="Seed of tuning and training.")
+    train_use_gpu: bool = Field(
+        default=False, description="The pipeline's train step requests one NVIDIA GPU."
+    )
+    gate_min_pr_auc: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Staging gate: absolute holdout PR-AUC floor."
+    )
+    gate_champion_tolerance: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="Staging gate: largest PR-AUC shortfall versus the champion allowed.",
+    )
+    kfp_host: str = Field(
+        default="", description="Kubeflow Pipelines API; empty runs the pipeline locally."
+    )
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         """Fill URIs left empty with locations under :attr:`home`."""
@@ -84,6 +120,11 @@ class Settings(BaseSettings):
     def gx_state_dir(self) -> Path:
         """Where GX keeps validation results and data docs (never the repository)."""
         return self.home / "gx"
+
+    @property
+    def training_dir(self) -> Path:
+        """Local working area of training runs (KFP local pipeline root, checkpoints)."""
+        return self.home / "training"
 
     @property
     def airflow_home(self) -> Path:

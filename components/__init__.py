@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines components: each one is a single call into ``driftline``."""

@@ -1,0 +1,1 @@
+"""Kubeflow pipeline definitions (wiring only) and their compiled YAML."""

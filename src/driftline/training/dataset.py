@@ -1,0 +1,282 @@
+"""Point-in-time-correct training sets from the lake and Feast.
+
+A training run receives a data interval ``window = [start, end)``: everything known at
+``end`` (the *label cut-off*) may be used. Transactions of the last
+``label_maturity_days`` are left out because their chargebacks may still be on the
+way; a transaction older than that with no chargeback reported before the cut-off is
+a negative. The remaining days are split by time, never at random: the oldest days
+train, the next ``valid_days`` validate (early stopping, tuning) and the last
+``holdout_days`` are the recent holdout every candidate and the champion are judged on.
+
+Each transaction is joined to the features of its user and merchant *as of one
+microsecond before it* with Feast ``get_historical_features`` through the versioned
+feature service, so training sees only what serving could have known. Request-time
+fields (amount, category, country, channel, currency, hour) come from the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from driftline import lake
+from driftline.features import DATASET as FEATURES_DATASET
+from driftline.features import LOOKBACK
+from driftline.interval import Interval
+from driftline.schemas import LABELS, TRANSACTIONS
+from driftline.settings import Settings, get_settings
+from driftline.training.columns import (
+    KEYS,
+    LABEL,
+    MODEL_INPUTS,
+    STORE_NUMERIC,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "holdout")
+MANIFEST = "manifest.json"
+#: Features are looked up this long before the transaction (state before it, not after).
+AS_OF_OFFSET = timedelta(microseconds=1)
+
+
+class TrainingSetError(ValueError):
+    """The window cannot produce a usable training set (too short, no data, one class)."""
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which transaction days feed each split, and the label cut-off."""
+
+    train: Interval
+    valid: Interval
+    holdout: Interval
+    label_cutoff: datetime
+
+    @property
+    def transactions(self) -> Interval:
+        """Every transaction day used (train start to holdout end)."""
+        return Interval(self.train.start, self.holdout.end)
+
+    def split_of(self, ts: pd.Series) -> pd.Series:
+        """Name of the split each timestamp falls in."""
+        return pd.Series(
+            pd.cut(
+                ts,
+                bins=[self.train.start, self.valid.start, self.holdout.start, self.holdout.end],
+                labels=list(SPLITS),
+                right=False,
+            ).astype(str),
+            index=ts.index,
+        )
+
+
+def plan_splits(window: Interval, settings: Settings) -> SplitPlan:
+    """Lay the splits out inside ``window`` (see the module docstring).
+
+    Raises:
+        TrainingSetError: Fewer than one training day would remain.
+    """
+    mature_end = window.end - timedelta(days=settings.label_maturity_days)
+    holdout = Interval(mature_end - timedelta(days=settings.holdout_days), mature_end)
+    valid_start = holdout.start - timedelta(days=settings.valid_days)
+    if valid_start - window.start < timedelta(days=1):
+        need = settings.label_maturity_days + settings.holdout_days + settings.valid_days + 1
+        raise TrainingSetError(
+            f"window {window} is too short: it needs at least {need} days "
+            f"(label maturity {settings.label_maturity_days}, holdout "
+            f"{settings.holdout_days}, validation {settings.valid_days}, 1 training day)"
+        )
+    return SplitPlan(
+        train=Interval(window.start, valid_start),
+        valid=Interval(valid_start, holdout.start),
+        holdout=holdout,
+        label_cutoff=window.end,
+    )
+
+
+def _transactions(plan: SplitPlan, settings: Settings) -> pa.Table:
+    days = list(plan.transactions.days())
+    table = lake.read_partitions(settings.lake_uri, "raw", "transactions", days, TRANSACTIONS)
+    if table.num_rows == 0:
+        raise TrainingSetError(f"no raw transactions in {plan.transactions}")
+    return table
+
+
+def _fraud_ids(window: Interval, plan: SplitPlan, settings: Settings) -> set[str]:
+    """Transactions with a chargeback reported before the cut-off."""
+    labels = lake.read_partitions(settings.lake_uri, "raw", "labels", window.days(), LABELS)
+    cutoff = pa.scalar(plan.label_cutoff, type=LABELS.field("label_ts").type)
+    known = labels.filter(
+        pc.and_(pc.less(labels["label_ts"], cutoff), pc.equal(labels["is_fraud"], 1))
+    )
+    return set(known["transaction_id"].to_pylist())
+
+
+def _historical_features(entities: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Feast point-in-time join through the feature service, as of each entity timestamp."""
+    from driftline.feature_store import FEATURE_SERVICE, apply_definitions
+
+    store = apply_definitions(settings)
+    service = store.get_feature_service(FEATURE_SERVICE)
+    joined: pd.DataFrame = store.get_historical_features(
+        entity_df=entities, features=service
+    ).to_df()
+    return joined
+
+
+def _model_frame(tx: pa.Table, frauds: set[str], settings: Settings) -> pd.DataFrame:
+    """Request-time fields + Feast features + label, one row per transaction."""
+    frame = tx.to_pandas()
+    entities = pd.DataFrame(
+        {
+            "transaction_id": frame["transaction_id"],
+            "user_id": frame["user_id"],
+            "merchant_id": frame["merchant_id"],
+            "event_timestamp": frame["ts"] - AS_OF_OFFSET,
+        }
+    )
+    features = _historical_features(entities, settings)
+    features = features[["transaction_id", *STORE_NUMERIC]].astype(
+        {name: "float64" for name in STORE_NUMERIC}
+    )
+    out = frame.rename(columns={"ts": "event_timestamp"}).merge(
+        features, on="transaction_id", how="left", validate="one_to_one"
+    )
+    out["hour_of_day"] = out["event_timestamp"].dt.hour.astype("float64")
+    out[LABEL] = out["transaction_id"].isin(frauds).astype("int64")
+    out = out.sort_values(["event_timestamp", "transaction_id"], ignore_index=True)
+    return out[[*KEYS, *MODEL_INPUTS, LABEL]]
+
+
+def file_digest(uri: str) -> str:
+    """SHA-256 of one lake file."""
+    fs, path = lake.filesystem(uri)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_version(files: Iterable[str]) -> str:
+    """One hash over the names and contents of the partitions a training set read."""
+    digest = hashlib.sha256()
+    for uri in sorted(files):
+        digest.update(f"{uri.rsplit('/', 3)[-3:]}={file_digest(uri)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _input_files(window: Interval, plan: SplitPlan, settings: Settings) -> list[str]:
+    lookback = plan.transactions.widen(LOOKBACK).days()
+    return [
+        *lake.existing_partition_files(
+            settings.lake_uri, "raw", "transactions", plan.transactions.days()
+        ),
+        *lake.existing_partition_files(settings.lake_uri, "raw", "labels", window.days()),
+        *lake.existing_partition_files(settings.lake_uri, "features", FEATURES_DATASET, lookback),
+    ]
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What :func:`build_training_set` wrote (also its ``manifest.json``)."""
+
+    directory: str
+    window: str
+    label_cutoff: str
+    splits: dict[str, str]
+    rows: dict[str, int]
+    positives: dict[str, int]
+    data_version: str
+    feature_service: str
+    feature_service_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _check_classes(frame: pd.DataFrame, plan: SplitPlan) -> None:
+    for split, part in frame.groupby("split", observed=True):
+        if part[LABEL].nunique() < 2:
+            raise TrainingSetError(
+                f"the {split} split of {plan.transactions} has only one class "
+                f"({len(part)} rows, {int(part[LABEL].sum())} frauds); widen the window"
+            )
+    missing = set(SPLITS) - set(frame["split"])
+    if missing:
+        raise TrainingSetError(f"no transactions in split(s) {sorted(missing)}")
+
+
+def build_training_set(
+    window: Interval, out_dir: Path | str, settings: Settings | None = None
+) -> TrainingSet:
+    """Build and write the train / valid / holdout Parquet files for ``window``.
+
+    Raises:
+        TrainingSetError: The window is too short, has no data, or a split has one class.
+    """
+    cfg = settings or get_settings()
+    plan = plan_splits(window, cfg)
+    frame = _model_frame(_transactions(plan, cfg), _fraud_ids(window, plan, cfg), cfg)
+    frame["split"] = plan.split_of(frame["event_timestamp"])
+    _check_classes(frame, plan)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        part = frame[frame["split"] == split].drop(columns="split")
+        part.to_parquet(out / f"{split}.parquet", index=False)
+    result = _describe(window, plan, frame, out, cfg)
+    (out / MANIFEST).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    log.info("training set %s: %s rows, %s frauds", window, result.rows, result.positives)
+    return result
+
+
+def _describe(
+    window: Interval, plan: SplitPlan, frame: pd.DataFrame, out: Path, cfg: Settings
+) -> TrainingSet:
+    from driftline.feature_store import FEATURE_SERVICE
+
+    counts = frame.groupby("split", observed=True)[LABEL].agg(["size", "sum"])
+    return TrainingSet(
+        directory=str(out),
+        window=str(window),
+        label_cutoff=plan.label_cutoff.isoformat(),
+        splits={name: str(getattr(plan, name)) for name in SPLITS},
+        rows={name: int(counts.loc[name, "size"]) for name in SPLITS},
+        positives={name: int(counts.loc[name, "sum"]) for name in SPLITS},
+        data_version=data_version(_input_files(window, plan, cfg)),
+        feature_service=FEATURE_SERVICE,
+        feature_service_version=_service_version(cfg),
+    )
+
+
+def _service_version(settings: Settings) -> str:
+    from driftline.feature_store import FEATURE_SERVICE, get_store
+
+    service = get_store(settings).get_feature_service(FEATURE_SERVICE)
+    return str(service.tags.get("version", "unversioned"))
+
+
+def load_split(directory: Path | str, split: str) -> pd.DataFrame:
+    """Read one split of a training set written by :func:`build_training_set`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return pd.read_parquet(Path(directory) / f"{split}.parquet")
+
+
+def load_manifest(directory: Path | str) -> dict[str, Any]:
+    """The manifest of a training set."""
+    manifest: dict[str, Any] = json.loads((Path(directory) / MANIFEST).read_text())
+    return manifest

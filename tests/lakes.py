@@ -1,0 +1,23 @@
+"""Populate an isolated lake through the real data plane (simulate, gate, features)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from driftline.features import build_features
+from driftline.ingest import ingest, publish_validated
+from driftline.interval import Interval
+from driftline.settings import Settings
+from driftline.simulate import SimulatorConfig, write_landing
+
+
+def populate_lake(settings: Settings, span: Interval, config: SimulatorConfig) -> None:
+    """Land, ingest, validate and publish ``span``, then build its features.
+
+    Features start on the second day so the first day serves as history.
+    """
+    write_landing(config, span, settings.lake_uri)
+    for dataset in ("transactions", "labels"):
+        ingest(dataset, span, settings)
+        publish_validated(dataset, span, settings)
+    build_features(Interval(span.start + timedelta(days=1), span.end), settings)
