@@ -7,7 +7,9 @@ tasks call driftline. Needs ``AIRFLOW_HOME`` and ``AIRFLOW__CORE__DAGS_FOLDER``
 set and ``airflow db migrate`` + ``airflow dags reserialize`` done (``make airflow-init``).
 
 Usage: python scripts/run_dag.py DAG_ID START_DAY END_DAY [--conf JSON]
-(END_DAY exclusive). Exits non-zero if any run fails, after printing each run's state.
+(END_DAY exclusive), or python scripts/run_dag.py DAG_ID --conf JSON for one manual
+run of a DAG without a data interval (such as ``train_register``, whose window is in
+its params). Exits non-zero if any run fails, after printing each run's state.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import argparse
 import json
 import sys
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 
-def run(dag_id: str, start: date, end: date, conf: dict[str, object]) -> list[tuple[date, str]]:
-    """Run ``dag_id`` once per day in ``[start, end)``; returns (day, state) pairs."""
+def load_dag(dag_id: str) -> Any:
+    """The DAG ``dag_id`` from the configured dags folder."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.settings import DAGS_FOLDER
 
@@ -29,6 +32,19 @@ def run(dag_id: str, start: date, end: date, conf: dict[str, object]) -> list[tu
     dag = bag.get_dag(dag_id)
     if dag is None:
         raise SystemExit(f"no DAG {dag_id!r} in {DAGS_FOLDER}")
+    return dag
+
+
+def run_once(dag_id: str, conf: dict[str, object]) -> str:
+    """One manual run of ``dag_id`` with ``conf``; returns its state."""
+    dag_run = load_dag(dag_id).test(run_conf=conf or None)
+    print(f"{dag_id} manual run: {dag_run.state}", flush=True)
+    return str(dag_run.state)
+
+
+def run(dag_id: str, start: date, end: date, conf: dict[str, object]) -> list[tuple[date, str]]:
+    """Run ``dag_id`` once per day in ``[start, end)``; returns (day, state) pairs."""
+    dag = load_dag(dag_id)
     states = []
     day = start
     while day < end:
@@ -46,10 +62,12 @@ def main() -> int:
     """Parse arguments, run the DAG for every day, and return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dag_id")
-    parser.add_argument("start", type=date.fromisoformat)
-    parser.add_argument("end", type=date.fromisoformat)
+    parser.add_argument("start", type=date.fromisoformat, nargs="?")
+    parser.add_argument("end", type=date.fromisoformat, nargs="?")
     parser.add_argument("--conf", type=json.loads, default={})
     args = parser.parse_args()
+    if args.start is None or args.end is None:
+        return 0 if run_once(args.dag_id, args.conf) == "success" else 1
     states = run(args.dag_id, args.start, args.end, args.conf)
     return 0 if all(state == "success" for _, state in states) else 1
 

@@ -81,6 +81,7 @@ def simulate(
     end: End = None,
     rows_per_day: Annotated[int, typer.Option(help="Transactions per day.")] = 5000,
     seed: Annotated[int | None, typer.Option(help="Simulator seed (default: settings).")] = None,
+    fraud_rate: Annotated[float, typer.Option(help="Approximate share of fraud.")] = 0.01,
     drift: Annotated[
         list[str] | None,
         typer.Option(help="Drift scenario NAME@YYYY-MM-DD (covariate_shift, new_fraud_pattern)."),
@@ -108,6 +109,7 @@ def simulate(
     config = SimulatorConfig(
         seed=cfg.seed if seed is None else seed,
         rows_per_day=rows_per_day,
+        fraud_rate=fraud_rate,
         anchor=cfg.simulation_start,
         scenarios=scenarios,
         bad_batches=tuple(bad),

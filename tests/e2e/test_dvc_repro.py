@@ -1,7 +1,13 @@
-"""``dvc repro`` of the data plane in a temporary copy of the repository."""
+"""``dvc repro`` of the whole pipeline in a temporary copy of the repository.
+
+simulate -> ingest -> validate -> features -> train (the Kubeflow pipeline on the local
+runner, registering in MLflow) -> evaluate (the registered version on the holdout, with
+``metrics.json`` and the PR-curve plot), then a no-op repro and a push.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,12 +43,23 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     _copy_repo(work)
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["simulate"].update(start="2026-01-01", end="2026-01-03", rows_per_day=300)
-    params["ingest"].update(start="2026-01-01", end="2026-01-03")
-    params["features"].update(start="2026-01-02", end="2026-01-03")
+    params["simulate"].update(
+        start="2026-01-01", end="2026-01-08", rows_per_day=1500, fraud_rate=0.03
+    )
+    params["ingest"].update(start="2026-01-01", end="2026-01-08")
+    params["features"].update(start="2026-01-02", end="2026-01-08")
+    params["train"].update(start="2026-01-02", end="2026-01-08", trials=2, workers=1)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    # A six-day window: labels mature after 2 days, one day each for holdout/validation.
+    env.update(
+        DRIFTLINE_LABEL_MATURITY_DAYS="2",
+        DRIFTLINE_VALID_DAYS="1",
+        DRIFTLINE_HOLDOUT_DAYS="1",
+        DRIFTLINE_MAX_EPOCHS="3",
+        DRIFTLINE_GATE_MIN_PR_AUC="0.0",
+    )
 
     def dvc(*args: str) -> str:
         done = subprocess.run(
@@ -60,6 +77,13 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     features = work / ".driftline/lake/features/transaction_features/dt=2026-01-02/part-0.parquet"
     assert features.is_file()
     assert (work / "dvc.lock").is_file()
+    outcome = json.loads((work / ".driftline/dvc/train.json").read_text())
+    assert outcome["version"] == "1" and outcome["alias"] == "staging"
+    metrics = json.loads((work / ".driftline/dvc/evaluate/metrics.json").read_text())
+    assert metrics["version"] == "1" and metrics["pr_auc"] > metrics["base_rate"]
+    assert "pr_auc" in dvc("metrics", "show")
+    curve = (work / ".driftline/dvc/evaluate/pr_curve.csv").read_text().splitlines()
+    assert curve[0].split(",")[:2] == ["precision", "recall"] and len(curve) > 10
     assert "up to date" in dvc("repro")
     dvc("push")
     assert any((work / ".dvc-remote").rglob("*"))

@@ -124,14 +124,33 @@ def _fraud_ids(window: Interval, plan: SplitPlan, settings: Settings) -> set[str
 
 
 def _historical_features(entities: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """Feast point-in-time join through the feature service, as of each entity timestamp."""
+    """Feast point-in-time join of every view of the feature service, as of each row.
+
+    Each view of the service is joined on its own entity key in its own call. Feast's
+    file (dask) offline store drops an entity row outright when one view has no row
+    inside its TTL before the timestamp, taking the other views' values with it; one
+    call per view turns that into what it means, "no features from this view", which
+    the left join below keeps as missing values.
+    """
     from driftline.feature_store import FEATURE_SERVICE, apply_definitions
 
     store = apply_definitions(settings)
     service = store.get_feature_service(FEATURE_SERVICE)
-    joined: pd.DataFrame = store.get_historical_features(
-        entity_df=entities, features=service
-    ).to_df()
+    joined = entities[["transaction_id"]]
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        keys = [column.name for column in view.entity_columns]
+        refs = [
+            f"{projection.name_alias or projection.name}:{field.name}"
+            for field in projection.features
+        ]
+        part: pd.DataFrame = store.get_historical_features(
+            entity_df=entities[["transaction_id", *keys, "event_timestamp"]], features=refs
+        ).to_df()
+        names = [field.name for field in projection.features]
+        joined = joined.merge(
+            part[["transaction_id", *names]], on="transaction_id", how="left", validate="1:1"
+        )
     return joined
 
 

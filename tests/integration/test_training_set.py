@@ -1,0 +1,138 @@
+"""Training sets: point-in-time features from Feast, labels as of the cut-off, time splits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from driftline import lake
+from driftline.features import DATASET, FEATURES, MERCHANT_FEATURES, USER_FEATURES
+from driftline.interval import Interval
+from driftline.schemas import LABELS
+from driftline.settings import Settings, get_settings
+from driftline.simulate import SimulatorConfig
+from driftline.training.columns import LABEL, MODEL_INPUTS
+from driftline.training.dataset import (
+    SPLITS,
+    TrainingSetError,
+    build_training_set,
+    load_manifest,
+    load_split,
+)
+from tests.lakes import populate_lake
+
+pytestmark = pytest.mark.slow
+SPAN = Interval.parse("2026-01-01", "2026-01-09")
+WINDOW = Interval.parse("2026-01-02", "2026-01-09")
+
+
+@pytest.fixture(scope="module")
+def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Eight simulated days through the real gate and feature job; short splits."""
+    root = tmp_path_factory.mktemp("training_set")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DRIFTLINE_HOME", str(root / "state"))
+        patch.setenv("DRIFTLINE_LABEL_MATURITY_DAYS", "3")
+        patch.setenv("DRIFTLINE_VALID_DAYS", "1")
+        patch.setenv("DRIFTLINE_HOLDOUT_DAYS", "1")
+        get_settings.cache_clear()
+        settings = get_settings()
+        populate_lake(settings, SPAN, SimulatorConfig(rows_per_day=1000, fraud_rate=0.03))
+        yield settings
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def built(lake_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("set")
+    build_training_set(WINDOW, out, lake_settings)
+    return out
+
+
+def _all(directory: Path) -> pd.DataFrame:
+    return pd.concat([load_split(directory, s).assign(split=s) for s in SPLITS])
+
+
+def test_splits_follow_time_and_leave_immature_days_out(built: Path) -> None:
+    manifest = load_manifest(built)
+    assert manifest["splits"] == {
+        "train": "[2026-01-02, 2026-01-04)",
+        "valid": "[2026-01-04, 2026-01-05)",
+        "holdout": "[2026-01-05, 2026-01-06)",
+    }
+    frame = _all(built)
+    ends = frame.groupby("split")["event_timestamp"].agg(["min", "max"])
+    assert ends.loc["train", "max"] < ends.loc["valid", "min"]
+    assert ends.loc["valid", "max"] < ends.loc["holdout", "min"]
+    assert frame["event_timestamp"].max() < pd.Timestamp("2026-01-06", tz="UTC")
+    assert set(MODEL_INPUTS) <= set(frame.columns)
+    assert frame["transaction_id"].is_unique
+    assert manifest["feature_service"] == "fraud_v1" and manifest["feature_service_version"] == "1"
+
+
+def test_features_are_those_known_just_before_each_transaction(
+    built: Path, lake_settings: Settings
+) -> None:
+    """Feast's join equals an independent as-of join on the feature partitions (strictly before)."""
+    frame = _all(built).sort_values("event_timestamp")
+    days = list(Interval.parse("2026-01-01", "2026-01-09").days())
+    stored = lake.read_partitions(lake_settings.lake_uri, "features", DATASET, days, FEATURES)
+    stored = stored.to_pandas().sort_values("event_timestamp")
+    for key, columns, ttl in (
+        ("user_id", USER_FEATURES, pd.Timedelta(days=7)),
+        ("merchant_id", MERCHANT_FEATURES, pd.Timedelta(days=14)),
+    ):
+        expected = pd.merge_asof(
+            frame[["transaction_id", key, "event_timestamp"]],
+            stored[[key, "event_timestamp", *columns]],
+            on="event_timestamp",
+            by=key,
+            allow_exact_matches=False,  # the transaction's own row is its state *after* it
+            tolerance=ttl,
+        ).set_index("transaction_id")
+        got = frame.set_index("transaction_id").loc[expected.index]
+        for column in columns:
+            pd.testing.assert_series_equal(
+                got[column].astype("float64"),
+                expected[column].astype("float64"),
+                check_names=False,
+            )
+    assert frame["user_txn_count_24h"].isna().any()  # users without history exist
+    assert frame["user_txn_count_24h"].notna().mean() > 0.5
+
+
+def test_labels_are_the_chargebacks_reported_before_the_cutoff(
+    built: Path, lake_settings: Settings
+) -> None:
+    frame = _all(built)
+    labels = lake.read_partitions(
+        lake_settings.lake_uri, "raw", "labels", SPAN.days(), LABELS
+    ).to_pandas()
+    reported = set(labels.loc[labels["label_ts"] < WINDOW.end, "transaction_id"])
+    assert set(frame.loc[frame[LABEL] == 1, "transaction_id"]) == reported & set(
+        frame["transaction_id"]
+    )
+    assert frame.groupby("split")[LABEL].sum().min() > 0
+
+
+def test_rebuild_is_identical_and_data_version_tracks_the_partitions(
+    built: Path, lake_settings: Settings, tmp_path: Path
+) -> None:
+    again = build_training_set(WINDOW, tmp_path / "again", lake_settings)
+    assert again.data_version == load_manifest(built)["data_version"]
+    for split in SPLITS:
+        pd.testing.assert_frame_equal(
+            load_split(built, split), load_split(tmp_path / "again", split)
+        )
+    shorter = build_training_set(
+        Interval.parse("2026-01-03", "2026-01-09"), tmp_path / "shorter", lake_settings
+    )
+    assert shorter.data_version != again.data_version
+
+
+def test_too_short_a_window_is_a_clear_error(lake_settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(TrainingSetError, match="too short: it needs at least 6 days"):
+        build_training_set(Interval.parse("2026-01-05", "2026-01-09"), tmp_path, lake_settings)
