@@ -12,8 +12,10 @@ DAG, or with an event on the asset `driftline://training/requests` whose `extra`
 holds `window_start` / `window_end`. With `DRIFTLINE_KFP_HOST` set the same pipeline
 runs on the Kubeflow cluster; otherwise on the KFP local runner.
 
-The run's XCom holds the registered version and the gate result; a registered version
-is announced on the asset `driftline://models/staging-candidates`.
+Each DAG run is one training request (`airflow-<run id>`): clearing a failed task
+resumes the same Optuna study and MLflow run instead of starting over. The run's XCom
+holds the registered version and the gate result; a registered version is announced on
+the asset `driftline://models/staging-candidates`.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def train_register() -> None:
             "trials": int((params or {}).get("trials", 8)),
             "workers": int((params or {}).get("workers", 2)),
             "airflow_run_id": run_id or "",
+            # One training request per DAG run: a retried task resumes its study.
+            "request_id": f"airflow-{run_id}" if run_id else "",
         }
 
     @task(outlets=[CANDIDATES])
@@ -90,6 +94,7 @@ def train_register() -> None:
                 cfg,
                 trials=request["trials"],
                 workers=request["workers"],
+                request_id=request["request_id"],
                 airflow_run_id=request["airflow_run_id"],
             ),
             cfg,

@@ -175,6 +175,18 @@ Workers = Annotated[
 ]
 
 
+@app.command("training-set")
+def training_set(
+    start: Start,
+    end: Annotated[str, typer.Option("--end", help="Label cut-off: day after the window.")],
+    out: Annotated[str, typer.Option("--out", help="Folder for the split Parquet files.")],
+) -> None:
+    """Build the point-in-time training set of a window (what the pipeline's first step does)."""
+    from driftline.training.dataset import build_training_set
+
+    _emit(build_training_set(Interval.parse(start, end), out, get_settings()).to_dict())
+
+
 @app.command()
 def train(
     start: Start,
@@ -236,6 +248,42 @@ def evaluate(
 
     version = str(json.loads(Path(summary).read_text())["version"])
     _emit(evaluate_registered(Interval.parse(start, end), version, Path(out), get_settings()))
+
+
+@app.command()
+def models() -> None:
+    """List the registered model's versions: aliases, gate verdicts, holdout metrics."""
+    from driftline.training import registry
+
+    cfg = get_settings()
+    versions = registry.client(cfg).search_model_versions(f"name = '{cfg.model_name}'")
+    rows = []
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        tags = version.tags or {}
+        rows.append(
+            {
+                "version": str(version.version),
+                "aliases": sorted(version.aliases or []),
+                "gate": tags.get("gate.staging", ""),
+                "gate_reasons": tags.get("gate.reasons", ""),
+                "pr_auc": tags.get("candidate.pr_auc", ""),
+                "champion_pr_auc": tags.get("champion.pr_auc", ""),
+                "data_interval": tags.get("data_interval", ""),
+                "model_family": tags.get("model_family", ""),
+            }
+        )
+    console.print(f"[bold]{cfg.model_name}[/] in {cfg.mlflow_tracking_uri}")
+    for row in rows:
+        aliases = ", ".join(row["aliases"]) or "-"
+        console.print(
+            f"  version {row['version']:>3}  aliases {aliases:<18} gate {row['gate']:<7} "
+            f"pr_auc {row['pr_auc'] or '-'}  window {row['data_interval']}"
+        )
+    console.print(
+        f"[bold]MLflow UI[/] make mlflow-ui  (mlflow ui --backend-store-uri "
+        f"{cfg.mlflow_tracking_uri})"
+    )
+    _emit(rows)
 
 
 @app.command()

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         description="Committed GX definitions (expectation suites).",
     )
     mlflow_tracking_uri: str = Field(default="", description="MLflow tracking URI.")
+    mlflow_artifact_uri: str = Field(
+        default="", description="Artifact root of the MLflow experiment (path or s3:// URI)."
+    )
     optuna_storage: str = Field(default="", description="Optuna storage URL or journal file.")
     simulation_start: date = Field(
         default=date(2026, 1, 1), description="First simulated day (population anchor)."
@@ -110,6 +113,8 @@ class Settings(BaseSettings):
             "feast_online_path": self.feast_online_path or str(home / "feast" / "online.db"),
             "mlflow_tracking_uri": self.mlflow_tracking_uri
             or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            "mlflow_artifact_uri": self.mlflow_artifact_uri
+            or (home / "mlflow" / "artifacts").as_uri(),
             "optuna_storage": self.optuna_storage or str(home / "optuna" / "journal.log"),
         }
         for name, value in derived.items():

@@ -206,6 +206,7 @@ def test_dag_run_failing_a_gate_gets_no_alias(home: Path, first: dict[str, Any])
     assert newest.tags["gate.staging"] == "failed"
     assert "below the floor 0.9900" in newest.tags["gate.reasons"]
     assert newest.tags["airflow_run_id"].startswith("manual__")
+    assert newest.tags["request_id"] == f"airflow-{newest.tags['airflow_run_id']}"
     assert newest.tags["champion.version"] == first["version"]
     assert float(newest.tags["champion.pr_auc"]) == pytest.approx(first["metrics"]["pr_auc"])
     staged = client.get_model_version_by_alias(settings.model_name, "staging")

@@ -43,12 +43,20 @@ def client(settings: Settings) -> MlflowClient:
 
 
 def experiment_id(settings: Settings) -> str:
-    """Id of the training experiment, created on first use."""
+    """Id of the training experiment, created on first use under the artifact root.
+
+    The artifact root is explicit: MLflow's default with a database tracking URI is
+    ``./mlruns`` in whatever directory the process happens to run in.
+    """
     mlflow_client = client(settings)
     found = mlflow_client.get_experiment_by_name(settings.mlflow_experiment)
     if found is not None:
         return str(found.experiment_id)
-    return str(mlflow_client.create_experiment(settings.mlflow_experiment))
+    return str(
+        mlflow_client.create_experiment(
+            settings.mlflow_experiment, artifact_location=settings.mlflow_artifact_uri
+        )
+    )
 
 
 def git_commit() -> str:
@@ -162,14 +170,24 @@ def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
         raise
 
 
-def load_alias(settings: Settings, alias: str) -> Any | None:
-    """Load ``models:/<name>@<alias>`` as a pyfunc, or ``None`` when the alias is unset."""
+def load_version(settings: Settings, version: str) -> Any:
+    """Load one registered version as a pyfunc, from its concrete artifact location.
+
+    The location is resolved with our client, so loading does not depend on MLflow's
+    process-global tracking URI (``models:/`` URIs would).
+    """
     import mlflow.pyfunc
 
+    location = client(settings).get_model_version_download_uri(settings.model_name, version)
+    return mlflow.pyfunc.load_model(location)
+
+
+def load_alias(settings: Settings, alias: str) -> Any | None:
+    """Load ``<name>@<alias>`` as a pyfunc, or ``None`` when the alias is unset."""
     version = version_by_alias(settings, alias)
     if version is None:
         return None
-    return mlflow.pyfunc.load_model(version.source)
+    return load_version(settings, str(version.version))
 
 
 def predict_frame(pyfunc_model: Any, frame: pd.DataFrame) -> np.ndarray:

@@ -104,10 +104,10 @@ def tune(
         load_split(training_set_dir, "valid"),
         n_trials=trials,
         storage_url=settings.optuna_storage,
-        seed=settings.train_seed + 1000 * worker,
+        seed=settings.train_seed,
+        worker=worker,
         max_epochs=settings.max_epochs,
         tracking_uri=settings.mlflow_tracking_uri,
-        experiment=settings.mlflow_experiment,
         parent_run_id=run_id,
     )
     log.info("tuning worker %d of %s finished: %s", worker, study, summary)
@@ -336,14 +336,11 @@ def evaluate_registered(
     ``pr_curve.csv`` / ``calibration.csv`` (for ``dvc plots``) and the PNGs to
     ``out_dir``.
     """
-    import mlflow.pyfunc
-
     from driftline.training.evaluate import score_metrics, write_curves
 
     build_training_set(window, out_dir / "training_set", settings)
     holdout = load_split(out_dir / "training_set", "holdout")
-    mlflow_version = registry.client(settings).get_model_version(settings.model_name, version)
-    model = mlflow.pyfunc.load_model(mlflow_version.source)
+    model = registry.load_version(settings, version)
     scores = registry.predict_frame(model, holdout)
     metrics = score_metrics(holdout[LABEL].to_numpy(), scores)
     write_curves(holdout[LABEL].to_numpy(), scores, out_dir)
