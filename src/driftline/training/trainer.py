@@ -92,12 +92,26 @@ class TrainedModel:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Return the fraud probability of every row of ``frame`` as float64 ``[n]``.
 
+        Rows with identical model inputs get bit-identical scores: each distinct input
+        row is scored once and the score is copied to its duplicates (a batched float32
+        matmul may otherwise round a row differently depending on its position).
+
         Raises:
             ValueError: If ``frame`` lacks a model input column.
         """
         numeric, categorical = self.preprocessor.transform(frame)
-        logits = _logits(self.module, numeric, categorical, torch.device("cpu"))
-        return torch.sigmoid(logits.double()).numpy()
+        inputs = torch.cat([numeric.double(), categorical.double()], dim=1)
+        if inputs.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        unique, inverse = torch.unique(inputs, dim=0, return_inverse=True)
+        width = numeric.shape[1]
+        logits = _logits(
+            self.module,
+            unique[:, :width].float(),
+            unique[:, width:].long(),
+            torch.device("cpu"),
+        )
+        return torch.sigmoid(logits.double())[inverse].numpy()
 
     def save(self, directory: Path) -> None:
         """Write ``model.pt``, ``config.json``, ``preprocessor.json`` and ``training.json``."""
