@@ -168,8 +168,9 @@ def test_reference_model_behaves(home: Path, first: dict[str, Any]) -> None:
     doubled = predict(examples.assign(amount=examples["amount"] * 2))
     assert np.all(doubled >= predict(examples) - 1e-9)
     twice = predict(examples.iloc[[0, 0, 0]])
-    assert twice[0] == twice[1] == twice[2]
-    assert checks["invariance_max_diff"] < 1e-6
+    assert twice[0] == twice[1] == twice[2]  # identical rows: bit-identical scores
+    # A row alone vs inside a batch: float32 kernels may round differently (~1e-6).
+    assert checks["invariance_max_diff"] < 1e-5 and checks["passed"]
 
 
 def test_registered_pyfunc_matches_the_trained_model(home: Path, first: dict[str, Any]) -> None:
@@ -208,6 +209,8 @@ def test_dag_run_failing_a_gate_gets_no_alias(home: Path, first: dict[str, Any])
     assert newest.tags["airflow_run_id"].startswith("manual__")
     assert newest.tags["request_id"] == f"airflow-{newest.tags['airflow_run_id']}"
     assert newest.tags["champion.version"] == first["version"]
-    assert float(newest.tags["champion.pr_auc"]) == pytest.approx(first["metrics"]["pr_auc"])
+    assert float(newest.tags["champion.pr_auc"]) == pytest.approx(
+        first["metrics"]["pr_auc"], abs=1e-6
+    )  # the champion was scored on the same holdout
     staged = client.get_model_version_by_alias(settings.model_name, "staging")
     assert str(staged.version) == first["version"]  # the failed candidate moved nothing
