@@ -17,12 +17,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 DEMO_START ?= 2026-01-01
 DEMO_END ?= 2026-01-17
-DEMO_ROWS ?= 3000
+DEMO_ROWS ?= 4000
+DEMO_FRAUD_RATE ?= 0.02
 # Training window: features start the day after the first simulated day.
 TRAIN_START ?= 2026-01-02
 TRAIN_TRIALS ?= 6
 TRAIN_WORKERS ?= 2
 MLFLOW_PORT ?= 5000
+TRAIN_CONF = {"window_start": "$(TRAIN_START)", "window_end": "$(DEMO_END)", "trials": $(TRAIN_TRIALS), "workers": $(TRAIN_WORKERS)}
 
 .PHONY: install demo test lint bench airflow-init airflow-ui mlflow-ui dvc-repro clean
 
@@ -43,16 +45,16 @@ airflow-init: install
 ## day), then the train_register DAG: the Kubeflow pipeline tunes, trains, evaluates and
 ## registers the first model in MLflow.
 demo: airflow-init
-	$(BIN)/driftline simulate --start $(DEMO_START) --end $(DEMO_END) --rows-per-day $(DEMO_ROWS)
+	$(BIN)/driftline simulate --start $(DEMO_START) --end $(DEMO_END) --rows-per-day $(DEMO_ROWS) \
+		--fraud-rate $(DEMO_FRAUD_RATE)
 	$(PY) scripts/run_dag.py ingest_validate_materialize $(DEMO_START) $(DEMO_END) \
 		> $(AIRFLOW_HOME)/demo-dag-runs.log 2>&1 \
 		|| (tail -n 40 $(AIRFLOW_HOME)/demo-dag-runs.log; exit 1)
 	grep -E '^ingest_validate_materialize ' $(AIRFLOW_HOME)/demo-dag-runs.log
-	$(PY) scripts/run_dag.py train_register --conf '{"window_start": "$(TRAIN_START)", \
-		"window_end": "$(DEMO_END)", "trials": $(TRAIN_TRIALS), "workers": $(TRAIN_WORKERS)}' \
+	$(PY) scripts/run_dag.py train_register --conf '$(TRAIN_CONF)' \
 		> $(AIRFLOW_HOME)/demo-train.log 2>&1 \
 		|| (tail -n 60 $(AIRFLOW_HOME)/demo-train.log; exit 1)
-	grep -E '^train_register ' $(AIRFLOW_HOME)/demo-train.log
+	grep -E 'train_register manual run' $(AIRFLOW_HOME)/demo-train.log
 	$(BIN)/driftline where
 	$(BIN)/driftline models
 

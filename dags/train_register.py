@@ -84,11 +84,11 @@ def train_register() -> None:
         from driftline.interval import Interval
         from driftline.settings import get_settings
         from driftline.training.runner import request_from_settings, run_pipeline
-        from pipelines.train_pipeline import train_pipeline
+        from pipelines.train_pipeline import build_train_pipeline
 
         cfg = get_settings()
         outcome = run_pipeline(
-            train_pipeline,
+            build_train_pipeline(cfg.train_use_gpu),
             request_from_settings(
                 Interval.parse(request["window_start"], request["window_end"]),
                 cfg,

@@ -204,13 +204,13 @@ def train(
     from pathlib import Path
 
     from driftline.training.runner import request_from_settings, run_pipeline
-    from pipelines.train_pipeline import train_pipeline
+    from pipelines.train_pipeline import build_train_pipeline
 
     cfg = get_settings()
     request = request_from_settings(
         Interval.parse(start, end), cfg, trials=trials, workers=workers, request_id=request_id
     )
-    outcome = run_pipeline(train_pipeline, request, cfg)
+    outcome = run_pipeline(build_train_pipeline(cfg.train_use_gpu), request, cfg)
     if summary:
         Path(summary).parent.mkdir(parents=True, exist_ok=True)
         Path(summary).write_text(json.dumps(outcome, indent=2, sort_keys=True, default=str))
@@ -256,34 +256,43 @@ def models() -> None:
     from driftline.training import registry
 
     cfg = get_settings()
-    versions = registry.client(cfg).search_model_versions(f"name = '{cfg.model_name}'")
-    rows = []
-    for version in sorted(versions, key=lambda v: int(v.version)):
-        tags = version.tags or {}
-        rows.append(
-            {
-                "version": str(version.version),
-                "aliases": sorted(version.aliases or []),
-                "gate": tags.get("gate.staging", ""),
-                "gate_reasons": tags.get("gate.reasons", ""),
-                "pr_auc": tags.get("candidate.pr_auc", ""),
-                "champion_pr_auc": tags.get("champion.pr_auc", ""),
-                "data_interval": tags.get("data_interval", ""),
-                "model_family": tags.get("model_family", ""),
-            }
-        )
+    mlflow_client = registry.client(cfg)
+    versions = mlflow_client.search_model_versions(f"name = '{cfg.model_name}'")
+    aliases: dict[str, list[str]] = {}
+    if versions:  # search results carry no aliases; the registered model does
+        for alias, version in mlflow_client.get_registered_model(cfg.model_name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+    rows = [_version_row(v, aliases) for v in sorted(versions, key=lambda v: int(v.version))]
     console.print(f"[bold]{cfg.model_name}[/] in {cfg.mlflow_tracking_uri}")
     for row in rows:
-        aliases = ", ".join(row["aliases"]) or "-"
         console.print(
-            f"  version {row['version']:>3}  aliases {aliases:<18} gate {row['gate']:<7} "
-            f"pr_auc {row['pr_auc'] or '-'}  window {row['data_interval']}"
+            f"  version {row['version']}: aliases {', '.join(row['aliases']) or '-'}; "
+            f"gate {row['gate']} ({row['gate_reasons']}); holdout PR-AUC {row['pr_auc']}, "
+            f"ROC-AUC {row['roc_auc']}, recall@1%FPR {row['recall_at_fpr']}; "
+            f"window {row['data_interval']}"
         )
     console.print(
         f"[bold]MLflow UI[/] make mlflow-ui  (mlflow ui --backend-store-uri "
         f"{cfg.mlflow_tracking_uri})"
     )
     _emit(rows)
+
+
+def _version_row(version: Any, aliases: dict[str, list[str]]) -> dict[str, Any]:
+    """One registered version as ``driftline models`` shows it."""
+    tags = version.tags or {}
+    return {
+        "version": str(version.version),
+        "aliases": sorted(aliases.get(str(version.version), [])),
+        "gate": tags.get("gate.staging", ""),
+        "gate_reasons": tags.get("gate.reasons", ""),
+        "pr_auc": tags.get("candidate.pr_auc", ""),
+        "roc_auc": tags.get("candidate.roc_auc", ""),
+        "recall_at_fpr": tags.get("candidate.recall_at_fpr", ""),
+        "champion_pr_auc": tags.get("champion.pr_auc", ""),
+        "data_interval": tags.get("data_interval", ""),
+        "model_family": tags.get("model_family", ""),
+    }
 
 
 @app.command()

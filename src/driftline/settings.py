@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         default=False, description="The pipeline's train step requests one NVIDIA GPU."
     )
     gate_min_pr_auc: float = Field(
-        default=0.3, ge=0.0, le=1.0, description="Staging gate: absolute holdout PR-AUC floor."
+        default=0.2, ge=0.0, le=1.0, description="Staging gate: absolute holdout PR-AUC floor."
     )
     gate_champion_tolerance: float = Field(
         default=0.02,

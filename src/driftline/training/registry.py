@@ -224,3 +224,17 @@ def describe_version(settings: Settings, version: ModelVersion) -> dict[str, Any
         "metrics": {"pr_auc": float(tags.get("candidate.pr_auc", "nan"))},
         "mlflow_run_id": str(version.run_id),
     }
+
+
+def find_version(
+    settings: Settings, request_id: str, data_version: str | None = None
+) -> ModelVersion | None:
+    """The newest version registered for ``request_id`` (and ``data_version``, if given)."""
+    versions = client(settings).search_model_versions(f"name = '{settings.model_name}'")
+    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        tags = version.tags or {}
+        if tags.get("request_id") != request_id:
+            continue
+        if data_version is None or tags.get("data_version") == data_version:
+            return version
+    return None

@@ -131,11 +131,8 @@ def _run_on_cluster(
 
 
 def outcome_from_registry(settings: Settings, request_id: str) -> dict[str, Any]:
-    """The registered version of ``request_id`` (newest first), as the register step says."""
-    versions = registry.client(settings).search_model_versions(
-        f"name = '{settings.model_name}'", order_by=["version_number DESC"]
-    )
-    for version in versions:
-        if (version.tags or {}).get("request_id") == request_id:
-            return registry.describe_version(settings, version)
-    raise PipelineFailedError(f"no model version was registered for request {request_id}")
+    """The version registered for ``request_id``, as the register step reports it."""
+    version = registry.find_version(settings, request_id)
+    if version is None:
+        raise PipelineFailedError(f"no model version was registered for request {request_id}")
+    return registry.describe_version(settings, version)

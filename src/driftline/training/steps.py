@@ -215,16 +215,6 @@ def _log_evaluation(settings: Settings, run_id: str, result: dict[str, Any], fil
         mlflow_client.log_artifact(run_id, str(path), "evaluation")
 
 
-def _existing_version(settings: Settings, request_id: str, data_version: str) -> Any | None:
-    """A version already registered for this request and data (a rerun registers none)."""
-    versions = registry.client(settings).search_model_versions(f"name = '{settings.model_name}'")
-    for version in versions:
-        tags = version.tags or {}
-        if tags.get("request_id") == request_id and tags.get("data_version") == data_version:
-            return version
-    return None
-
-
 def register(
     training_set_dir: Path,
     model_dir: Path,
@@ -243,7 +233,7 @@ def register(
     before instead of registering a copy.
     """
     manifest = load_manifest(training_set_dir)
-    existing = _existing_version(settings, request_id, manifest["data_version"])
+    existing = registry.find_version(settings, request_id, manifest["data_version"])
     if existing is not None:
         log.info("request %s already registered as version %s", request_id, existing.version)
         return registry.describe_version(settings, existing)
