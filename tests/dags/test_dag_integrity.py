@@ -68,3 +68,35 @@ def test_dag_files_have_no_heavy_top_level_imports() -> None:
         for line in path.read_text().splitlines():
             if line.startswith(("import ", "from ")):
                 assert not any(line.split()[1].startswith(h) for h in heavy), f"{path}: {line}"
+
+
+ASSET_PROBE = r"""
+import json, runpy, sys
+from types import SimpleNamespace
+
+module = runpy.run_path(sys.argv[1])
+window = module["_window_from_events"]
+event = SimpleNamespace(extra={"window_start": "2026-02-01", "window_end": "2026-02-20"})
+older = SimpleNamespace(extra={"window_start": "2026-01-01", "window_end": "2026-01-20"})
+print(json.dumps({
+    "from_event": window({"driftline://training/requests": [older, event]}),
+    "no_event": window({}),
+    "schedule": str(module["TRAINING_REQUESTS"].uri),
+}))
+"""
+
+
+def test_train_register_takes_its_window_from_the_newest_request_event(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ASSET_PROBE, str(REPO / "dags" / "train_register.py")],
+        env=airflow_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["from_event"] == {"window_start": "2026-02-01", "window_end": "2026-02-20"}
+    assert report["no_event"] == {}
+    assert report["schedule"] == "driftline://training/requests"

@@ -6,7 +6,8 @@ Then:
 1. ``driftline train`` runs the Kubeflow pipeline on the KFP local runner: a version is
    registered in MLflow (SQLite) with every lineage tag and the ``staging`` alias, and
    it beats the trivial baseline by a clear PR-AUC margin;
-2. that version is made champion, and the Airflow DAG ``train_register`` runs the same
+2. the same request again resumes its Optuna study and registers no second version;
+3. that version is made champion, and the Airflow DAG ``train_register`` runs the same
    pipeline with a PR-AUC floor no model can reach: the new version gets no alias, a tag
    says which gate failed, the champion was evaluated on the same holdout, and the
    Airflow run id is in the lineage.
@@ -180,6 +181,42 @@ def test_registered_pyfunc_matches_the_trained_model(home: Path, first: dict[str
     direct = TrainedModel.load(_first_run(settings, "train-best/model")).predict_proba(holdout)
     served = registry.predict_frame(registry.load_alias(settings, "staging"), holdout)
     assert np.array_equal(direct, served)
+
+
+def test_rerunning_a_request_resumes_its_study_and_registers_no_copy(
+    home: Path, first: dict[str, Any]
+) -> None:
+    import optuna
+
+    from driftline.training.steps import study_name
+    from driftline.training.tuning import open_storage
+
+    settings = _settings(home)
+    name = study_name(settings, "2026-01-02_2026-01-15")
+    before = len(
+        optuna.load_study(study_name=name, storage=open_storage(settings.optuna_storage)).trials
+    )
+    summary = home / "again.json"
+    start, end = WINDOW
+    _run(
+        home,
+        str(BIN / "driftline"),
+        "train",
+        "--start",
+        start,
+        "--end",
+        end,
+        "--summary",
+        str(summary),
+    )
+    again = json.loads(summary.read_text())
+    after = optuna.load_study(study_name=name, storage=open_storage(settings.optuna_storage))
+    assert len(after.trials) == before + 4  # the same study, resumed from its journal
+    assert again["version"] == first["version"]  # same request, same data: no new version
+    versions = MlflowClient(settings.mlflow_tracking_uri).search_model_versions(
+        f"name = '{settings.model_name}'"
+    )
+    assert len(versions) == 1
 
 
 def test_dag_run_failing_a_gate_gets_no_alias(home: Path, first: dict[str, Any]) -> None:

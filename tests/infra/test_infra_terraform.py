@@ -376,6 +376,7 @@ def _check_settings_file(
     settings = Settings(_env_file=str(env_file))  # type: ignore[call-arg]
     assert settings.lake_uri == f"s3://{lake}/lake"
     assert settings.feast_env == "production"
+    assert settings.kfp_host == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
     assert settings.feast_registry == f"s3://{lake}/feast/registry.db"
     assert settings.mlflow_tracking_uri.endswith(
         f"{outputs['db_address']}:5432/mlflow?sslmode=require"
