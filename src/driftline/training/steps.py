@@ -124,8 +124,9 @@ def train_best(
 ) -> dict[str, Any]:
     """Train the study's best configuration fully and save it to ``model_dir``.
 
-    Checkpoints go under ``settings.training_dir/checkpoints/<run_id>``, so a retried
-    step resumes where the interrupted one stopped.
+    Checkpoints go under ``settings.training_dir/checkpoints/<run_id>/trial-<n>`` (the
+    request's MLflow run and the best trial), so a retried step resumes where the
+    interrupted one stopped, and a rerun whose study found a better trial starts afresh.
     """
     from driftline.training import tuning
     from driftline.training.trainer import train_model
@@ -133,12 +134,13 @@ def train_best(
     loaded = tuning.load_study(study, settings.optuna_storage, seed=settings.train_seed)
     summary = tuning.summarize_study(loaded)
     config = tuning.best_config(loaded, max_epochs=settings.max_epochs)
+    trial = summary["best_trial"]
     model = train_model(
         config,
         load_split(training_set_dir, "train"),
         load_split(training_set_dir, "valid"),
         seed=settings.train_seed,
-        checkpoint_dir=settings.training_dir / "checkpoints" / run_id,
+        checkpoint_dir=settings.training_dir / "checkpoints" / run_id / f"trial-{trial}",
     )
     model.save(model_dir)
     tuning.log_study_summary(summary, tracking_uri=settings.mlflow_tracking_uri, run_id=run_id)
@@ -151,7 +153,7 @@ def train_best(
         )
     return {
         "study": study,
-        "trial": summary["best_trial"],
+        "trial": trial,
         "config": config.to_dict(),
         "device": model.device_used,
         "best_valid_pr_auc": model.best_valid_pr_auc,
