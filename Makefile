@@ -21,7 +21,7 @@ DEMO_ROWS ?= 4000
 DEMO_FRAUD_RATE ?= 0.02
 # Training window: features start the day after the first simulated day.
 TRAIN_START ?= 2026-01-02
-TRAIN_TRIALS ?= 6
+TRAIN_TRIALS ?= 8
 TRAIN_WORKERS ?= 2
 MLFLOW_PORT ?= 5000
 TRAIN_CONF = {"window_start": "$(TRAIN_START)", "window_end": "$(DEMO_END)", "trials": $(TRAIN_TRIALS), "workers": $(TRAIN_WORKERS)}

@@ -296,6 +296,21 @@ def _version_row(version: Any, aliases: dict[str, list[str]]) -> dict[str, Any]:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Run the scoring service (champion/canary by alias, Feast online features)."""
+    import uvicorn
+
+    from driftline.serving import create_app
+
+    cfg = get_settings()
+    console.print(f"[bold]serving[/] {cfg.model_name} on http://{host}:{port} (docs: /docs)")
+    uvicorn.run(lambda: create_app(cfg), factory=True, host=host, port=port, log_level="info")
+
+
+@app.command()
 def where() -> None:
     """Print where the partitions, GX data docs and Feast online store are."""
     from driftline import lake

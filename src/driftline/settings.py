@@ -102,6 +102,40 @@ class Settings(BaseSettings):
         default="", description="Kubeflow Pipelines API; empty runs the pipeline locally."
     )
 
+    # Serving --------------------------------------------------------------------------
+    serve_api_keys: str = Field(
+        default="driftline-dev-key",
+        description="Comma-separated API keys accepted in X-API-Key (the default is a "
+        "documented development key; production sets its own from a secret).",
+    )
+    serve_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Scores at or above this are declined."
+    )
+    serve_canary_weight: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Share of users routed to the canary model."
+    )
+    serve_poll_seconds: float = Field(
+        default=5.0, gt=0.0, description="Seconds between polls of the champion/canary aliases."
+    )
+    serve_feature_timeout_ms: int = Field(
+        default=50, ge=1, description="Online feature lookups slower than this count as failed."
+    )
+    serve_breaker_failures: int = Field(
+        default=3, ge=1, description="Consecutive feature-store failures that open the breaker."
+    )
+    serve_breaker_reset_seconds: float = Field(
+        default=10.0, gt=0.0, description="Seconds the breaker stays open before a trial call."
+    )
+    serve_max_batch: int = Field(
+        default=256, ge=1, description="Most transactions in one batch scoring request."
+    )
+    serve_max_body_bytes: int = Field(
+        default=262_144, ge=1, description="Largest request body accepted (413 above)."
+    )
+    serve_max_amount: float = Field(
+        default=1_000_000.0, gt=0.0, description="Largest transaction amount accepted."
+    )
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         """Fill URIs left empty with locations under :attr:`home`."""

@@ -1,0 +1,171 @@
+"""Routes of the scoring service: probes, metrics, scoring and admin.
+
+``/health``, ``/ready`` and ``/metrics`` are open; ``/v1/*`` and ``/admin/*`` need an
+``X-API-Key`` header (401 when missing, 403 when not one of ``serve_api_keys``).
+Scoring routes are plain ``def`` so FastAPI runs them on its thread pool: model
+inference is CPU work that must not block the event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from driftline.serving.metrics import Metrics
+from driftline.serving.models import ModelProvider
+from driftline.serving.schemas import Batch, BatchScores, CanaryWeight, Score, Transaction
+from driftline.serving.scoring import NotReadyError, Scorer
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass
+class Service:
+    """What the routes share (one per app, on ``app.state.service``)."""
+
+    scorer: Scorer
+    models: ModelProvider
+    metrics: Metrics
+    api_keys: tuple[str, ...]
+    max_batch: int
+    max_amount: float
+
+
+def get_service(request: Request) -> Service:
+    """The app's :class:`Service`."""
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+
+#: Path prefixes that need an API key.
+PROTECTED = ("/v1/", "/admin/")
+
+
+def api_key_problem(key: str | None, known: Sequence[str]) -> HTTPException | None:
+    """Why ``key`` is refused (401 missing, 403 unknown; constant-time compare), or None."""
+    if not key:
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            f"missing {API_KEY_HEADER} header",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in known):
+        return HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
+    return None
+
+
+def require_api_key(service: ServiceDep, key: Annotated[str | None, Security(_api_key)]) -> None:
+    """Reject requests without a valid API key (also declares the scheme in OpenAPI).
+
+    The app's middleware applies the same check before the body is read, so an
+    unauthenticated request never learns anything about input validation.
+    """
+    problem = api_key_problem(key, service.api_keys)
+    if problem is not None:
+        raise problem
+
+
+probes = APIRouter(tags=["probes"])
+scoring = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
+admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_api_key)])
+
+
+@probes.get("/health")
+def health() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@probes.get("/ready")
+def ready(service: ServiceDep, response: Response) -> dict[str, Any]:
+    """200 once a champion is loaded, else 503 (keeps the pod out of the Service)."""
+    models = service.models.models
+    if models.champion is None:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {
+        "ready": models.champion is not None,
+        "champion": models.champion and models.champion.version,
+        "canary": models.canary and models.canary.version,
+    }
+
+
+@probes.get("/metrics")
+def metrics(service: ServiceDep) -> Response:
+    """Prometheus exposition of this app's registry."""
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+Located = tuple[tuple[str | int, ...], Transaction]
+
+
+def amount_errors(located: Sequence[Located], max_amount: float) -> list[dict[str, Any]]:
+    """Pydantic-style errors for amounts above ``max_amount`` (a runtime setting)."""
+    return [
+        {
+            "type": "less_than_equal",
+            "loc": (*loc, "amount"),
+            "msg": f"Input should be less than or equal to {max_amount}",
+            "input": txn.amount,
+            "ctx": {"le": max_amount},
+        }
+        for loc, txn in located
+        if txn.amount > max_amount
+    ]
+
+
+def _score(service: Service, transactions: list[Transaction]) -> list[Score]:
+    try:
+        return service.scorer.score(transactions)
+    except NotReadyError as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
+
+
+@scoring.post("/score")
+def score(transaction: Transaction, service: ServiceDep) -> Score:
+    """Score one transaction."""
+    if errors := amount_errors([(("body",), transaction)], service.max_amount):
+        raise RequestValidationError(errors)
+    return _score(service, [transaction])[0]
+
+
+@scoring.post("/score/batch")
+def score_batch(batch: Batch, service: ServiceDep) -> BatchScores:
+    """Score up to ``serve_max_batch`` transactions in one call."""
+    if len(batch.transactions) > service.max_batch:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("body", "transactions"),
+                    "msg": f"List should have at most {service.max_batch} items",
+                    "input": len(batch.transactions),
+                    "ctx": {"max_length": service.max_batch},
+                }
+            ]
+        )
+    located = [(("body", "transactions", i), t) for i, t in enumerate(batch.transactions)]
+    if errors := amount_errors(located, service.max_amount):
+        raise RequestValidationError(errors)
+    return BatchScores(scores=_score(service, batch.transactions))
+
+
+@admin.put("/canary-weight")
+def set_canary_weight(body: CanaryWeight, service: ServiceDep) -> CanaryWeight:
+    """Change the share of users routed to the canary (this process only)."""
+    log.info("canary weight %s -> %s", service.scorer.canary_weight, body.weight)
+    service.scorer.canary_weight = body.weight
+    return body

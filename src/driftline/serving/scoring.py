@@ -1,0 +1,155 @@
+"""Score transactions: model frame, canary split, prediction, log and metrics.
+
+The model frame holds the request-time fields of each transaction plus the store
+features of its user and merchant (``driftline.training.columns``); the pyfunc applies
+the preprocessing saved with the model. Each request takes one snapshot of the serving
+models, so a swap during the request never mixes versions within it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftline.serving.features import FeatureRow, GuardedFeatures
+from driftline.serving.metrics import Metrics
+from driftline.serving.models import ModelProvider, ModelSet
+from driftline.serving.predictions import PredictionLog
+from driftline.serving.routing import choose_variant
+from driftline.serving.schemas import Score, Transaction, Variant
+from driftline.training import registry
+from driftline.training.columns import MODEL_INPUTS, NUMERIC, REQUEST_CATEGORICAL, STORE_NUMERIC
+
+log = logging.getLogger(__name__)
+
+
+class NotReadyError(RuntimeError):
+    """No champion model is loaded yet."""
+
+
+def model_frame(
+    transactions: Sequence[Transaction], features: Sequence[FeatureRow]
+) -> pd.DataFrame:
+    """The ``MODEL_INPUTS`` of each transaction (numeric columns as float64)."""
+    rows: list[dict[str, Any]] = []
+    for txn, stored in zip(transactions, features, strict=True):
+        row: dict[str, Any] = {
+            "amount": txn.amount,
+            "hour_of_day": float(txn.ts.astimezone(UTC).hour),
+            **{name: stored[name] for name in STORE_NUMERIC},
+            **{name: getattr(txn, name) for name in REQUEST_CATEGORICAL},
+        }
+        rows.append(row)
+    frame = pd.DataFrame.from_records(rows, columns=list(MODEL_INPUTS))
+    return frame.astype(dict.fromkeys(NUMERIC, "float64"))
+
+
+@dataclass
+class Scorer:
+    """Everything one scoring call needs; ``canary_weight`` may change at runtime."""
+
+    features: GuardedFeatures
+    models: ModelProvider
+    predictions: PredictionLog
+    metrics: Metrics
+    threshold: float
+    canary_weight: float
+
+    def score(self, transactions: Sequence[Transaction]) -> list[Score]:
+        """Score ``transactions`` (one request), log them and update the metrics.
+
+        Raises:
+            NotReadyError: No champion is loaded.
+        """
+        started = time.perf_counter()
+        snapshot = self.models.models
+        if snapshot.champion is None:
+            raise NotReadyError("no champion model loaded")
+        lookup = self.features.lookup([(t.user_id, t.merchant_id) for t in transactions])
+        frame = model_frame(transactions, lookup.rows)
+        weight, has_canary = self.canary_weight, snapshot.canary is not None
+        variants = [choose_variant(t.user_id, weight, has_canary) for t in transactions]
+        scores, variants = self._predict(snapshot, frame, variants)
+        latency = time.perf_counter() - started
+        results = [
+            Score(
+                transaction_id=txn.transaction_id,
+                score=float(score),
+                decision="decline" if score >= self.threshold else "approve",
+                model_version=_version(snapshot, variant),
+                variant=variant,
+                features_fallback=lookup.fallback,
+            )
+            for txn, score, variant in zip(transactions, scores, variants, strict=True)
+        ]
+        self.predictions.append(_records(transactions, frame, results, latency))
+        self._observe(results, latency, lookup.fallback)
+        return results
+
+    def _predict(
+        self, snapshot: ModelSet, frame: pd.DataFrame, variants: list[Variant]
+    ) -> tuple[np.ndarray, list[Variant]]:
+        """Scores per row; rows whose canary fails are scored by the champion instead."""
+        scores = np.empty(len(frame), dtype=np.float64)
+        for variant in ("canary", "champion"):
+            rows = [i for i, v in enumerate(variants) if v == variant]
+            loaded = snapshot.get(variant)
+            if not rows or loaded is None:
+                continue
+            try:
+                scores[rows] = registry.predict_frame(loaded.model, frame.iloc[rows])
+            except Exception:
+                self.metrics.errors.labels(variant, "predict").inc()
+                if variant == "champion":
+                    raise
+                log.exception("canary version %s failed; champion answers", loaded.version)
+                failed = set(rows)
+                variants = ["champion" if i in failed else v for i, v in enumerate(variants)]
+        return np.clip(scores, 0.0, 1.0), variants
+
+    def _observe(self, results: list[Score], latency: float, fallback: bool) -> None:
+        for variant in {r.variant for r in results}:
+            self.metrics.latency.labels(variant).observe(latency)
+        for result in results:
+            self.metrics.scores.labels(result.variant).observe(result.score)
+        if fallback:
+            self.metrics.fallbacks.inc(len(results))
+
+
+def _version(snapshot: ModelSet, variant: Variant) -> str:
+    loaded = snapshot.get(variant)
+    assert loaded is not None  # a variant is only chosen when its model is loaded
+    return loaded.version
+
+
+def _records(
+    transactions: Sequence[Transaction],
+    frame: pd.DataFrame,
+    results: list[Score],
+    latency: float,
+) -> list[dict[str, Any]]:
+    """Prediction-log records: keys, time, model inputs, verdict, latency."""
+    inputs = frame.to_dict(orient="records")
+    return [
+        {
+            "transaction_id": txn.transaction_id,
+            "ts": txn.ts.astimezone(UTC),
+            "user_id": txn.user_id,
+            "merchant_id": txn.merchant_id,
+            **values,
+            "score": result.score,
+            "decision": result.decision,
+            "variant": result.variant,
+            "model_version": result.model_version,
+            "latency_ms": round(latency * 1000.0, 3),
+            "features_fallback": result.features_fallback,
+        }
+        for txn, values, result in zip(transactions, inputs, results, strict=True)
+    ]
