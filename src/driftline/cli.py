@@ -296,6 +296,27 @@ def _version_row(version: Any, aliases: dict[str, list[str]]) -> dict[str, Any]:
 
 
 @app.command()
+def rollback(
+    reason: Annotated[str, typer.Option("--reason", help="Why the champion is rolled back.")],
+) -> None:
+    """Restore the previous champion in one step (the recorded ``champion.previous``)."""
+    from driftline.training.promotion import PromotionError
+    from driftline.training.promotion import rollback as run
+
+    cfg = get_settings()
+    try:
+        transition = run(cfg, reason=reason, actor="cli")
+    except PromotionError as error:
+        console.print(f"[bold red]refused:[/] {error}")
+        raise typer.Exit(code=2) from error
+    console.print(
+        f"[bold]champion[/] {cfg.model_name} version {transition.previous} -> "
+        f"{transition.version} (restored)"
+    )
+    _emit(transition.to_dict())
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
@@ -308,6 +329,61 @@ def serve(
     cfg = get_settings()
     console.print(f"[bold]serving[/] {cfg.model_name} on http://{host}:{port} (docs: /docs)")
     uvicorn.run(lambda: create_app(cfg), factory=True, host=host, port=port, log_level="info")
+
+
+@app.command()
+def replay(
+    day: Annotated[str, typer.Option("--day", help="Simulated day to replay (YYYY-MM-DD).")],
+    url: Annotated[str, typer.Option("--url", help="Scoring service root.")] = (
+        "http://localhost:8000"
+    ),
+    rate: Annotated[
+        float, typer.Option("--rate", help="Requests per second (<= 0: as fast as possible).")
+    ] = 50.0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Send only the day's first N transactions.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="1: /v1/score; more: /v1/score/batch chunks.")
+    ] = 1,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="X-API-Key (default: first serve_api_keys).")
+    ] = None,
+    rows_per_day: Annotated[int, typer.Option(help="Simulator rows per day.")] = 5000,
+    fraud_rate: Annotated[float, typer.Option(help="Simulator share of fraud.")] = 0.01,
+    seed: Annotated[int | None, typer.Option(help="Simulator seed (default: settings).")] = None,
+) -> None:
+    """Replay a simulated day of transactions against a running scoring service."""
+    from driftline.serving.app import api_keys
+    from driftline.serving.replay import replay_day
+    from driftline.simulate import SimulatorConfig
+
+    cfg = get_settings()
+    config = SimulatorConfig(
+        seed=cfg.seed if seed is None else seed,
+        rows_per_day=rows_per_day,
+        fraud_rate=fraud_rate,
+        anchor=cfg.simulation_start,
+    )
+    key = api_key or next(iter(api_keys(cfg)), "")
+    with console.status(f"replay {day} -> {url}"):
+        result = replay_day(
+            date.fromisoformat(day),
+            base_url=url,
+            api_key=key,
+            rate=rate,
+            config=config,
+            batch_size=batch_size,
+            limit=limit,
+        )
+    console.print(
+        f"[bold]replayed[/] {result.sent} transactions: {result.ok} scored, failed "
+        f"{result.failed or 0}; variants {result.variants}; p50 {result.latency_p50_ms} ms, "
+        f"p99 {result.latency_p99_ms} ms"
+    )
+    _emit(result.to_dict())
+    if result.ok < result.sent:
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -136,6 +136,42 @@ class Settings(BaseSettings):
         default=1_000_000.0, gt=0.0, description="Largest transaction amount accepted."
     )
 
+    # Drift -----------------------------------------------------------------------------
+    drift_share_threshold: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        description="Data drift when at least this share of the model inputs drifted "
+        "(each column judged by Evidently's per-column test).",
+    )
+    drift_prediction_threshold: float = Field(
+        default=0.2,
+        gt=0.0,
+        description="Prediction drift when the PSI (population stability index) of the served "
+        "scores versus the reference scores is at or above this; a distance, not a p-value "
+        "(rule of thumb: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift).",
+    )
+    drift_min_rows: int = Field(
+        default=200,
+        ge=1,
+        description="Intervals with fewer served rows are 'insufficient data': no drift decision.",
+    )
+    drift_debounce_days: int = Field(
+        default=2,
+        ge=1,
+        description="Consecutive drifted intervals needed before drift triggers a retrain.",
+    )
+    drift_cooldown_days: int = Field(
+        default=7,
+        ge=0,
+        description="Days after a triggered retrain during which drift triggers nothing new.",
+    )
+    drift_reference_max_rows: int = Field(
+        default=50_000,
+        ge=1,
+        description="Larger reference frames are sampled down (deterministically) to this.",
+    )
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         """Fill URIs left empty with locations under :attr:`home`."""
