@@ -48,15 +48,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 import torch
 
-from driftline.schemas import CHANNELS, COUNTRIES, CURRENCIES, MERCHANT_CATEGORIES
-from driftline.training.columns import LABEL, STORE_NUMERIC
+from driftline.training.columns import LABEL
 from driftline.training.evaluate import score_metrics
 from driftline.training.model import ModelConfig
+from driftline.training.synthetic import model_frame
 from driftline.training.trainer import train_model
 from driftline.training.tuning import PrunerName, best_config, load_study, tune
 
@@ -72,48 +71,9 @@ DEFAULT_TRAINING_SET = Path(".driftline") / "training_set"
 # --------------------------------------------------------------------------------------
 
 
-def synthetic_frame(n: int, seed: int, fraud_rate: float = 0.03) -> pd.DataFrame:
-    """``n`` labelled model-frame rows where fraud follows a few simulator-like patterns.
-
-    Account takeover (large amounts at foreign merchants from new devices), card testing
-    (bursts of tiny online amounts) and compromised merchants (high recent fraud rate);
-    5% of rows miss their store features. Same idea as the unit tests' generator.
-    """
-    rng = np.random.default_rng(seed)
-    fraud = rng.random(n) < fraud_rate
-    kind = rng.integers(0, 3, n)
-    amount = np.exp(rng.normal(3.5, 0.8, n))
-    amount = np.where(fraud & (kind == 0), amount * rng.uniform(4, 10, n), amount)
-    amount = np.where(fraud & (kind == 1), rng.uniform(0.5, 5, n), amount)
-    frame = pd.DataFrame(
-        {
-            "transaction_id": [f"t{seed}-{i}" for i in range(n)],
-            "user_id": rng.integers(1, 5000, n),
-            "merchant_id": rng.integers(1, 2000, n),
-            "event_timestamp": pd.Timestamp("2026-01-01", tz="UTC")
-            + pd.to_timedelta(np.sort(rng.integers(0, 28 * 86400, n)), unit="s"),
-            "amount": amount.round(2),
-            "hour_of_day": rng.integers(0, 24, n).astype(float),
-            "merchant_category": rng.choice(MERCHANT_CATEGORIES, n),
-            "merchant_country": np.where(
-                fraud & (kind == 0), rng.choice(["NG", "BR", "RU"], n), rng.choice(COUNTRIES, n)
-            ),
-            "channel": np.where(fraud & (kind == 1), "online", rng.choice(CHANNELS, n)),
-            "currency": rng.choice(CURRENCIES, n),
-        }
-    )
-    for name in STORE_NUMERIC:
-        frame[name] = rng.gamma(2.0, 2.0, n)
-    frame["user_new_device"] = np.where(fraud & (kind == 0), 1, rng.random(n) < 0.05).astype(float)
-    frame["user_txn_count_1h"] = np.where(
-        fraud & (kind == 1), rng.integers(5, 20, n), rng.poisson(0.3, n)
-    ).astype(float)
-    frame["merchant_fraud_rate_14d"] = np.where(
-        fraud & (kind == 2), rng.uniform(0.05, 0.2, n), rng.uniform(0, 0.01, n)
-    )
-    frame.loc[rng.random(n) < 0.05, list(STORE_NUMERIC)] = np.nan
-    frame[LABEL] = fraud.astype(np.int64)
-    return frame
+def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
+    """``n`` synthetic labelled rows (:mod:`driftline.training.synthetic`), 5,000 users."""
+    return model_frame(n, seed, users=5000, merchants=2000, days=28)
 
 
 def synthetic_splits(n: int, seed: int) -> dict[str, pd.DataFrame]:
