@@ -95,10 +95,8 @@ def _run(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]
     return done
 
 
-@pytest.fixture(scope="module")
-def first(home: Path) -> dict[str, Any]:
-    """``driftline train`` on the window; returns the outcome it wrote."""
-    summary = home / "first.json"
+def _train(home: Path, summary: Path) -> dict[str, Any]:
+    """``driftline train`` on the window; returns the outcome it wrote to ``summary``."""
     start, end = WINDOW
     _run(
         home,
@@ -113,6 +111,12 @@ def first(home: Path) -> dict[str, Any]:
     )
     outcome: dict[str, Any] = json.loads(summary.read_text())
     return outcome
+
+
+@pytest.fixture(scope="module")
+def first(home: Path) -> dict[str, Any]:
+    """The first training of the window."""
+    return _train(home, home / "first.json")
 
 
 def _first_run(settings: Settings, artifact: str) -> Path:
@@ -196,20 +200,7 @@ def test_rerunning_a_request_resumes_its_study_and_registers_no_copy(
     before = len(
         optuna.load_study(study_name=name, storage=open_storage(settings.optuna_storage)).trials
     )
-    summary = home / "again.json"
-    start, end = WINDOW
-    _run(
-        home,
-        str(BIN / "driftline"),
-        "train",
-        "--start",
-        start,
-        "--end",
-        end,
-        "--summary",
-        str(summary),
-    )
-    again = json.loads(summary.read_text())
+    again = _train(home, home / "again.json")
     after = optuna.load_study(study_name=name, storage=open_storage(settings.optuna_storage))
     assert len(after.trials) == before + 4  # the same study, resumed from its journal
     assert again["version"] == first["version"]  # same request, same data: no new version
