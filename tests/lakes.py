@@ -11,13 +11,15 @@ from driftline.settings import Settings
 from driftline.simulate import SimulatorConfig, write_landing
 
 
-def populate_lake(settings: Settings, span: Interval, config: SimulatorConfig) -> None:
-    """Land, ingest, validate and publish ``span``, then build its features.
-
-    Features start on the second day so the first day serves as history.
-    """
+def publish_days(settings: Settings, span: Interval, config: SimulatorConfig) -> None:
+    """Land, ingest, validate and publish the raw partitions of ``span``."""
     write_landing(config, span, settings.lake_uri)
     for dataset in ("transactions", "labels"):
         ingest(dataset, span, settings)
         publish_validated(dataset, span, settings)
+
+
+def populate_lake(settings: Settings, span: Interval, config: SimulatorConfig) -> None:
+    """:func:`publish_days`, then features from the second day (the first is history)."""
+    publish_days(settings, span, config)
     build_features(Interval(span.start + timedelta(days=1), span.end), settings)

@@ -32,6 +32,7 @@ End = Annotated[
     str | None, typer.Option("--end", help="Day after the last day (exclusive). Default: start+1.")
 ]
 Dataset = Annotated[str, typer.Option("--dataset", help="transactions or labels.")]
+Cutoff = Annotated[str, typer.Option("--end", help="Label cut-off: day after the window.")]
 
 
 @app.callback()
@@ -178,7 +179,7 @@ Workers = Annotated[
 @app.command("training-set")
 def training_set(
     start: Start,
-    end: Annotated[str, typer.Option("--end", help="Label cut-off: day after the window.")],
+    end: Cutoff,
     out: Annotated[str, typer.Option("--out", help="Folder for the split Parquet files.")],
 ) -> None:
     """Build the point-in-time training set of a window (what the pipeline's first step does)."""
@@ -190,7 +191,7 @@ def training_set(
 @app.command()
 def train(
     start: Start,
-    end: Annotated[str, typer.Option("--end", help="Label cut-off: day after the window.")],
+    end: Cutoff,
     trials: Trials = None,
     workers: Workers = None,
     request_id: Annotated[
@@ -237,7 +238,7 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
 @app.command()
 def evaluate(
     start: Start,
-    end: Annotated[str, typer.Option("--end", help="Label cut-off: day after the window.")],
+    end: Cutoff,
     summary: Annotated[str, typer.Option("--summary", help="Outcome JSON of `driftline train`.")],
     out: Annotated[str, typer.Option("--out", help="Folder for metrics.json and curves.")],
 ) -> None:

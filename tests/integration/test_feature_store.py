@@ -13,11 +13,11 @@ from driftline.feature_store import (
     materialize_interval,
     read_online,
 )
-from driftline.features import DATASET, USER_FEATURES, build_features
-from driftline.ingest import ingest, publish_validated
+from driftline.features import DATASET, USER_FEATURES
 from driftline.interval import Interval
 from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig, write_landing
+from driftline.simulate import SimulatorConfig
+from tests.lakes import populate_lake
 
 pytestmark = pytest.mark.slow
 DAY1, DAY3 = Interval.parse("2026-01-02"), Interval.parse("2026-01-04")
@@ -26,12 +26,9 @@ DAY1, DAY3 = Interval.parse("2026-01-02"), Interval.parse("2026-01-04")
 @pytest.fixture
 def featured(settings: Settings) -> Settings:
     """Three days of published features (2026-01-02 .. 2026-01-04)."""
-    span = Interval.parse("2026-01-01", "2026-01-05")
-    write_landing(SimulatorConfig(rows_per_day=800), span, settings.lake_uri)
-    for dataset in ("transactions", "labels"):
-        ingest(dataset, span, settings)
-        publish_validated(dataset, span, settings)
-    build_features(Interval.parse("2026-01-02", "2026-01-05"), settings)
+    populate_lake(
+        settings, Interval.parse("2026-01-01", "2026-01-05"), SimulatorConfig(rows_per_day=800)
+    )
     return settings
 
 

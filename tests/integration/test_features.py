@@ -11,22 +11,19 @@ import pytest
 from driftline import lake
 from driftline.features import FEATURES, build_features, compute_features, to_canonical
 from driftline.features_reference import compute_features_reference
-from driftline.ingest import ingest, publish_validated
 from driftline.interval import Interval
 from driftline.schemas import LABELS, TRANSACTIONS
 from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig, write_landing
+from driftline.simulate import SimulatorConfig
 from driftline.spark import get_spark
+from tests.lakes import publish_days
 
 pytestmark = pytest.mark.slow
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def _publish_days(settings: Settings, interval: Interval) -> None:
-    write_landing(SimulatorConfig(rows_per_day=1500, fraud_rate=0.03), interval, settings.lake_uri)
-    for dataset in ("transactions", "labels"):
-        ingest(dataset, interval, settings)
-        publish_validated(dataset, interval, settings)
+    publish_days(settings, interval, SimulatorConfig(rows_per_day=1500, fraud_rate=0.03))
 
 
 def test_spark_job_equals_reference_on_simulated_days(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -41,6 +41,9 @@ from driftline.training.columns import (
     MODEL_INPUTS,
     STORE_NUMERIC,
 )
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,9 @@ def _fraud_ids(window: Interval, plan: SplitPlan, settings: Settings) -> set[str
     return set(known["transaction_id"].to_pylist())
 
 
-def _historical_features(entities: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def _historical_features(
+    entities: pd.DataFrame, store: FeatureStore, service: FeatureService
+) -> pd.DataFrame:
     """Feast point-in-time join of every view of the feature service, as of each row.
 
     Each view of the service is joined on its own entity key in its own call. Feast's
@@ -132,10 +137,6 @@ def _historical_features(entities: pd.DataFrame, settings: Settings) -> pd.DataF
     call per view turns that into what it means, "no features from this view", which
     the left join below keeps as missing values.
     """
-    from driftline.feature_store import FEATURE_SERVICE, apply_definitions
-
-    store = apply_definitions(settings)
-    service = store.get_feature_service(FEATURE_SERVICE)
     joined = entities[["transaction_id"]]
     for projection in service.feature_view_projections:
         view = store.get_feature_view(projection.name)
@@ -154,7 +155,9 @@ def _historical_features(entities: pd.DataFrame, settings: Settings) -> pd.DataF
     return joined
 
 
-def _model_frame(tx: pa.Table, frauds: set[str], settings: Settings) -> pd.DataFrame:
+def _model_frame(
+    tx: pa.Table, frauds: set[str], store: FeatureStore, service: FeatureService
+) -> pd.DataFrame:
     """Request-time fields + Feast features + label, one row per transaction."""
     frame = tx.to_pandas()
     entities = pd.DataFrame(
@@ -165,7 +168,7 @@ def _model_frame(tx: pa.Table, frauds: set[str], settings: Settings) -> pd.DataF
             "event_timestamp": frame["ts"] - AS_OF_OFFSET,
         }
     )
-    features = _historical_features(entities, settings)
+    features = _historical_features(entities, store, service)
     features = features[["transaction_id", *STORE_NUMERIC]].astype(
         {name: "float64" for name in STORE_NUMERIC}
     )
@@ -246,9 +249,14 @@ def build_training_set(
     Raises:
         TrainingSetError: The window is too short, has no data, or a split has one class.
     """
+    from driftline.feature_store import FEATURE_SERVICE, apply_definitions
+
     cfg = settings or get_settings()
     plan = plan_splits(window, cfg)
-    frame = _model_frame(_transactions(plan, cfg), _fraud_ids(window, plan, cfg), cfg)
+    store = apply_definitions(cfg)
+    service = store.get_feature_service(FEATURE_SERVICE)
+    tx, frauds = _transactions(plan, cfg), _fraud_ids(window, plan, cfg)
+    frame = _model_frame(tx, frauds, store, service)
     frame["split"] = plan.split_of(frame["event_timestamp"])
     _check_classes(frame, plan)
     out = Path(out_dir)
@@ -256,17 +264,20 @@ def build_training_set(
     for split in SPLITS:
         part = frame[frame["split"] == split].drop(columns="split")
         part.to_parquet(out / f"{split}.parquet", index=False)
-    result = _describe(window, plan, frame, out, cfg)
+    result = _describe(window, plan, frame, out, cfg, service)
     (out / MANIFEST).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     log.info("training set %s: %s rows, %s frauds", window, result.rows, result.positives)
     return result
 
 
 def _describe(
-    window: Interval, plan: SplitPlan, frame: pd.DataFrame, out: Path, cfg: Settings
+    window: Interval,
+    plan: SplitPlan,
+    frame: pd.DataFrame,
+    out: Path,
+    cfg: Settings,
+    service: FeatureService,
 ) -> TrainingSet:
-    from driftline.feature_store import FEATURE_SERVICE
-
     counts = frame.groupby("split", observed=True)[LABEL].agg(["size", "sum"])
     return TrainingSet(
         directory=str(out),
@@ -276,16 +287,9 @@ def _describe(
         rows={name: int(counts.loc[name, "size"]) for name in SPLITS},
         positives={name: int(counts.loc[name, "sum"]) for name in SPLITS},
         data_version=data_version(_input_files(window, plan, cfg)),
-        feature_service=FEATURE_SERVICE,
-        feature_service_version=_service_version(cfg),
+        feature_service=service.name,
+        feature_service_version=str(service.tags.get("version", "unversioned")),
     )
-
-
-def _service_version(settings: Settings) -> str:
-    from driftline.feature_store import FEATURE_SERVICE, get_store
-
-    service = get_store(settings).get_feature_service(FEATURE_SERVICE)
-    return str(service.tags.get("version", "unversioned"))
 
 
 def load_split(directory: Path | str, split: str) -> pd.DataFrame:

@@ -196,19 +196,19 @@ def batch_latency(
     }
 
 
-def evaluate_model(
-    model: Scorer, holdout: pd.DataFrame, *, max_fpr: float = 0.01
-) -> dict[str, float]:
-    """Score ``holdout`` with ``model`` and return :func:`score_metrics` + :func:`batch_latency`.
+def evaluate_predict(
+    predict: Predict, holdout: pd.DataFrame, *, max_fpr: float = 0.01
+) -> tuple[dict[str, float], np.ndarray]:
+    """Score ``holdout`` once; return :func:`score_metrics` + :func:`batch_latency` and the scores.
 
     Args:
-        model: Anything with ``predict_proba`` (a ``TrainedModel``).
+        predict: Scores a model frame (a model's ``predict_proba``, a pyfunc wrapper).
         holdout: Labelled model frame (must hold the ``label`` column and both classes).
         max_fpr: False-positive budget of ``recall_at_fpr``.
     """
-    scores = model.predict_proba(holdout)
+    scores = predict(holdout)
     metrics = score_metrics(holdout[LABEL].to_numpy(), scores, max_fpr=max_fpr)
-    metrics.update(batch_latency(model.predict_proba, holdout))
+    metrics.update(batch_latency(predict, holdout))
     log.info(
         "holdout: pr_auc=%.4f roc_auc=%.4f recall@fpr%.3g=%.4f p99=%.2fms over %d rows",
         metrics["pr_auc"],
@@ -218,7 +218,14 @@ def evaluate_model(
         metrics["latency_p99_ms"],
         len(holdout),
     )
-    return metrics
+    return metrics, scores
+
+
+def evaluate_model(
+    model: Scorer, holdout: pd.DataFrame, *, max_fpr: float = 0.01
+) -> dict[str, float]:
+    """:func:`evaluate_predict` for anything with ``predict_proba`` (a ``TrainedModel``)."""
+    return evaluate_predict(model.predict_proba, holdout, max_fpr=max_fpr)[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -162,18 +162,17 @@ def train_best(
 
 def _champion_metrics(settings: Settings, holdout: Any) -> dict[str, Any] | None:
     """The champion's metrics on the same holdout, when a champion exists."""
-    from driftline.training.evaluate import batch_latency, score_metrics
+    from driftline.training.evaluate import evaluate_predict
 
     version = registry.version_by_alias(settings, registry.CHAMPION)
     if version is None:
         return None
-    champion = registry.load_alias(settings, registry.CHAMPION)
+    champion = registry.load_version(settings, str(version.version))
 
     def predict(frame: Any) -> Any:
         return registry.predict_frame(champion, frame)
 
-    metrics: dict[str, Any] = score_metrics(holdout[LABEL].to_numpy(), predict(holdout))
-    metrics.update(batch_latency(predict, holdout))
+    metrics: dict[str, Any] = evaluate_predict(predict, holdout)[0]
     metrics["version"] = str(version.version)
     return metrics
 
@@ -188,7 +187,7 @@ def evaluate(
     """
     from driftline.training.evaluate import (
         behavioural_checks,
-        evaluate_model,
+        evaluate_predict,
         risky_examples,
         write_curves,
     )
@@ -196,11 +195,11 @@ def evaluate(
 
     holdout = load_split(training_set_dir, "holdout")
     model = TrainedModel.load(model_dir)
-    candidate = evaluate_model(model, holdout)
+    candidate, scores = evaluate_predict(model.predict_proba, holdout)
     behaviour = behavioural_checks(model.predict_proba, risky_examples(holdout))
     champion = _champion_metrics(settings, holdout)
     report_dir.mkdir(parents=True, exist_ok=True)
-    curves = write_curves(holdout[LABEL].to_numpy(), model.predict_proba(holdout), report_dir)
+    curves = write_curves(holdout[LABEL].to_numpy(), scores, report_dir)
     result = {"candidate": candidate, "champion": champion, "behaviour": behaviour}
     (report_dir / EVALUATION_FILE).write_text(json.dumps(result, indent=2, default=str))
     _log_evaluation(settings, run_id, result, curves.values())

@@ -470,7 +470,7 @@ def log_study_summary(summary: dict[str, Any], *, tracking_uri: str, run_id: str
     from mlflow.entities import Metric, Param
 
     client = MlflowClient(tracking_uri)
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000)  # clock-ok: MLflow metric record timestamp
     params = [Param(f"best_{k}", str(v)) for k, v in sorted((summary["best_params"] or {}).items())]
     values: dict[str, float] = {
         f"trials_{state}": float(summary[f"n_{state}"])
