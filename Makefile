@@ -16,15 +16,25 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 DEMO_START ?= 2026-01-01
-DEMO_END ?= 2026-01-17
+# The first model trains on the history before DEMO_SERVE_FROM; from then on each day is
+# served (replayed), ingested and monitored up to DEMO_END (exclusive).
+DEMO_SERVE_FROM ?= 2026-01-17
+DEMO_END ?= 2026-01-30
+DEMO_DRIFT ?= new_fraud_pattern@2026-01-20
 DEMO_ROWS ?= 4000
 DEMO_FRAUD_RATE ?= 0.02
-# Training window: features start the day after the first simulated day.
+DEMO_PORT ?= 8765
+# Training window of the first model: features start the day after the first simulated day.
 TRAIN_START ?= 2026-01-02
 TRAIN_TRIALS ?= 8
 TRAIN_WORKERS ?= 2
 MLFLOW_PORT ?= 5000
-TRAIN_CONF = {"window_start": "$(TRAIN_START)", "window_end": "$(DEMO_END)", "trials": $(TRAIN_TRIALS), "workers": $(TRAIN_WORKERS)}
+# The demo compresses weeks into minutes: chargebacks count as mature after 3 days (not 7),
+# one validation and one holdout day, the service polls aliases every second, 30% of
+# users see the canary, and the canary analysis looks every 3 seconds.
+DEMO_ENV = DRIFTLINE_LABEL_MATURITY_DAYS=3 DRIFTLINE_VALID_DAYS=1 DRIFTLINE_HOLDOUT_DAYS=1 \
+	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
+DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 
 .PHONY: install demo test lint bench airflow-init airflow-ui mlflow-ui dvc-repro clean
 
@@ -41,22 +51,21 @@ airflow-init: install
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1
 	$(BIN)/airflow dags reserialize > $(AIRFLOW_HOME)/reserialize.log 2>&1
 
-## demo: simulate days of transactions, run the real ingest DAG over them (one run per
-## day), then the train_register DAG: the Kubeflow pipeline tunes, trains, evaluates and
-## registers the first model in MLflow.
-demo: airflow-init
-	$(BIN)/driftline simulate --start $(DEMO_START) --end $(DEMO_END) --rows-per-day $(DEMO_ROWS) \
-		--fraud-rate $(DEMO_FRAUD_RATE)
-	$(PY) scripts/run_dag.py ingest_validate_materialize $(DEMO_START) $(DEMO_END) \
-		> $(AIRFLOW_HOME)/demo-dag-runs.log 2>&1 \
-		|| (tail -n 40 $(AIRFLOW_HOME)/demo-dag-runs.log; exit 1)
-	grep -E '^ingest_validate_materialize ' $(AIRFLOW_HOME)/demo-dag-runs.log
-	$(PY) scripts/run_dag.py train_register --conf '$(TRAIN_CONF)' \
-		> $(AIRFLOW_HOME)/demo-train.log 2>&1 \
-		|| (tail -n 60 $(AIRFLOW_HOME)/demo-train.log; exit 1)
-	grep -E 'train_register manual run' $(AIRFLOW_HOME)/demo-train.log
-	$(BIN)/driftline where
-	$(BIN)/driftline models
+## demo: the closed loop on a clean state (DRIFTLINE_HOME is emptied first): backfill the
+## history through the ingest DAG, crown the first model with retrain_promote, serve and
+## monitor day after day while a concept drift starts, retrain, canary, promote; ends with
+## the timeline. Full log: $(DEMO_LOG).
+demo: install
+	rm -rf $(DRIFTLINE_HOME)
+	$(MAKE) --no-print-directory airflow-init
+	mkdir -p $(dir $(DEMO_LOG))
+	set -o pipefail; env $(DEMO_ENV) $(PY) scripts/demo_loop.py --start $(DEMO_START) \
+		--serve-from $(DEMO_SERVE_FROM) --end $(DEMO_END) --train-start $(TRAIN_START) \
+		--drift $(DEMO_DRIFT) --rows $(DEMO_ROWS) --fraud-rate $(DEMO_FRAUD_RATE) \
+		--trials $(TRAIN_TRIALS) --workers $(TRAIN_WORKERS) --port $(DEMO_PORT) 2>&1 \
+		| tee $(DEMO_LOG) | grep --line-buffered -E '^ *(==>|replay 2)' | sed -u 's/^ *//' \
+		|| (tail -n 60 $(DEMO_LOG); exit 1)
+	sed -n '/======== timeline/,$$p' $(DEMO_LOG)
 
 ## test: the whole suite; pytest's "no tests collected" (exit 5) is a failure.
 test: install
@@ -69,12 +78,14 @@ lint: install
 	$(BIN)/mypy
 
 ## bench: the feature-job benchmark, then the tuning benchmark on a training set built
-## from the demo's lake (run `make demo` first).
+## from the demo's lake, then scoring latency of the demo's champion against
+## `mlflow models serve` (run `make demo` first).
 bench: install
 	$(PY) bench/features_bench.py
 	$(BIN)/driftline training-set --start $(TRAIN_START) --end $(DEMO_END) \
 		--out $(DRIFTLINE_HOME)/training_set > /dev/null
 	$(PY) bench/tuning_bench.py --training-set $(DRIFTLINE_HOME)/training_set
+	$(PY) bench/serving_bench.py
 
 ## airflow-ui: the Airflow UI on http://localhost:8080 (trigger and backfill DAGs).
 airflow-ui: airflow-init

@@ -76,6 +76,16 @@ def _fail_on_gate(call: Callable[[], Any]) -> Any:
         raise typer.Exit(code=2) from error
 
 
+def _scenarios(drift: list[str] | None) -> tuple[Any, ...]:
+    """Drift scenarios from ``NAME@YYYY-MM-DD`` options."""
+    from driftline.simulate import DriftScenario
+
+    return tuple(
+        DriftScenario(name, date.fromisoformat(day))  # type: ignore[arg-type]
+        for name, day in (item.split("@", 1) for item in drift or [])
+    )
+
+
 @app.command()
 def simulate(
     start: Start,
@@ -95,13 +105,10 @@ def simulate(
     ] = None,
 ) -> None:
     """Write simulated landing files (transactions, late chargebacks) for the interval."""
-    from driftline.simulate import BadBatch, DriftScenario, SimulatorConfig, write_landing
+    from driftline.simulate import BadBatch, SimulatorConfig, write_landing
 
     cfg = get_settings()
-    scenarios = tuple(
-        DriftScenario(name, date.fromisoformat(day))  # type: ignore[arg-type]
-        for name, day in (item.split("@", 1) for item in drift or [])
-    )
+    scenarios = _scenarios(drift)
     bad = []
     for item in bad_batch or []:
         kind, rest = item.split("@", 1)
@@ -353,6 +360,10 @@ def replay(
     rows_per_day: Annotated[int, typer.Option(help="Simulator rows per day.")] = 5000,
     fraud_rate: Annotated[float, typer.Option(help="Simulator share of fraud.")] = 0.01,
     seed: Annotated[int | None, typer.Option(help="Simulator seed (default: settings).")] = None,
+    drift: Annotated[
+        list[str] | None,
+        typer.Option(help="Drift scenario NAME@YYYY-MM-DD, as given to `driftline simulate`."),
+    ] = None,
 ) -> None:
     """Replay a simulated day of transactions against a running scoring service."""
     from driftline.serving.app import api_keys
@@ -365,6 +376,7 @@ def replay(
         rows_per_day=rows_per_day,
         fraud_rate=fraud_rate,
         anchor=cfg.simulation_start,
+        scenarios=_scenarios(drift),
     )
     key = api_key or next(iter(api_keys(cfg)), "")
     with console.status(f"replay {day} -> {url}"):
@@ -385,6 +397,22 @@ def replay(
     _emit(result.to_dict())
     if result.ok < result.sent:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def monitor(
+    day: Annotated[str, typer.Option("--day", help="Served day to judge (YYYY-MM-DD).")],
+) -> None:
+    """Judge one day of served traffic for drift and print the retrain decision.
+
+    The same step as the ``monitor_drift`` DAG's ``check_drift`` task (it records the
+    day in the drift log); it requests no retrain, the DAG does.
+    """
+    from driftline.monitoring.steps import check_interval
+
+    checked = check_interval(Interval.parse(day), get_settings())
+    console.print(f"[bold]decision[/] {checked['decision']['reason']}")
+    _emit(checked)
 
 
 @app.command()

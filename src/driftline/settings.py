@@ -91,7 +91,11 @@ class Settings(BaseSettings):
         default=False, description="The pipeline's train step requests one NVIDIA GPU."
     )
     gate_min_pr_auc: float = Field(
-        default=0.2, ge=0.0, le=1.0, description="Staging gate: absolute holdout PR-AUC floor."
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Staging gate: absolute holdout PR-AUC floor (the simulator's base rate "
+        "is 1-2%, so 0.1 is several times a constant score's PR-AUC).",
     )
     gate_champion_tolerance: float = Field(
         default=0.02,
@@ -170,6 +174,72 @@ class Settings(BaseSettings):
         default=50_000,
         ge=1,
         description="Larger reference frames are sampled down (deterministically) to this.",
+    )
+    drift_performance_drop: float = Field(
+        default=0.25,
+        gt=0.0,
+        lt=1.0,
+        description="Performance drift when the served champion's PR-AUC on matured labels "
+        "falls below its offline holdout PR-AUC times (1 - this).",
+    )
+    drift_performance_days: int = Field(
+        default=2,
+        ge=1,
+        description="Matured transaction days (ending label_maturity_days before the "
+        "interval) whose served scores are judged against labels.",
+    )
+    drift_min_positives: int = Field(
+        default=20,
+        ge=1,
+        description="Labelled frauds needed among those days for a performance verdict.",
+    )
+
+    # Retrain and canary ----------------------------------------------------------------
+    retrain_window_days: int = Field(
+        default=21, ge=1, description="Days of data a drift-triggered retrain trains on."
+    )
+    retrain_min_drift_days: int = Field(
+        default=3,
+        ge=0,
+        description="A drift triggers a retrain only once the training split would hold at "
+        "least this many labelled days of the drift (a model cannot learn a new pattern "
+        "from labels that have not arrived).",
+    )
+    retrain_min_improvement: float = Field(
+        default=0.0,
+        description="retrain_promote's gate: candidate holdout PR-AUC must exceed the "
+        "champion's on the same most recent labelled days by more than this.",
+    )
+    canary_min_requests: int = Field(
+        default=300, ge=1, description="Transactions routed to the canary before it is judged."
+    )
+    canary_wait_seconds: float = Field(
+        default=1800.0, gt=0.0, description="Longest wait for canary traffic before aborting."
+    )
+    canary_poke_seconds: float = Field(
+        default=10.0, gt=0.0, description="Seconds between checks of the canary's traffic."
+    )
+    canary_max_error_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Largest share of canary rows that failed."
+    )
+    canary_max_latency_ratio: float = Field(
+        default=3.0, gt=0.0, description="Largest canary/champion p99 model-latency ratio."
+    )
+    canary_latency_slack_ms: float = Field(
+        default=20.0,
+        ge=0.0,
+        description="A canary p99 within this many ms of the champion's always passes.",
+    )
+    canary_max_score_psi: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Largest PSI between canary and champion score distributions.",
+    )
+    canary_min_positives: int = Field(
+        default=10, ge=1, description="Labelled frauds per variant needed to compare PR-AUC."
+    )
+    canary_label_tolerance: float = Field(
+        default=0.05, ge=0.0, description="Largest canary PR-AUC shortfall versus the champion."
     )
 
     @model_validator(mode="after")

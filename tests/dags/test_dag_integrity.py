@@ -45,7 +45,12 @@ def test_dags_import_without_errors_db_or_slowness(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
-    assert {"ingest_validate_materialize", "train_register"} <= set(report["dags"])
+    assert set(report["dags"]) == {
+        "ingest_validate_materialize",
+        "train_register",
+        "monitor_drift",
+        "retrain_promote",
+    }
     for file_name, seconds in report["stats"]:
         assert seconds < 1.0, f"{file_name} took {seconds:.2f}s to parse"
 
@@ -100,3 +105,40 @@ def test_train_register_takes_its_window_from_the_newest_request_event(tmp_path:
     assert report["from_event"] == {"window_start": "2026-02-01", "window_end": "2026-02-20"}
     assert report["no_event"] == {}
     assert report["schedule"] == "driftline://training/requests"
+
+
+RETRAIN_PROBE = r"""
+import json, runpy, sys
+from types import SimpleNamespace
+
+retrain = runpy.run_path(sys.argv[1] + "/retrain_promote.py")
+monitor = runpy.run_path(sys.argv[1] + "/monitor_drift.py")
+request = retrain["_request_from_events"]
+event = SimpleNamespace(extra={
+    "window_start": "2026-01-07", "window_end": "2026-01-28", "drift_start": "2026-01-20",
+    "drift_day": "2026-01-27", "reason": "drift", "drift_report": "/r.html",
+})
+print(json.dumps({
+    "from_event": request({"driftline://drift/retrain-requests": [event]}),
+    "no_event": request({}),
+    "emitted": str(monitor["RETRAIN_REQUESTS"].uri),
+    "consumed": str(retrain["RETRAIN_REQUESTS"].uri),
+}))
+"""
+
+
+def test_monitor_drift_requests_are_what_retrain_promote_is_scheduled_on(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", RETRAIN_PROBE, str(REPO / "dags")],
+        env=airflow_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["emitted"] == report["consumed"] == "driftline://drift/retrain-requests"
+    assert report["from_event"]["window_start"] == "2026-01-07"
+    assert report["from_event"]["drift_report"] == "/r.html"
+    assert report["no_event"] == {}

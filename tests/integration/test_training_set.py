@@ -73,11 +73,14 @@ def test_splits_follow_time_and_leave_immature_days_out(built: Path) -> None:
     assert manifest["feature_service"] == "fraud_v1" and manifest["feature_service_version"] == "1"
 
 
-def test_features_are_those_known_just_before_each_transaction(
+def test_features_are_those_served_for_each_transaction(
     built: Path, lake_settings: Settings
 ) -> None:
-    """Feast's join equals an independent as-of join on the feature partitions (strictly before)."""
-    frame = _all(built).sort_values("event_timestamp")
+    """Feast's join equals an independent as-of join on the feature partitions, strictly
+    before the transaction's day: the state the daily-materialized online store serves."""
+    frame = _all(built)
+    frame["as_of"] = frame["event_timestamp"].dt.floor("D")
+    frame = frame.sort_values("as_of")
     days = list(Interval.parse("2026-01-01", "2026-01-09").days())
     stored = lake.read_partitions(lake_settings.lake_uri, "features", DATASET, days, FEATURES)
     stored = stored.to_pandas().sort_values("event_timestamp")
@@ -86,11 +89,11 @@ def test_features_are_those_known_just_before_each_transaction(
         ("merchant_id", MERCHANT_FEATURES, pd.Timedelta(days=14)),
     ):
         expected = pd.merge_asof(
-            frame[["transaction_id", key, "event_timestamp"]],
-            stored[[key, "event_timestamp", *columns]],
-            on="event_timestamp",
+            frame[["transaction_id", key, "as_of"]],
+            stored[[key, "event_timestamp", *columns]].rename(columns={"event_timestamp": "as_of"}),
+            on="as_of",
             by=key,
-            allow_exact_matches=False,  # the transaction's own row is its state *after* it
+            allow_exact_matches=False,  # a row at midnight belongs to the new day
             tolerance=ttl,
         ).set_index("transaction_id")
         got = frame.set_index("transaction_id").loc[expected.index]

@@ -13,6 +13,7 @@ import pytest
 
 from driftline.interval import Interval
 from driftline.monitoring import Decision, DriftLog, DriftResult, compute_drift, decide
+from driftline.monitoring.drift import performance_check, performance_days
 from driftline.settings import Settings
 from driftline.training.columns import MODEL_INPUTS
 from tests.frames import model_frame
@@ -233,8 +234,20 @@ def _result(day: date, *, drifted: bool = True, rows: int = 1000) -> DriftResult
     )
 
 
-#: The policy the decision tests assume (explicit, whatever the environment sets).
-POLICY = Settings(drift_debounce_days=2, drift_cooldown_days=7, drift_min_rows=200)
+#: The policy the decision tests assume (explicit, whatever the environment sets); the
+#: wait for labels is off here and tested on its own below.
+POLICY = Settings(
+    drift_debounce_days=2, drift_cooldown_days=7, drift_min_rows=200, retrain_min_drift_days=0
+)
+#: Labels mature in 3 days; 1 valid and 1 holdout day; 3 labelled drift days to train on.
+LABEL_POLICY = POLICY.model_copy(
+    update={
+        "label_maturity_days": 3,
+        "valid_days": 1,
+        "holdout_days": 1,
+        "retrain_min_drift_days": 3,
+    }
+)
 
 
 def _day(n: int) -> date:
@@ -322,6 +335,118 @@ def test_decide_accepts_stored_dicts_and_ignores_later_days() -> None:
     assert _decide(history, 1).trigger
     assert not _decide(history, 0).trigger
     assert not _decide(history, 5).trigger  # no result for that day
+
+
+def test_retrain_waits_until_the_train_split_holds_labelled_drift_days() -> None:
+    history: list[DriftResult] = []
+    decisions: dict[int, Decision] = {}
+    for n in range(12):
+        history.append(_result(_day(n)))
+        decisions[n] = decide(
+            history, last_trigger_day=None, today=Interval.for_day(_day(n)), settings=LABEL_POLICY
+        )
+
+    # The train split of a cut-off at the end of day n ends before day n + 1 - 5; it holds
+    # 3 drift days (0, 1, 2) first for n = 7.
+    assert [n for n, d in decisions.items() if d.trigger] == [7, 8, 9, 10, 11]
+    waiting = decisions[6]
+    assert "waiting for labels" in waiting.reason and "2 labelled day(s)" in waiting.reason
+    assert "from the interval of 2026-02-08 on" in waiting.reason
+    assert (waiting.window_start, waiting.window_end) == (_day(0), _day(7))
+
+
+def _performance_only(day: date, last_matured: date) -> DriftResult:
+    return DriftResult(
+        interval=str(Interval.for_day(day)),
+        day=day.isoformat(),
+        status="ok",
+        rows=1000,
+        reference_rows=3000,
+        drifted_columns=[],
+        drift_share=0.0,
+        dataset_drift=False,
+        prediction_drift_score=0.01,
+        prediction_drift=False,
+        performance_check={
+            "first_day": (last_matured - timedelta(days=1)).isoformat(),
+            "last_day": last_matured.isoformat(),
+            "pr_auc": 0.1,
+            "floor": 0.2,
+        },
+        performance_drift=True,
+    )
+
+
+def test_performance_drift_dates_the_window_by_the_matured_day() -> None:
+    history = [_performance_only(_day(n), _day(n - 3)) for n in (3, 4)]
+
+    decision = _decide(history, 4)
+
+    assert decision.trigger and "served PR-AUC 0.100 below 0.200" in decision.reason
+    assert decision.window_start == _day(0)  # the labels of day 0 showed the drift first
+
+
+def _served_rows(scores: np.ndarray, variant: str = "champion") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i}" for i in range(len(scores))],
+            "score": scores,
+            "variant": variant,
+        }
+    )
+
+
+def test_performance_check_flags_a_drop_below_the_floor() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random(1000)
+    good = {f"t{i}" for i in np.argsort(scores)[-40:]}  # frauds get the highest scores
+    random = {f"t{i}" for i in rng.choice(1000, 40, replace=False)}
+    days = Interval.parse("2026-02-01", "2026-02-03")
+    settings = Settings(drift_performance_drop=0.25, drift_min_positives=20)
+
+    kept = performance_check(
+        _served_rows(scores), good, days=days, reference_pr_auc=0.8, settings=settings
+    )
+    dropped = performance_check(
+        _served_rows(scores), random, days=days, reference_pr_auc=0.8, settings=settings
+    )
+    canary_only = performance_check(
+        _served_rows(scores, "canary"), good, days=days, reference_pr_auc=0.8, settings=settings
+    )
+
+    assert kept["pr_auc"] == pytest.approx(1.0) and not kept["drifted"]
+    assert dropped["pr_auc"] < 0.6 and dropped["drifted"]
+    assert (dropped["first_day"], dropped["last_day"]) == ("2026-02-01", "2026-02-02")
+    assert canary_only["rows"] == 0 and not canary_only["drifted"]
+    assert "no performance verdict" in canary_only["note"]
+
+
+def test_performance_check_needs_enough_frauds_and_a_reference() -> None:
+    scores = np.linspace(0, 1, 500)
+    days = Interval.parse("2026-02-01", "2026-02-02")
+    settings = Settings(drift_min_positives=20)
+
+    few = performance_check(
+        _served_rows(scores), {"t1", "t2"}, days=days, reference_pr_auc=0.8, settings=settings
+    )
+    unreferenced = performance_check(
+        _served_rows(scores),
+        {f"t{i}" for i in range(30)},
+        days=days,
+        reference_pr_auc=None,
+        settings=settings,
+    )
+
+    assert not few["drifted"] and "2 labelled frauds" in few["note"]
+    assert not unreferenced["drifted"] and "no reference" in unreferenced["note"]
+
+
+def test_performance_days_end_label_maturity_before_the_interval() -> None:
+    settings = Settings(label_maturity_days=3, drift_performance_days=2)
+
+    days = performance_days(Interval.for_day(date(2026, 1, 10)), settings)
+
+    assert days == Interval.parse("2026-01-05", "2026-01-07")
 
 
 # --------------------------------------------------------------------------------------

@@ -19,6 +19,12 @@ Three questions are asked of one data interval of the prediction log
   analysis judges it. Without reference scores the check is skipped with a note.
 * **Performance** -- once chargeback labels arrive, PR-AUC and ROC-AUC of the served
   scores (same definitions as offline evaluation), overall and per variant.
+* **Performance drift** -- labels arrive late, so this judges older days: the champion's
+  served scores on the ``drift_performance_days`` transaction days that ended
+  ``label_maturity_days`` before the interval, labelled with the chargebacks known by the
+  interval's end (:func:`performance_check`). Drifted when their PR-AUC falls below the
+  champion's offline holdout PR-AUC times ``1 - drift_performance_drop``. This is what
+  sees *concept* drift, where the inputs look the same but fraud no longer does.
 
 :func:`compute_drift` answers them for one interval and writes Evidently's HTML report
 and a ``drift.json`` summary under ``dt=YYYY-MM-DD``. :func:`decide` turns the history of
@@ -88,6 +94,8 @@ class DriftResult:
         prediction_drift_score: PSI of served versus reference scores (None if skipped).
         prediction_drift: ``prediction_drift_score`` reached ``drift_prediction_threshold``.
         performance: Label metrics (see :func:`compute_drift`), None without labels.
+        performance_check: Result of :func:`performance_check` on matured days, if run.
+        performance_drift: ``performance_check`` found the PR-AUC drop.
         column_scores: Per judged column: ``method``, ``threshold``, ``score``, ``drifted``.
         notes: Human-readable remarks (skipped checks, columns not judged, ...).
         report_html: Path of Evidently's HTML report, None when none was written.
@@ -105,6 +113,8 @@ class DriftResult:
     prediction_drift_score: float | None
     prediction_drift: bool
     performance: dict[str, Any] | None = None
+    performance_check: dict[str, Any] | None = None
+    performance_drift: bool = False
     column_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     report_html: str | None = None
@@ -117,8 +127,21 @@ class DriftResult:
 
     @property
     def drifted(self) -> bool:
-        """Data or prediction drift on an interval with enough data."""
-        return self.sufficient and (self.dataset_drift or self.prediction_drift)
+        """Data, prediction or performance drift on an interval with enough data."""
+        return self.sufficient and (
+            self.dataset_drift or self.prediction_drift or self.performance_drift
+        )
+
+    @property
+    def evidence_day(self) -> date:
+        """Earliest transaction day this result shows drift on.
+
+        The interval's own day for data or prediction drift; for performance drift alone,
+        the newest matured day that was judged (labels lag the interval).
+        """
+        if self.dataset_drift or self.prediction_drift or not self.performance_check:
+            return self.start_day
+        return date.fromisoformat(str(self.performance_check["last_day"]))
 
     @property
     def start_day(self) -> date:
@@ -234,6 +257,79 @@ def _performance(current: pd.DataFrame, labels: pd.DataFrame) -> dict[str, Any]:
     return result
 
 
+def performance_days(interval: Interval, settings: Settings) -> Interval:
+    """The matured transaction days whose labels the run for ``interval`` judges.
+
+    They end ``label_maturity_days`` before the interval starts and span
+    ``drift_performance_days``.
+    """
+    end = interval.start.date() - timedelta(days=settings.label_maturity_days)
+    return Interval.parse(end - timedelta(days=settings.drift_performance_days), end)
+
+
+def performance_check(
+    served: pd.DataFrame,
+    frauds: set[str],
+    *,
+    days: Interval,
+    reference_pr_auc: float | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    """PR-AUC of the champion's served scores on matured days against labels known now.
+
+    Args:
+        served: Prediction-log rows of ``days`` (any variant; only the champion's count).
+        frauds: Transaction ids with a chargeback reported by now; every other served
+            transaction counts as legitimate (as in training sets).
+        days: The matured days ``served`` covers (see :func:`performance_days`).
+        reference_pr_auc: The champion's offline holdout PR-AUC (None: no verdict).
+        settings: ``drift_performance_drop`` and ``drift_min_positives``.
+
+    Returns:
+        ``first_day``, ``last_day``, ``rows``, ``positives``, ``pr_auc`` (None when a
+        class is missing), ``reference_pr_auc``, ``floor``, ``drifted`` and ``note``.
+    """
+    rows = served
+    if len(rows) and VARIANT in rows.columns:
+        rows = rows[rows[VARIANT] == CHAMPION]
+    labels = (
+        rows[TRANSACTION_ID].isin(frauds).to_numpy(dtype=np.int64)
+        if len(rows)
+        else np.zeros(0, dtype=np.int64)
+    )
+    scores = _scores(rows).to_numpy() if len(rows) else np.zeros(0)
+    block = _score_block(labels, scores)
+    floor = (
+        None
+        if reference_pr_auc is None
+        else reference_pr_auc * (1 - settings.drift_performance_drop)
+    )
+    result: dict[str, Any] = {
+        "first_day": days.start.date().isoformat(),
+        "last_day": (days.end.date() - timedelta(days=1)).isoformat(),
+        "rows": block["rows"],
+        "positives": block["positives"],
+        "pr_auc": block["pr_auc"],
+        "reference_pr_auc": reference_pr_auc,
+        "floor": floor,
+        "drifted": False,
+    }
+    if floor is None:
+        result["note"] = "no reference PR-AUC for the champion: no performance verdict"
+    elif block["positives"] < settings.drift_min_positives or block["pr_auc"] is None:
+        result["note"] = (
+            f"{block['positives']} labelled frauds on {days} < drift_min_positives "
+            f"{settings.drift_min_positives}: no performance verdict"
+        )
+    else:
+        result["drifted"] = bool(block["pr_auc"] < floor)
+        result["note"] = (
+            f"served PR-AUC {block['pr_auc']:.3f} on {days} vs floor {floor:.3f} "
+            f"(offline {reference_pr_auc:.3f})"
+        )
+    return result
+
+
 def _run_evidently(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -311,6 +407,7 @@ def compute_drift(
     settings: Settings,
     *,
     labels: pd.DataFrame | None = None,
+    performance: Mapping[str, Any] | None = None,
     report_dir: Path | None = None,
 ) -> DriftResult:
     """Data drift, prediction drift and (with labels) performance of one interval.
@@ -324,6 +421,8 @@ def compute_drift(
         interval: The data interval ``current`` covers; names the report folder.
         settings: Thresholds (``drift_*``).
         labels: ``transaction_id`` and ``label`` of transactions whose labels arrived.
+        performance: A :func:`performance_check` result to include (its ``drifted``
+            flag becomes ``performance_drift``).
         report_dir: Root of the reports; ``{home}/monitoring/reports`` when None. The
             interval's ``dt=YYYY-MM-DD`` folder is overwritten on a rerun.
 
@@ -347,9 +446,12 @@ def compute_drift(
     folder = (report_dir or settings.home / "monitoring" / "reports") / f"dt={day.isoformat()}"
     html_path, json_path = folder / REPORT_HTML, folder / REPORT_JSON
     notes: list[str] = []
-    performance = None
-    if labels is not None:
-        performance = _performance(current, labels)
+    checked = dict(performance) if performance is not None else None
+    extra: dict[str, Any] = {
+        "performance": _performance(current, labels) if labels is not None else None,
+        "performance_check": checked,
+        "performance_drift": bool(checked and checked.get("drifted")),
+    }
 
     if len(current) < settings.drift_min_rows:
         notes.append(
@@ -367,8 +469,8 @@ def compute_drift(
             dataset_drift=False,
             prediction_drift_score=None,
             prediction_drift=False,
-            performance=performance,
             notes=notes,
+            **extra,
             report_json=str(json_path),
         )
         html_path.unlink(missing_ok=True)  # a rerun must not leave a stale report behind
@@ -428,7 +530,7 @@ def compute_drift(
         dataset_drift=share >= settings.drift_share_threshold,
         prediction_drift_score=score_outcome["score"] if score_outcome else None,
         prediction_drift=bool(score_outcome and score_outcome["drifted"]),
-        performance=performance,
+        **extra,
         column_scores=column_scores,
         notes=notes,
         report_html=str(html_path),
@@ -501,7 +603,36 @@ def _describe(result: DriftResult) -> str:
         parts.append(f"{len(result.drifted_columns)} drifted inputs {result.drifted_columns}")
     if result.prediction_drift:
         parts.append(f"score PSI {result.prediction_drift_score:.3f}")
+    if result.performance_drift and result.performance_check:
+        check = result.performance_check
+        parts.append(
+            f"served PR-AUC {check['pr_auc']:.3f} below {check['floor']:.3f} "
+            f"on {check['first_day']}..{check['last_day']}"
+        )
     return " and ".join(parts)
+
+
+def train_split_end(window_end: date, settings: Settings) -> date:
+    """First day *not* in the train split of a training set whose label cut-off is
+    ``window_end`` (the valid and holdout days and the unlabelled tail follow it)."""
+    tail = settings.label_maturity_days + settings.holdout_days + settings.valid_days
+    return window_end - timedelta(days=tail)
+
+
+def _label_wait(window_start: date, window_end: date, settings: Settings) -> str | None:
+    """Why a retrain must still wait for labels of the drift, or None when it need not."""
+    needed = settings.retrain_min_drift_days
+    have = (train_split_end(window_end, settings) - window_start).days
+    if needed == 0 or have >= needed:
+        return None
+    ready = (
+        window_start + timedelta(days=needed) + (window_end - train_split_end(window_end, settings))
+    )
+    return (
+        f"waiting for labels: a retrain now would train on {max(have, 0)} labelled day(s) "
+        f"of the drift (since {window_start}), retrain_min_drift_days is {needed}; "
+        f"possible from the interval of {ready - timedelta(days=1)} on"
+    )
 
 
 def decide(
@@ -522,6 +653,10 @@ def decide(
       streak either: it is skipped, as is a day missing from the history.
     * **Debounce.** The last ``drift_debounce_days`` results with enough data (up to and
       including today) must all have drifted.
+    * **Labels.** A retrain only helps once the training split holds labelled days of
+      the drift: the trigger waits until at least ``retrain_min_drift_days`` days since
+      the streak's first evidence fall before :func:`train_split_end` of today's end.
+      The streak and its window are kept meanwhile; the wait ends by itself.
     * **Cool-down.** No trigger within ``drift_cooldown_days`` after ``last_trigger_day``
       (nor before it, when an older interval is re-run), and results up to the last trigger
       day are not counted again: after the cool-down a new trigger needs a new streak of
@@ -564,7 +699,8 @@ def decide(
         if not past.drifted:
             break
         streak.append(past)
-    window_start, window_end = streak[-1].start_day, today.end.date()
+    window_start = min(r.evidence_day for r in streak)
+    window_end = today.end.date()
     if last_trigger_day is not None:
         next_allowed = last_trigger_day + timedelta(days=settings.drift_cooldown_days)
         if day < next_allowed:
@@ -582,6 +718,14 @@ def decide(
             False,
             f"{day}: drift ({_describe(result)}) on {len(streak)} of {needed} consecutive "
             "intervals needed (debounce)",
+            window_start,
+            window_end,
+        )
+    waiting = _label_wait(window_start, window_end, settings)
+    if waiting is not None:
+        return Decision(
+            False,
+            f"{day}: drift ({_describe(result)}) confirmed on {len(streak)} intervals; {waiting}",
             window_start,
             window_end,
         )

@@ -1,5 +1,11 @@
 """The prediction log: one JSON line per successful prediction, partitioned by day.
 
+Each line holds the keys and time of the transaction, the model inputs as scored, the
+score, decision, variant and version that answered, the request's latency and the
+answering model's own latency (``model_latency_ms``), whether features fell back, and
+for a row routed to a canary that failed, ``canary_failed_version`` and ``canary_error``
+(the champion answered it). Drift monitoring and canary analysis read these lines.
+
 Lines go to ``{home}/predictions/dt=YYYY-MM-DD/<pid>.jsonl`` where the day is the
 transaction's own time (UTC), so drift analysis of a data interval reads exactly the
 transactions of that interval. One file per process means replicas never interleave

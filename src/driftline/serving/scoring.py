@@ -51,6 +51,25 @@ def model_frame(
     return frame.astype(dict.fromkeys(NUMERIC, "float64"))
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What the models said about one request's rows.
+
+    Attributes:
+        scores: Fraud probability per row, clipped to [0, 1].
+        variants: Variant that answered each row (a failed canary row says ``champion``).
+        model_ms: Time of the answering model's predict call for the row's variant
+            (one call per variant and request), in milliseconds.
+        canary_errors: ``(canary version, error)`` for rows routed to the canary that
+            it failed to score (the champion answered them), else None.
+    """
+
+    scores: np.ndarray
+    variants: list[Variant]
+    model_ms: np.ndarray
+    canary_errors: list[tuple[str, str] | None]
+
+
 @dataclass
 class Scorer:
     """Everything one scoring call needs; ``canary_weight`` may change at runtime."""
@@ -76,7 +95,7 @@ class Scorer:
         frame = model_frame(transactions, lookup.rows)
         weight, has_canary = self.canary_weight, snapshot.canary is not None
         variants = [choose_variant(t.user_id, weight, has_canary) for t in transactions]
-        scores, variants = self._predict(snapshot, frame, variants)
+        outcome = self._predict(snapshot, frame, variants)
         latency = time.perf_counter() - started
         results = [
             Score(
@@ -87,32 +106,42 @@ class Scorer:
                 variant=variant,
                 features_fallback=lookup.fallback,
             )
-            for txn, score, variant in zip(transactions, scores, variants, strict=True)
+            for txn, score, variant in zip(
+                transactions, outcome.scores, outcome.variants, strict=True
+            )
         ]
-        self.predictions.append(_records(transactions, frame, results, latency))
+        self.predictions.append(_records(transactions, frame, results, latency, outcome))
         self._observe(results, latency, lookup.fallback)
         return results
 
     def _predict(
         self, snapshot: ModelSet, frame: pd.DataFrame, variants: list[Variant]
-    ) -> tuple[np.ndarray, list[Variant]]:
+    ) -> Prediction:
         """Scores per row; rows whose canary fails are scored by the champion instead."""
         scores = np.empty(len(frame), dtype=np.float64)
+        model_ms = np.zeros(len(frame), dtype=np.float64)
+        canary_errors: list[tuple[str, str] | None] = [None] * len(frame)
         for variant in ("canary", "champion"):
             rows = [i for i, v in enumerate(variants) if v == variant]
             loaded = snapshot.get(variant)
             if not rows or loaded is None:
                 continue
+            started = time.perf_counter()
             try:
                 scores[rows] = registry.predict_frame(loaded.model, frame.iloc[rows])
-            except Exception:
+            except Exception as error:
                 self.metrics.errors.labels(variant, "predict").inc()
                 if variant == "champion":
                     raise
                 log.exception("canary version %s failed; champion answers", loaded.version)
+                message = f"{type(error).__name__}: {error}"[:200]
+                for i in rows:
+                    canary_errors[i] = (loaded.version, message)
                 failed = set(rows)
                 variants = ["champion" if i in failed else v for i, v in enumerate(variants)]
-        return np.clip(scores, 0.0, 1.0), variants
+                continue
+            model_ms[rows] = (time.perf_counter() - started) * 1000.0
+        return Prediction(np.clip(scores, 0.0, 1.0), variants, model_ms, canary_errors)
 
     def _observe(self, results: list[Score], latency: float, fallback: bool) -> None:
         for variant in {r.variant for r in results}:
@@ -134,8 +163,9 @@ def _records(
     frame: pd.DataFrame,
     results: list[Score],
     latency: float,
+    outcome: Prediction,
 ) -> list[dict[str, Any]]:
-    """Prediction-log records: keys, time, model inputs, verdict, latency."""
+    """Prediction-log records: keys, time, model inputs, verdict, latencies, canary error."""
     inputs = frame.to_dict(orient="records")
     return [
         {
@@ -149,7 +179,12 @@ def _records(
             "variant": result.variant,
             "model_version": result.model_version,
             "latency_ms": round(latency * 1000.0, 3),
+            "model_latency_ms": round(float(model_ms), 3),
+            "canary_failed_version": canary_error and canary_error[0],
+            "canary_error": canary_error and canary_error[1],
             "features_fallback": result.features_fallback,
         }
-        for txn, values, result in zip(transactions, inputs, results, strict=True)
+        for txn, values, result, model_ms, canary_error in zip(
+            transactions, inputs, results, outcome.model_ms, outcome.canary_errors, strict=True
+        )
     ]

@@ -8,10 +8,15 @@ a negative. The remaining days are split by time, never at random: the oldest da
 train, the next ``valid_days`` validate (early stopping, tuning) and the last
 ``holdout_days`` are the recent holdout every candidate and the champion are judged on.
 
-Each transaction is joined to the features of its user and merchant *as of one
-microsecond before it* with Feast ``get_historical_features`` through the versioned
-feature service, so training sees only what serving could have known. Request-time
-fields (amount, category, country, channel, currency, hour) come from the transaction.
+Each transaction is joined to the features of its user and merchant *as the online
+store serves them*, with Feast ``get_historical_features`` through the versioned feature
+service. The ingest DAG materializes each day into the online store after the day, so a
+transaction on day ``d`` is scored with the features as of the end of day ``d - 1``; the
+join is therefore as of one microsecond before the transaction's day starts
+(:func:`serving_as_of`). Joining as of the transaction itself would train on fresher
+features than serving ever has (a training/serving skew the drift monitor flags at once,
+and which costs served accuracy). Request-time fields (amount, category, country,
+channel, currency, hour) come from the transaction.
 """
 
 from __future__ import annotations
@@ -49,8 +54,17 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "holdout")
 MANIFEST = "manifest.json"
-#: Features are looked up this long before the transaction (state before it, not after).
+#: Features are looked up this long before the last materialization (state before it).
 AS_OF_OFFSET = timedelta(microseconds=1)
+
+
+def serving_as_of(ts: pd.Series) -> pd.Series:
+    """When the online store last changed before each transaction time ``ts``.
+
+    Materialization is daily, after the day's ingest: a transaction at ``ts`` sees the
+    store as of the end of the previous day, i.e. just before its own day started.
+    """
+    return ts.dt.floor("D") - AS_OF_OFFSET
 
 
 class TrainingSetError(ValueError):
@@ -135,7 +149,9 @@ def _historical_features(
     file (dask) offline store drops an entity row outright when one view has no row
     inside its TTL before the timestamp, taking the other views' values with it; one
     call per view turns that into what it means, "no features from this view", which
-    the left join below keeps as missing values.
+    the left join below keeps as missing values. Each view is asked once per distinct
+    (entity, timestamp) pair: many transactions share one as-of time, and the store
+    does not promise one answer per duplicated entity row.
     """
     joined = entities[["transaction_id"]]
     for projection in service.feature_view_projections:
@@ -145,12 +161,16 @@ def _historical_features(
             f"{projection.name_alias or projection.name}:{field.name}"
             for field in projection.features
         ]
-        part: pd.DataFrame = store.get_historical_features(
-            entity_df=entities[["transaction_id", *keys, "event_timestamp"]], features=refs
-        ).to_df()
+        pairs = entities[[*keys, "event_timestamp"]].drop_duplicates(ignore_index=True)
+        pairs["pair_id"] = range(len(pairs))
+        part: pd.DataFrame = store.get_historical_features(entity_df=pairs, features=refs).to_df()
         names = [field.name for field in projection.features]
+        rows = entities[["transaction_id", *keys, "event_timestamp"]].merge(
+            pairs, on=[*keys, "event_timestamp"], how="left", validate="m:1"
+        )
+        rows = rows.merge(part[["pair_id", *names]], on="pair_id", how="left", validate="m:1")
         joined = joined.merge(
-            part[["transaction_id", *names]], on="transaction_id", how="left", validate="1:1"
+            rows[["transaction_id", *names]], on="transaction_id", how="left", validate="1:1"
         )
     return joined
 
@@ -165,7 +185,7 @@ def _model_frame(
             "transaction_id": frame["transaction_id"],
             "user_id": frame["user_id"],
             "merchant_id": frame["merchant_id"],
-            "event_timestamp": frame["ts"] - AS_OF_OFFSET,
+            "event_timestamp": serving_as_of(frame["ts"]),
         }
     )
     features = _historical_features(entities, store, service)

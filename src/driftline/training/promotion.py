@@ -112,6 +112,23 @@ def _decision_tags(
     return tags
 
 
+def record_decision(
+    settings: Settings,
+    version: str,
+    key: str,
+    reason: str,
+    actor: str,
+    metrics: Mapping[str, float] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record a decision that moves no alias (e.g. a gate verdict) as tags on ``version``."""
+    _check_reason(reason, actor)
+    tag_version(settings, str(version), _decision_tags(key, reason, actor, metrics, now))
+    log.info(
+        "decision %s on %s version %s by %s: %s", key, settings.model_name, version, actor, reason
+    )
+
+
 def _check_reason(reason: str, actor: str) -> None:
     if not reason.strip():
         raise ValueError("a transition needs a non-empty reason")

@@ -18,12 +18,16 @@ from typing import Any
 from driftline.interval import Interval
 from driftline.settings import Settings
 from driftline.training import registry
-from driftline.training.columns import LABEL
+from driftline.training.columns import LABEL, MODEL_INPUTS
 from driftline.training.dataset import build_training_set, load_manifest, load_split
 
 log = logging.getLogger(__name__)
 
 EVALUATION_FILE = "evaluation.json"
+#: Version tag holding the ``runs:/`` URI of the version's drift reference sample.
+DRIFT_REFERENCE_TAG = "drift_reference"
+DRIFT_REFERENCE_DIR = "drift_reference"
+DRIFT_REFERENCE_FILE = "reference.parquet"
 
 
 def default_request_id(window: Interval) -> str:
@@ -248,6 +252,7 @@ def register(
     tags = _lineage_tags(
         manifest, trained, evaluation, request_id, run_id, kfp_run_id, airflow_run_id
     )
+    tags[DRIFT_REFERENCE_TAG] = _log_drift_reference(settings, model_dir, training_set_dir, run_id)
     tags.update({"gate.staging": "passed" if gate.passed else "failed"})
     tags.update({"gate.reasons": "; ".join(gate.reasons) or "all gates passed"})
     registry.tag_version(settings, version, tags)
@@ -279,6 +284,30 @@ def _log_and_register(
         model_uri = registry.log_pyfunc(model_dir, load_split(training_set_dir, "holdout"))
     registered = mlflow.register_model(model_uri, settings.model_name)
     return str(registered.version)
+
+
+def _log_drift_reference(
+    settings: Settings, model_dir: Path, training_set_dir: Path, run_id: str
+) -> str:
+    """Log the drift reference (train split sample, scored by this model); return its URI.
+
+    Drift monitoring compares served traffic with what the model was trained on; the
+    sample travels with the version so any monitor can fetch it from MLflow.
+    """
+    import tempfile
+
+    from driftline.training.trainer import TrainedModel
+
+    train = load_split(training_set_dir, "train")
+    if len(train) > settings.drift_reference_max_rows:
+        train = train.sample(n=settings.drift_reference_max_rows, random_state=0)
+    reference = train[[*MODEL_INPUTS, LABEL]].reset_index(drop=True)
+    reference["score"] = TrainedModel.load(model_dir).predict_proba(reference[list(MODEL_INPUTS)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / DRIFT_REFERENCE_FILE
+        reference.to_parquet(path, index=False)
+        registry.client(settings).log_artifact(run_id, str(path), DRIFT_REFERENCE_DIR)
+    return f"runs:/{run_id}/{DRIFT_REFERENCE_DIR}/{DRIFT_REFERENCE_FILE}"
 
 
 def _lineage_tags(

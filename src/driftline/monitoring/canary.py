@@ -1,0 +1,292 @@
+"""Canary analysis: is the canary at least as good as the champion on live traffic?
+
+The scoring service routes a deterministic share of users to the ``canary`` version and
+logs every row with the variant, the version that answered, the model's own latency
+and, for a canary that failed, its error (the champion answers those rows, so a broken
+canary costs no request). :func:`analyse_canary` compares the rows the canary was
+routed to with the champion's rows of the same days:
+
+* **traffic** -- at least ``canary_min_requests`` rows routed to the canary, else the
+  verdict is ``wait``;
+* **errors** -- the share of routed rows the canary failed on, at most
+  ``canary_max_error_rate``;
+* **latency** -- the canary's p99 model latency, at most ``canary_max_latency_ratio``
+  times the champion's, unless within ``canary_latency_slack_ms`` of it (sub-millisecond
+  noise must not fail a canary);
+* **score shift** -- PSI of the canary's scores against the champion's, at most
+  ``canary_max_score_psi`` (a model that suddenly scores everyone high or low);
+* **labels** -- where both variants have ``canary_min_positives`` reported frauds, the
+  canary's PR-AUC may fall short of the champion's by ``canary_label_tolerance`` at most;
+  otherwise noted and not judged.
+
+The verdict is ``promote`` when every judged check passes, else ``rollback``, with one
+reason per check and the numbers as :meth:`CanaryReport.metrics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from driftline.settings import Settings
+
+Verdict = Literal["promote", "rollback", "wait"]
+
+#: Quantile bins of the PSI (on the champion's scores).
+PSI_BINS = 10
+_PSI_EPSILON = 1e-4
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
+    """Population stability index of ``actual`` against ``expected`` (quantile bins).
+
+    Bin edges are the quantiles of ``expected`` (ties merged); empty bins get a small
+    epsilon so the index stays finite. 0 means identical distributions.
+
+    Raises:
+        ValueError: If either sample is empty.
+    """
+    if expected.size == 0 or actual.size == 0:
+        raise ValueError("PSI needs two non-empty samples")
+    inner = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
+    e = np.bincount(np.searchsorted(inner, expected, side="right"), minlength=inner.size + 1)
+    a = np.bincount(np.searchsorted(inner, actual, side="right"), minlength=inner.size + 1)
+    e_share = np.maximum(e / expected.size, _PSI_EPSILON)
+    a_share = np.maximum(a / actual.size, _PSI_EPSILON)
+    return float(np.sum((a_share - e_share) * np.log(a_share / e_share)))
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    """The canary's live evidence against the champion, and the verdict.
+
+    Attributes:
+        canary_version: The version under ``canary``.
+        champion_version: The champion it is compared with.
+        days: Transaction days the evidence covers (ISO dates).
+        routed: Rows routed to the canary (answered by it or failed by it).
+        errors: Routed rows the canary failed on.
+        champion_rows: Rows the champion answered by its own routing.
+        error_rate: ``errors / routed`` (0 with no traffic).
+        canary_p99_ms: p99 of the canary's model latency (None without answers).
+        champion_p99_ms: p99 of the champion's model latency.
+        score_psi: PSI of canary against champion scores (None without both).
+        canary_decline_rate: Share of canary answers that declined.
+        champion_decline_rate: Share of champion answers that declined.
+        labels: Per variant ``rows``, ``positives``, ``pr_auc`` where judged.
+        verdict: ``promote``, ``rollback`` or ``wait`` (not enough traffic yet).
+        reasons: One line per check.
+    """
+
+    canary_version: str
+    champion_version: str
+    days: list[str]
+    routed: int
+    errors: int
+    champion_rows: int
+    error_rate: float
+    canary_p99_ms: float | None
+    champion_p99_ms: float | None
+    score_psi: float | None
+    canary_decline_rate: float | None
+    champion_decline_rate: float | None
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verdict: Verdict = "wait"
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """The reasons as one sentence (for tags and logs)."""
+        return "; ".join(self.reasons)
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers the verdict rests on (for decision tags)."""
+        numbers: dict[str, float | None] = {
+            "routed": float(self.routed),
+            "errors": float(self.errors),
+            "error_rate": self.error_rate,
+            "champion_rows": float(self.champion_rows),
+            "canary_p99_ms": self.canary_p99_ms,
+            "champion_p99_ms": self.champion_p99_ms,
+            "score_psi": self.score_psi,
+        }
+        for variant, block in self.labels.items():
+            numbers[f"{variant}_pr_auc"] = block.get("pr_auc")
+        return {key: value for key, value in numbers.items() if value is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return (
+        frame[name] if name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+    )
+
+
+def _p99(values: pd.Series) -> float | None:
+    numbers = pd.to_numeric(values, errors="coerce").dropna().to_numpy()
+    return float(np.percentile(numbers, 99)) if numbers.size else None
+
+
+def _decline_rate(rows: pd.DataFrame) -> float | None:
+    return float((rows["decision"] == "decline").mean()) if len(rows) else None
+
+
+def _label_block(rows: pd.DataFrame, frauds: set[str]) -> dict[str, Any]:
+    from driftline.training.evaluate import score_metrics
+
+    y = rows["transaction_id"].isin(frauds).to_numpy(dtype=np.int64)
+    block: dict[str, Any] = {"rows": int(y.size), "positives": int(y.sum()), "pr_auc": None}
+    if 0 < block["positives"] < y.size:
+        block["pr_auc"] = score_metrics(y, rows["score"].to_numpy(dtype=np.float64))["pr_auc"]
+    return block
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The served rows split by who answered them."""
+
+    canary: pd.DataFrame
+    failed: pd.DataFrame
+    champion: pd.DataFrame
+
+
+def _split(served: pd.DataFrame, canary: str, champion: str) -> _Split:
+    if served.empty:
+        empty = pd.DataFrame(columns=["transaction_id", "score", "decision"])
+        return _Split(empty, empty, empty)
+    version = served["model_version"].astype(str)
+    failed_version = _column(served, "canary_failed_version").astype(str)
+    failed = served[failed_version == canary]
+    answered = served[(served["variant"] == "canary") & (version == canary)]
+    own = served[(served["variant"] == "champion") & (version == champion)]
+    own = own[~own.index.isin(failed.index)]
+    return _Split(answered, failed, own)
+
+
+def _latency_check(report: dict[str, Any], settings: Settings) -> tuple[bool, str]:
+    canary, champion = report["canary_p99_ms"], report["champion_p99_ms"]
+    if canary is None or champion is None:
+        return True, "latency: not judged (no answers from one variant)"
+    limit = max(
+        champion * settings.canary_max_latency_ratio, champion + settings.canary_latency_slack_ms
+    )
+    ok = canary <= limit
+    return (
+        ok,
+        f"p99 model latency {canary:.2f} ms vs champion {champion:.2f} ms (limit {limit:.2f})",
+    )
+
+
+def _label_check(labels: dict[str, dict[str, Any]], settings: Settings) -> tuple[bool, str]:
+    canary, champion = labels.get("canary", {}), labels.get("champion", {})
+    enough = all(
+        block.get("pr_auc") is not None and block["positives"] >= settings.canary_min_positives
+        for block in (canary, champion)
+    )
+    if not enough:
+        return True, (
+            f"labels: not judged ({canary.get('positives', 0)} canary / "
+            f"{champion.get('positives', 0)} champion frauds reported, "
+            f"{settings.canary_min_positives} needed each)"
+        )
+    ok = canary["pr_auc"] >= champion["pr_auc"] - settings.canary_label_tolerance
+    return ok, f"PR-AUC {canary['pr_auc']:.3f} vs champion {champion['pr_auc']:.3f}"
+
+
+def analyse_canary(
+    served: pd.DataFrame,
+    *,
+    canary_version: str,
+    champion_version: str,
+    settings: Settings,
+    frauds: set[str] | None = None,
+) -> CanaryReport:
+    """Judge the canary on the served rows of the days since it started.
+
+    Args:
+        served: Prediction-log rows (``driftline.monitoring.served.read_served``).
+        canary_version: Version under ``canary``.
+        champion_version: Version under ``champion``.
+        settings: The ``canary_*`` thresholds.
+        frauds: Transaction ids with a reported chargeback (None: no label check).
+
+    Returns:
+        The report; ``verdict`` is ``wait`` until ``canary_min_requests`` rows were
+        routed to the canary.
+    """
+    split = _split(served, str(canary_version), str(champion_version))
+    routed, errors = len(split.canary) + len(split.failed), len(split.failed)
+    numbers: dict[str, Any] = {
+        "canary_p99_ms": _p99(_column(split.canary, "model_latency_ms")),
+        "champion_p99_ms": _p99(_column(split.champion, "model_latency_ms")),
+    }
+    score_psi = None
+    if len(split.canary) and len(split.champion):
+        score_psi = psi(
+            split.champion["score"].to_numpy(dtype=np.float64),
+            split.canary["score"].to_numpy(dtype=np.float64),
+        )
+    labels: dict[str, dict[str, Any]] = {}
+    if frauds is not None:
+        labels = {
+            "canary": _label_block(split.canary, frauds),
+            "champion": _label_block(split.champion, frauds),
+        }
+    days = sorted({str(ts.date()) for ts in served["ts"]}) if len(served) else []
+    error_rate = errors / routed if routed else 0.0
+    verdict, reasons = _verdict(routed, error_rate, score_psi, numbers, labels, settings)
+    return CanaryReport(
+        canary_version=str(canary_version),
+        champion_version=str(champion_version),
+        days=days,
+        routed=routed,
+        errors=errors,
+        champion_rows=len(split.champion),
+        error_rate=error_rate,
+        canary_p99_ms=numbers["canary_p99_ms"],
+        champion_p99_ms=numbers["champion_p99_ms"],
+        score_psi=score_psi,
+        canary_decline_rate=_decline_rate(split.canary),
+        champion_decline_rate=_decline_rate(split.champion),
+        labels=labels,
+        verdict=verdict,
+        reasons=reasons,
+    )
+
+
+def _verdict(
+    routed: int,
+    error_rate: float,
+    score_psi: float | None,
+    numbers: dict[str, Any],
+    labels: dict[str, dict[str, Any]],
+    settings: Settings,
+) -> tuple[Verdict, list[str]]:
+    """Apply the checks in order; every check's line is kept, failing ones first."""
+    if routed < settings.canary_min_requests:
+        return "wait", [
+            f"{routed} rows routed to the canary, {settings.canary_min_requests} needed"
+        ]
+    checks: list[tuple[bool, str]] = [
+        (
+            error_rate <= settings.canary_max_error_rate,
+            f"error rate {error_rate:.4f} (max {settings.canary_max_error_rate})",
+        ),
+        _latency_check(numbers, settings),
+        (
+            score_psi is None or score_psi <= settings.canary_max_score_psi,
+            "score shift: not judged (no canary answers)"
+            if score_psi is None
+            else f"score PSI vs champion {score_psi:.3f} (max {settings.canary_max_score_psi})",
+        ),
+        _label_check(labels, settings),
+    ]
+    failed = [f"FAILED {text}" for ok, text in checks if not ok]
+    passed = [text for ok, text in checks if ok]
+    return ("rollback" if failed else "promote"), failed + passed

@@ -1,0 +1,62 @@
+"""The drift reference of a registered version: what its model was trained on, scored.
+
+The training pipeline's register step logs a sample of the train split with the model's
+own scores into the version's MLflow run and records its ``runs:/`` URI in the version
+tag ``drift_reference``. Monitoring fetches it once per version and keeps a local copy
+under ``{home}/monitoring/reference/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from driftline.settings import Settings
+from driftline.training import registry
+from driftline.training.steps import DRIFT_REFERENCE_TAG
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceMissingError(RuntimeError):
+    """The version carries no drift reference (registered outside the pipeline)."""
+
+
+def reference_path(settings: Settings, version: str) -> Path:
+    """Local copy of ``version``'s drift reference."""
+    return settings.home / "monitoring" / "reference" / f"v{version}.parquet"
+
+
+def load_reference(settings: Settings, version: str) -> pd.DataFrame:
+    """The drift reference of ``version`` (model inputs, ``label`` and ``score``).
+
+    Raises:
+        ReferenceMissingError: The version has no ``drift_reference`` tag.
+    """
+    path = reference_path(settings, version)
+    if not path.exists():
+        _download(settings, version, path)
+    return pd.read_parquet(path)
+
+
+def _download(settings: Settings, version: str, path: Path) -> None:
+    import mlflow.artifacts
+
+    details = registry.client(settings).get_model_version(settings.model_name, version)
+    uri = (details.tags or {}).get(DRIFT_REFERENCE_TAG)
+    if not uri:
+        raise ReferenceMissingError(
+            f"version {version} of {settings.model_name} has no {DRIFT_REFERENCE_TAG!r} tag; "
+            "register models through the training pipeline to get a drift reference"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tmp, tracking_uri=settings.mlflow_tracking_uri
+        )
+        shutil.move(local, path)  # same folder: an atomic rename
+    log.info("drift reference of version %s fetched from %s", version, uri)

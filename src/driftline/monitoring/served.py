@@ -1,0 +1,55 @@
+"""What was served and what is known about it since: prediction-log days and chargebacks.
+
+Drift monitoring and canary analysis both read the prediction log
+(:mod:`driftline.serving.predictions`) by transaction day and label the served rows with
+the chargebacks that have been *reported* by a given day (the lake's raw ``labels``
+partitions are per report day). A served transaction without a reported chargeback
+counts as legitimate, exactly as a training set labels its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+import pandas as pd
+import pyarrow.compute as pc
+
+from driftline import lake
+from driftline.interval import Interval
+from driftline.schemas import LABELS
+from driftline.serving.predictions import FOLDER, read_predictions
+from driftline.settings import Settings
+
+
+def logged_days(settings: Settings, *, since: date | None = None) -> list[date]:
+    """Transaction days that have prediction-log lines, oldest first (from ``since``)."""
+    root = settings.home / FOLDER
+    if not root.is_dir():
+        return []
+    days = sorted(
+        date.fromisoformat(path.name.removeprefix("dt="))
+        for path in root.glob("dt=*")
+        if path.is_dir() and any(path.glob("*.jsonl"))
+    )
+    return [day for day in days if since is None or day >= since]
+
+
+def read_served(settings: Settings, days: Iterable[date]) -> pd.DataFrame:
+    """The prediction-log rows of ``days`` in one frame (empty without columns if none)."""
+    frames = [frame for day in days if len(frame := read_predictions(settings, day))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def reported_frauds(settings: Settings, first_day: date, known_by: date) -> set[str]:
+    """Transaction ids with a chargeback reported on ``[first_day, known_by]``.
+
+    Chargebacks of transactions on or after ``first_day`` can only be reported from
+    ``first_day`` on, so this is every label known by the end of ``known_by`` for them.
+    """
+    if known_by < first_day:
+        return set()
+    report_days = Interval.parse(first_day, known_by + timedelta(days=1)).days()
+    table = lake.read_partitions(settings.lake_uri, "raw", "labels", report_days, LABELS)
+    frauds = table.filter(pc.equal(table["is_fraud"], 1))
+    return set(frauds["transaction_id"].to_pylist())

@@ -1,0 +1,128 @@
+"""The monitoring steps the ``monitor_drift`` DAG and ``driftline monitor`` call.
+
+:func:`check_interval` judges one day of served traffic against the champion's drift
+reference (data and prediction drift), judges the champion's served scores on the
+matured days against the labels known by then (performance drift), records the result
+in the drift log and returns the retrain decision. :func:`record_trigger` then notes
+a triggered retrain, after the request went out, so a failed hand-off is retried by a
+rerun instead of being lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from typing import Any
+
+from driftline.interval import Interval
+from driftline.monitoring.drift import (
+    Decision,
+    DriftLog,
+    compute_drift,
+    decide,
+    performance_check,
+    performance_days,
+)
+from driftline.monitoring.reference import load_reference
+from driftline.monitoring.served import read_served, reported_frauds
+from driftline.serving.predictions import read_predictions
+from driftline.settings import Settings
+from driftline.training import registry
+
+log = logging.getLogger(__name__)
+
+
+def _reference_pr_auc(tags: dict[str, str]) -> float | None:
+    value = tags.get("candidate.pr_auc")
+    return float(value) if value else None
+
+
+def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
+    """Drift of one day's served traffic, recorded in the drift log, and the decision.
+
+    Args:
+        interval: One day ``[day, day + 1)``; labels reported up to that day count.
+        settings: Thresholds and locations.
+
+    Returns:
+        ``day``, ``champion`` (version or None), ``drift`` (the
+        :class:`~driftline.monitoring.drift.DriftResult` as a dict) and ``decision``
+        (:class:`~driftline.monitoring.drift.Decision` as a dict). Without a champion
+        nothing is judged and the decision is not to retrain.
+    """
+    day = interval.start.date()
+    champion = registry.version_by_alias(settings, registry.CHAMPION)
+    if champion is None:
+        decision = Decision(False, f"{day}: no champion serving, nothing to monitor")
+        return {"day": day.isoformat(), "champion": None, "drift": None, **_out(decision)}
+    version = str(champion.version)
+    matured = performance_days(interval, settings)
+    check = performance_check(
+        read_served(settings, matured.days()),
+        reported_frauds(settings, matured.start.date(), day),
+        days=matured,
+        reference_pr_auc=_reference_pr_auc(dict(champion.tags or {})),
+        settings=settings,
+    )
+    result = compute_drift(
+        load_reference(settings, version),
+        read_predictions(settings, day),
+        interval,
+        settings,
+        performance=check,
+    )
+    drift_log = DriftLog.load(settings)
+    drift_log.record(result)
+    drift_log.save()
+    decision = decide(
+        drift_log.history(until=day),
+        last_trigger_day=drift_log.last_trigger_day,
+        today=interval,
+        settings=settings,
+    )
+    log.info("monitor %s (champion %s): %s", day, version, decision.reason)
+    return {
+        "day": day.isoformat(),
+        "champion": version,
+        "drift": result.to_dict(),
+        **_out(decision),
+    }
+
+
+def _out(decision: Decision) -> dict[str, Any]:
+    return {"decision": decision.to_dict()}
+
+
+def record_trigger(day: date, decision: dict[str, Any], settings: Settings) -> None:
+    """Note in the drift log that ``decision`` (a triggering one) started a retrain."""
+    drift_log = DriftLog.load(settings)
+    drift_log.record_trigger(
+        day,
+        Decision(
+            trigger=bool(decision["trigger"]),
+            reason=str(decision["reason"]),
+            window_start=date.fromisoformat(decision["window_start"]),
+            window_end=date.fromisoformat(decision["window_end"]),
+        ),
+    )
+    drift_log.save()
+
+
+def retrain_request(check: dict[str, Any], settings: Settings) -> dict[str, str]:
+    """The retrain request of a triggering :func:`check_interval` result.
+
+    The training window ends at the decision's window end (the label cut-off: the
+    checked day's end) and spans ``retrain_window_days``, so it covers the labelled days
+    of the drift. The drift window, the reason and the day's drift report go along.
+    """
+    decision = check["decision"]
+    end = date.fromisoformat(decision["window_end"])
+    drift = check.get("drift") or {}
+    return {
+        "drift_start": decision["window_start"],
+        "drift_day": check["day"],
+        "window_start": (end - timedelta(days=settings.retrain_window_days)).isoformat(),
+        "window_end": end.isoformat(),
+        "reason": str(decision["reason"]),
+        "drift_report": str(drift.get("report_html") or drift.get("report_json") or ""),
+    }

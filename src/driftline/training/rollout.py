@@ -1,0 +1,219 @@
+"""Rolling a retrained model out: staging gate -> canary -> promote or roll back.
+
+The ``retrain_promote`` DAG calls these in order after the training pipeline registered a
+candidate:
+
+1. :func:`retrain_gate` -- the candidate must hold ``staging`` (the registration gates
+   passed) and beat the champion on the most recent labelled days (the holdout both were
+   scored on) by more than ``retrain_min_improvement``.
+2. :func:`begin_canary` -- ``canary`` alias on the candidate at ``serve_canary_weight``;
+   with no champion at all the candidate becomes the first champion directly (there is
+   nothing to compare a canary with).
+3. :func:`canary_evidence` -- the canary analysis of the traffic served since the canary
+   started (:mod:`driftline.monitoring.canary`), repeated until it is not ``wait``.
+4. :func:`conclude_canary` -- ``promote`` (the previous champion is recorded for a
+   one-step rollback) or ``abort_canary`` (the champion keeps serving).
+
+Every decision is written as ``decision.*`` tags on the version (reason, numbers, actor,
+data day) and logged. Times are the request's data day, never the wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from driftline.monitoring.canary import CanaryReport, analyse_canary
+from driftline.monitoring.served import logged_days, read_served, reported_frauds
+from driftline.settings import Settings
+from driftline.training import promotion, registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The staging gate of ``retrain_promote``.
+
+    Attributes:
+        version: The candidate.
+        champion: The champion it was compared with (None: there is none).
+        passed: Whether the candidate may go to canary.
+        reason: Why, in one sentence.
+        metrics: Candidate and champion PR-AUC on the shared holdout.
+    """
+
+    version: str
+    champion: str | None
+    passed: bool
+    reason: str
+    metrics: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _day_time(day: date) -> datetime:
+    """Midnight UTC of a data day: the time recorded on decisions."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _float_tag(tags: dict[str, str], key: str) -> float | None:
+    value = tags.get(key)
+    return float(value) if value not in (None, "", "none") else None
+
+
+def _gate_verdict(
+    version: str, tags: dict[str, str], champion: str | None, settings: Settings
+) -> GateResult:
+    candidate_pr = _float_tag(tags, "candidate.pr_auc")
+    metrics = {"candidate_pr_auc": candidate_pr} if candidate_pr is not None else {}
+    if tags.get("gate.staging") != "passed":
+        reason = f"registration gates failed: {tags.get('gate.reasons', 'unknown')}"
+        return GateResult(version, champion, False, reason, metrics)
+    if champion is None:
+        return GateResult(
+            version, None, True, "no champion yet: the candidate is the first", metrics
+        )
+    compared = tags.get("champion.version")
+    champion_pr = _float_tag(tags, "champion.pr_auc")
+    if compared != champion or champion_pr is None or candidate_pr is None:
+        reason = (
+            f"the candidate was evaluated against champion {compared}, but the champion "
+            f"is now {champion}: retrain to compare on the same holdout"
+        )
+        return GateResult(version, champion, False, reason, metrics)
+    metrics["champion_pr_auc"] = champion_pr
+    margin = candidate_pr - champion_pr
+    passed = margin > settings.retrain_min_improvement
+    verdict = "beats" if passed else "does not beat"
+    reason = (
+        f"candidate PR-AUC {candidate_pr:.3f} {verdict} champion {champion}'s {champion_pr:.3f} "
+        f"on the most recent labelled days (margin {margin:+.3f}, needed "
+        f"> {settings.retrain_min_improvement:+.3f})"
+    )
+    return GateResult(version, champion, passed, reason, metrics)
+
+
+def retrain_gate(
+    settings: Settings,
+    version: str,
+    *,
+    actor: str,
+    day: date,
+    context: dict[str, str] | None = None,
+) -> GateResult:
+    """Judge the candidate ``version`` for canary and record the verdict on it.
+
+    ``context`` (e.g. the drift window and report that caused the retrain) is written
+    as version tags alongside the verdict.
+    """
+    if context:
+        registry.tag_version(settings, str(version), context)
+    details = registry.client(settings).get_model_version(settings.model_name, str(version))
+    champion = registry.version_by_alias(settings, registry.CHAMPION)
+    result = _gate_verdict(
+        str(version),
+        dict(details.tags or {}),
+        None if champion is None else str(champion.version),
+        settings,
+    )
+    promotion.record_decision(
+        settings,
+        result.version,
+        "retrain_gate",
+        ("passed: " if result.passed else "failed: ") + result.reason,
+        actor,
+        result.metrics,
+        _day_time(day),
+    )
+    log.info("retrain gate for version %s: %s", version, result.reason)
+    return result
+
+
+def begin_canary(settings: Settings, gate: GateResult, *, actor: str, day: date) -> dict[str, Any]:
+    """Start the canary of a gated candidate (or crown it when there is no champion).
+
+    Returns:
+        ``version``, ``champion`` and ``mode`` (``canary`` or ``first_champion``), and
+        ``since``: the first data day whose traffic is canary evidence.
+    """
+    if not gate.passed:
+        raise promotion.PromotionError(f"version {gate.version} did not pass the gate")
+    now = _day_time(day)
+    out = {"version": gate.version, "champion": gate.champion, "since": day.isoformat()}
+    promotion.start_canary(
+        settings,
+        gate.version,
+        weight=settings.serve_canary_weight if gate.champion else 0.0,
+        reason=gate.reason,
+        actor=actor,
+        now=now,
+    )
+    if gate.champion is None:
+        promotion.promote(
+            settings, reason="first champion: nothing to canary against", actor=actor, now=now
+        )
+        return {**out, "mode": "first_champion"}
+    return {**out, "mode": "canary"}
+
+
+def canary_evidence(settings: Settings, canary: dict[str, Any]) -> CanaryReport:
+    """Analyse the traffic served since ``canary["since"]`` (see :func:`begin_canary`).
+
+    Labels are the chargebacks reported from that day up to the newest served day.
+    """
+    days = logged_days(settings, since=date.fromisoformat(canary["since"]))
+    served = read_served(settings, days)
+    frauds = reported_frauds(settings, days[0], days[-1]) if days else set()
+    report = analyse_canary(
+        served,
+        canary_version=canary["version"],
+        champion_version=str(canary["champion"]),
+        settings=settings,
+        frauds=frauds,
+    )
+    log.info("canary %s: %s (%s)", canary["version"], report.verdict, report.reason)
+    return report
+
+
+def conclude_canary(
+    settings: Settings,
+    canary: dict[str, Any],
+    report: dict[str, Any] | None,
+    *,
+    actor: str,
+    day: date,
+) -> dict[str, Any]:
+    """Promote the canary or roll it back, according to ``report`` (a report dict).
+
+    A missing report (the wait for traffic timed out) or any verdict but ``promote``
+    rolls the canary back. Returns the transition as a dict.
+    """
+    if canary["mode"] == "first_champion":
+        return {"action": "promote", "version": canary["version"], "reason": "first champion"}
+    now = _day_time(day)
+    if report is None:
+        transition = promotion.abort_canary(
+            settings,
+            reason=f"no canary verdict within {settings.canary_wait_seconds:.0f} s "
+            f"(fewer than {settings.canary_min_requests} requests routed to it)",
+            actor=actor,
+            now=now,
+        )
+        return transition.to_dict()
+    metrics = CanaryReport(**report).metrics()
+    reason = "; ".join(report["reasons"])
+    if report["verdict"] == "promote":
+        transition = promotion.promote(
+            settings, reason=f"canary passed: {reason}", actor=actor, metrics=metrics, now=now
+        )
+    else:
+        transition = promotion.abort_canary(
+            settings, reason=f"canary failed: {reason}", actor=actor, metrics=metrics, now=now
+        )
+    log.info("canary %s concluded: %s", canary["version"], transition.to_dict())
+    return transition.to_dict()
