@@ -19,8 +19,9 @@ DEMO_START ?= 2026-01-01
 # The first model trains on the history before DEMO_SERVE_FROM; from then on each day is
 # served (replayed), ingested and monitored up to DEMO_END (exclusive).
 DEMO_SERVE_FROM ?= 2026-01-17
-DEMO_END ?= 2026-01-30
-DEMO_DRIFT ?= new_fraud_pattern@2026-01-20
+DEMO_END ?= 2026-01-31
+# A new fraud pattern arrives together with a shift in spending (amounts, online share).
+DEMO_DRIFT ?= new_fraud_pattern@2026-01-20 covariate_shift@2026-01-20
 DEMO_ROWS ?= 4000
 DEMO_FRAUD_RATE ?= 0.02
 DEMO_PORT ?= 8765
@@ -61,11 +62,11 @@ demo: install
 	mkdir -p $(dir $(DEMO_LOG))
 	set -o pipefail; env $(DEMO_ENV) $(PY) scripts/demo_loop.py --start $(DEMO_START) \
 		--serve-from $(DEMO_SERVE_FROM) --end $(DEMO_END) --train-start $(TRAIN_START) \
-		--drift $(DEMO_DRIFT) --rows $(DEMO_ROWS) --fraud-rate $(DEMO_FRAUD_RATE) \
+		$(foreach d,$(DEMO_DRIFT),--drift $(d)) --rows $(DEMO_ROWS) --fraud-rate $(DEMO_FRAUD_RATE) \
 		--trials $(TRAIN_TRIALS) --workers $(TRAIN_WORKERS) --port $(DEMO_PORT) 2>&1 \
 		| tee $(DEMO_LOG) | grep --line-buffered -E '^ *(==>|replay 2)' | sed -u 's/^ *//' \
 		|| (tail -n 60 $(DEMO_LOG); exit 1)
-	sed -n '/======== timeline/,$$p' $(DEMO_LOG)
+	sed -n '/======== timeline/,$$p' $(DEMO_LOG) | sed 's/^    //'
 
 ## test: the whole suite; pytest's "no tests collected" (exit 5) is a failure.
 test: install

@@ -380,7 +380,7 @@ def print_days(days: dict[str, dict[str, Any]]) -> None:
         print(
             f"{day:<11} {served.get('ok', 0):>6} {served.get('variants', {}).get('canary', 0):>6} "
             f"{_fmt(monitor.get('drift_share'), 2):>5} {_fmt(monitor.get('score_psi')):>6} "
-            f"{matured:>15}  {monitor.get('decision', '')}"
+            f"{matured:>15}  {str(monitor.get('decision', ''))[:90]}"
         )
 
 
@@ -389,18 +389,23 @@ def print_models(settings: Settings) -> None:
     from driftline.training import registry
 
     client = registry.client(settings)
-    print("\nmodel versions (holdout PR-AUC: candidate vs the champion of the day, same days)")
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(settings.model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    print("\nmodel versions (holdout PR-AUC of the candidate and of the champion of the day,")
+    print("on the same most recent labelled days):")
     for version in sorted(
         client.search_model_versions(f"name = '{settings.model_name}'"),
         key=lambda v: int(v.version),
     ):
         tags = version.tags or {}
+        decision = tags.get("decision.promote") or tags.get("decision.rollback") or ""
         print(
-            f"  v{version.version}: aliases {list(version.aliases or []) or '-'}; trained on "
-            f"{tags.get('data_interval')}; PR-AUC {tags.get('candidate.pr_auc', '-')[:5]}"
+            f"  v{version.version} [{', '.join(aliases.get(str(version.version), [])) or '-'}] "
+            f"trained on {tags.get('data_interval')}: "
+            f"PR-AUC {tags.get('candidate.pr_auc', '-')[:5]}"
             f" vs champion v{tags.get('champion.version', '-')} "
-            f"{tags.get('champion.pr_auc', '-')[:5]}; {tags.get('decision.promote', '')}"
-            f"{tags.get('decision.rollback', '')}"
+            f"{tags.get('champion.pr_auc', '-')[:5]}\n      {decision[:150]}"
         )
 
 

@@ -142,7 +142,7 @@ class Settings(BaseSettings):
 
     # Drift -----------------------------------------------------------------------------
     drift_share_threshold: float = Field(
-        default=0.3,
+        default=0.5,
         gt=0.0,
         le=1.0,
         description="Data drift when at least this share of the model inputs drifted "
@@ -170,6 +170,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Days after a triggered retrain during which drift triggers nothing new.",
     )
+    drift_reference_days: int = Field(
+        default=7,
+        ge=1,
+        description="Newest labelled days of a training set that form its drift reference "
+        "(a whole week covers the weekly rhythm of spending).",
+    )
     drift_reference_max_rows: int = Field(
         default=50_000,
         ge=1,
@@ -180,7 +186,7 @@ class Settings(BaseSettings):
         gt=0.0,
         lt=1.0,
         description="Performance drift when the served champion's PR-AUC on matured labels "
-        "falls below its offline holdout PR-AUC times (1 - this).",
+        "falls below its PR-AUC on its drift reference (newest labelled days) times (1 - this).",
     )
     drift_performance_days: int = Field(
         default=2,
@@ -231,9 +237,11 @@ class Settings(BaseSettings):
         description="A canary p99 within this many ms of the champion's always passes.",
     )
     canary_max_score_psi: float = Field(
-        default=1.0,
+        default=2.0,
         gt=0.0,
-        description="Largest PSI between canary and champion score distributions.",
+        description="Largest PSI between canary and champion score distributions. A model "
+        "retrained after drift scores differently (PSI near 1 seen); a broken one "
+        "(constant or inverted scores) lies far above.",
     )
     canary_min_positives: int = Field(
         default=10, ge=1, description="Labelled frauds per variant needed to compare PR-AUC."

@@ -41,11 +41,14 @@ pytestmark = pytest.mark.slow
 
 SPAN = Interval.parse("2026-01-01", "2026-01-15")
 WINDOW = ("2026-01-02", "2026-01-15")
-#: Small, fast settings for every process of this module.
+#: Small, fast settings for every process of this module: chargebacks count as mature
+#: after 3 days and one day validates, so 7 of the window's 13 days train.
 TRAINING_ENV = {
     "DRIFTLINE_MAX_EPOCHS": "6",
     "DRIFTLINE_TUNING_TRIALS": "4",
     "DRIFTLINE_TUNING_WORKERS": "2",
+    "DRIFTLINE_LABEL_MATURITY_DAYS": "3",
+    "DRIFTLINE_VALID_DAYS": "1",
 }
 LINEAGE_TAGS = (
     "data_interval",
@@ -150,9 +153,11 @@ def test_pipeline_registers_staging_with_lineage(home: Path, first: dict[str, An
 
 def test_short_training_beats_the_trivial_baseline(first: dict[str, Any]) -> None:
     metrics = first["metrics"]
-    # A constant score's PR-AUC is the base rate (~0.02 here); observed ~0.5.
-    assert metrics["pr_auc"] >= metrics["base_rate"] + 0.2
-    assert metrics["roc_auc"] >= 0.8
+    # A constant score's PR-AUC is the base rate (~0.02 here). Features are those the
+    # daily-materialized online store serves (as of the day before), which carry no
+    # same-day velocity, so the bar is a multiple of the base rate, not a high PR-AUC.
+    assert metrics["pr_auc"] >= 3 * metrics["base_rate"]
+    assert metrics["roc_auc"] >= 0.75
 
 
 def test_reference_model_behaves(home: Path, first: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ SETTINGS = Settings(
     canary_max_error_rate=0.01,
     canary_max_latency_ratio=3.0,
     canary_latency_slack_ms=20.0,
-    canary_max_score_psi=1.0,
+    canary_max_score_psi=2.0,
     canary_min_positives=10,
     canary_label_tolerance=0.05,
 )

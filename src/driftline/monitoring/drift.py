@@ -23,7 +23,7 @@ Three questions are asked of one data interval of the prediction log
   served scores on the ``drift_performance_days`` transaction days that ended
   ``label_maturity_days`` before the interval, labelled with the chargebacks known by the
   interval's end (:func:`performance_check`). Drifted when their PR-AUC falls below the
-  champion's offline holdout PR-AUC times ``1 - drift_performance_drop``. This is what
+  champion's PR-AUC on its drift reference times ``1 - drift_performance_drop``. This is what
   sees *concept* drift, where the inputs look the same but fraud no longer does.
 
 :func:`compute_drift` answers them for one interval and writes Evidently's HTML report
@@ -59,6 +59,8 @@ SCORE = "score"
 TRANSACTION_ID = "transaction_id"
 #: Prediction-log column naming the model variant that served the row.
 VARIANT = "variant"
+#: Prediction-log column naming the registered version that answered.
+MODEL_VERSION = "model_version"
 CHAMPION = "champion"
 #: Evidently stat test of prediction drift (a distance: drifted at or above the threshold).
 PREDICTION_METHOD = "psi"
@@ -194,18 +196,29 @@ def _scores(frame: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(frame[SCORE], errors="coerce").astype("float64")
 
 
-def _champion_scores(current: pd.DataFrame, notes: list[str]) -> pd.Series:
-    """Served scores of the champion (NaN elsewhere), so canary traffic does not count."""
+def _served_by(frame: pd.DataFrame, version: str | None) -> pd.Series:
+    """Rows the champion answered (``version`` itself, when given)."""
+    mask = pd.Series(True, index=frame.index)
+    if VARIANT in frame.columns:
+        mask &= frame[VARIANT] == CHAMPION
+    if version is not None and MODEL_VERSION in frame.columns:
+        mask &= frame[MODEL_VERSION].astype(str) == str(version)
+    return mask
+
+
+def _champion_scores(
+    current: pd.DataFrame, notes: list[str], version: str | None = None
+) -> pd.Series:
+    """Served scores of the champion (NaN elsewhere): canary traffic and rows of an
+    earlier champion (the day a promotion happened) do not count."""
     scores = _scores(current)
-    if VARIANT in current.columns:
-        champion = current[VARIANT] == CHAMPION
-        if champion.any() and not champion.all():
-            notes.append(
-                f"prediction drift on {int(champion.sum())} champion rows "
-                f"({int((~champion).sum())} canary rows left out)"
-            )
-            scores = scores.where(champion)
-    return scores
+    champion = _served_by(current, version)
+    if champion.any() and not champion.all():
+        notes.append(
+            f"prediction drift on {int(champion.sum())} rows of the champion "
+            f"({int((~champion).sum())} canary or earlier-champion rows left out)"
+        )
+    return scores.where(champion)
 
 
 def _score_block(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
@@ -274,6 +287,7 @@ def performance_check(
     days: Interval,
     reference_pr_auc: float | None,
     settings: Settings,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """PR-AUC of the champion's served scores on matured days against labels known now.
 
@@ -282,16 +296,15 @@ def performance_check(
         frauds: Transaction ids with a chargeback reported by now; every other served
             transaction counts as legitimate (as in training sets).
         days: The matured days ``served`` covers (see :func:`performance_days`).
-        reference_pr_auc: The champion's offline holdout PR-AUC (None: no verdict).
+        reference_pr_auc: The champion's PR-AUC on its reference days (None: no verdict).
         settings: ``drift_performance_drop`` and ``drift_min_positives``.
+        version: Only rows this champion version answered count (None: any champion).
 
     Returns:
         ``first_day``, ``last_day``, ``rows``, ``positives``, ``pr_auc`` (None when a
         class is missing), ``reference_pr_auc``, ``floor``, ``drifted`` and ``note``.
     """
-    rows = served
-    if len(rows) and VARIANT in rows.columns:
-        rows = rows[rows[VARIANT] == CHAMPION]
+    rows = served[_served_by(served, version)] if len(served) else served
     labels = (
         rows[TRANSACTION_ID].isin(frauds).to_numpy(dtype=np.int64)
         if len(rows)
@@ -409,6 +422,7 @@ def compute_drift(
     labels: pd.DataFrame | None = None,
     performance: Mapping[str, Any] | None = None,
     report_dir: Path | None = None,
+    champion_version: str | None = None,
 ) -> DriftResult:
     """Data drift, prediction drift and (with labels) performance of one interval.
 
@@ -423,6 +437,7 @@ def compute_drift(
         labels: ``transaction_id`` and ``label`` of transactions whose labels arrived.
         performance: A :func:`performance_check` result to include (its ``drifted``
             flag becomes ``performance_drift``).
+        champion_version: Prediction drift only on rows this version answered.
         report_dir: Root of the reports; ``{home}/monitoring/reports`` when None. The
             interval's ``dt=YYYY-MM-DD`` folder is overwritten on a rerun.
 
@@ -501,7 +516,7 @@ def compute_drift(
         notes.append("prediction drift skipped: the served rows have no scores")
     else:
         ref[SCORE] = _scores(reference)
-        cur[SCORE] = _champion_scores(current, notes)
+        cur[SCORE] = _champion_scores(current, notes, champion_version)
         with_scores = bool(cur[SCORE].notna().any())
         if not with_scores:
             notes.append("prediction drift skipped: no served champion scores")

@@ -14,6 +14,9 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from driftline.interval import Interval
 from driftline.monitoring.drift import (
     Decision,
@@ -28,11 +31,23 @@ from driftline.monitoring.served import read_served, reported_frauds
 from driftline.serving.predictions import read_predictions
 from driftline.settings import Settings
 from driftline.training import registry
+from driftline.training.columns import LABEL
 
 log = logging.getLogger(__name__)
 
 
-def _reference_pr_auc(tags: dict[str, str]) -> float | None:
+def _reference_pr_auc(reference: pd.DataFrame, tags: dict[str, str]) -> float | None:
+    """The champion's PR-AUC on its drift reference (its newest labelled days).
+
+    Falls back to the holdout PR-AUC tag when the reference lacks labels or a class.
+    """
+    if {LABEL, "score"} <= set(reference.columns) and 0 < reference[LABEL].sum() < len(reference):
+        from driftline.training.evaluate import score_metrics
+
+        metrics = score_metrics(
+            reference[LABEL].to_numpy(dtype=np.int64), reference["score"].to_numpy(dtype=np.float64)
+        )
+        return float(metrics["pr_auc"])
     value = tags.get("candidate.pr_auc")
     return float(value) if value else None
 
@@ -56,20 +71,23 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         decision = Decision(False, f"{day}: no champion serving, nothing to monitor")
         return {"day": day.isoformat(), "champion": None, "drift": None, **_out(decision)}
     version = str(champion.version)
+    reference = load_reference(settings, version)
     matured = performance_days(interval, settings)
     check = performance_check(
         read_served(settings, matured.days()),
         reported_frauds(settings, matured.start.date(), day),
         days=matured,
-        reference_pr_auc=_reference_pr_auc(dict(champion.tags or {})),
+        reference_pr_auc=_reference_pr_auc(reference, dict(champion.tags or {})),
         settings=settings,
+        version=version,
     )
     result = compute_drift(
-        load_reference(settings, version),
+        reference,
         read_predictions(settings, day),
         interval,
         settings,
         performance=check,
+        champion_version=version,
     )
     drift_log = DriftLog.load(settings)
     drift_log.record(result)

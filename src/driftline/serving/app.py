@@ -100,6 +100,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def _warm_up(source: FeatureSource) -> None:
+    """Let a source open its connections before traffic (a failure only logs)."""
+    warm_up = getattr(source, "warm_up", None)
+    if warm_up is None:
+        return
+    try:
+        warm_up()
+    except Exception:  # the breaker and fallback handle a store that stays down
+        log.warning("feature store warm-up failed; lookups will retry", exc_info=True)
+
+
 def api_keys(settings: Settings) -> tuple[str, ...]:
     """The accepted API keys (comma-separated in ``serve_api_keys``)."""
     return tuple(key.strip() for key in settings.serve_api_keys.split(",") if key.strip())
@@ -124,11 +135,12 @@ def create_app(
         The app; its lifespan starts and stops the model poller.
     """
     provider = models or ModelProvider(settings)
+    source = features or FeastFeatureSource(settings)
     breaker = CircuitBreaker(
         settings.serve_breaker_failures, settings.serve_breaker_reset_seconds, clock
     )
     guarded = GuardedFeatures(
-        features or FeastFeatureSource(settings),
+        source,
         timeout_seconds=settings.serve_feature_timeout_ms / 1000.0,
         breaker=breaker,
     )
@@ -144,6 +156,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        _warm_up(source)
         provider.start()
         try:
             yield

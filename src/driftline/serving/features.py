@@ -77,6 +77,15 @@ class FeastFeatureSource:
                 self._store = (store, store.get_feature_service(FEATURE_SERVICE))
             return self._store
 
+    def warm_up(self) -> None:
+        """Open the store and read once, so the first request does not pay for it.
+
+        Opening Feast (registry, online-store connection) takes far longer than the
+        lookup timeout; without this the first requests time out, open the breaker and
+        are answered with fallback features.
+        """
+        self.fetch([(0, 0)])
+
     def fetch(self, entities: Sequence[EntityKey]) -> list[FeatureRow]:
         """Read the ``fraud_v1`` features of the entity pairs from the online store."""
         store, service = self._open()

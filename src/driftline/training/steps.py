@@ -19,7 +19,7 @@ from driftline.interval import Interval
 from driftline.settings import Settings
 from driftline.training import registry
 from driftline.training.columns import LABEL, MODEL_INPUTS
-from driftline.training.dataset import build_training_set, load_manifest, load_split
+from driftline.training.dataset import SPLITS, build_training_set, load_manifest, load_split
 
 log = logging.getLogger(__name__)
 
@@ -289,19 +289,29 @@ def _log_and_register(
 def _log_drift_reference(
     settings: Settings, model_dir: Path, training_set_dir: Path, run_id: str
 ) -> str:
-    """Log the drift reference (train split sample, scored by this model); return its URI.
+    """Log the drift reference (the model's newest labelled days, scored by it).
 
-    Drift monitoring compares served traffic with what the model was trained on; the
-    sample travels with the version so any monitor can fetch it from MLflow.
+    Drift monitoring compares served traffic with the data the model was fitted and
+    judged on. The reference is the last ``drift_reference_days`` days of the training
+    set (all splits): a whole week holds the weekly rhythm of spending (a single day
+    compared with a weekday reference drifts every weekend), and the newest days have
+    complete look-back features (7 and 14 days), unlike the first days of a window that
+    starts with the data. The sample travels with the version, so any monitor can fetch
+    it from MLflow; returns its ``runs:/`` URI.
     """
     import tempfile
 
+    import pandas as pd
+
     from driftline.training.trainer import TrainedModel
 
-    train = load_split(training_set_dir, "train")
-    if len(train) > settings.drift_reference_max_rows:
-        train = train.sample(n=settings.drift_reference_max_rows, random_state=0)
-    reference = train[[*MODEL_INPUTS, LABEL]].reset_index(drop=True)
+    frame = pd.concat([load_split(training_set_dir, split) for split in SPLITS], ignore_index=True)
+    days = frame["event_timestamp"].dt.date
+    newest = sorted(days.unique())[-settings.drift_reference_days :]
+    recent = frame[days.isin(newest)]
+    if len(recent) > settings.drift_reference_max_rows:
+        recent = recent.sample(n=settings.drift_reference_max_rows, random_state=0)
+    reference = recent[[*MODEL_INPUTS, LABEL]].reset_index(drop=True)
     reference["score"] = TrainedModel.load(model_dir).predict_proba(reference[list(MODEL_INPUTS)])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / DRIFT_REFERENCE_FILE

@@ -1,0 +1,129 @@
+"""The closed loop at small scale, exactly as ``make demo`` runs it.
+
+``scripts/demo_loop.py`` drives the real parts: the ingest DAG backfills the history,
+``retrain_promote`` crowns the first model, ``driftline serve`` (a real HTTP server)
+scores each replayed day, the ingest DAG lands the day's chargebacks, ``monitor_drift``
+judges it with Evidently, and its asset event starts ``retrain_promote`` (KFP local
+pipeline, Optuna, MLflow) while the next day's traffic feeds the canary. A new fraud
+pattern and a spending shift start on :data:`DRIFT_DAY`. Checked afterwards: detection,
+one retrain only, the canary and its promotion in MLflow, and the new champion beating
+the old one on the newest labelled post-drift days.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftline.settings import Settings
+from driftline.training import registry
+from tests.dags.conftest import REPO, airflow_env
+
+pytestmark = pytest.mark.slow
+
+DRIFT_DAY = date(2026, 1, 13)
+LOOP = [
+    "--start", "2026-01-01", "--serve-from", "2026-01-12", "--end", "2026-01-22",
+    "--train-start", "2026-01-02", "--rows", "2500", "--fraud-rate", "0.02",
+    "--trials", "3", "--workers", "1", "--port", "8799",
+    "--drift", f"new_fraud_pattern@{DRIFT_DAY}", "--drift", f"covariate_shift@{DRIFT_DAY}",
+]  # fmt: skip
+#: The demo's compressed time (see the Makefile), a little smaller still.
+LOOP_ENV = {
+    "DRIFTLINE_LABEL_MATURITY_DAYS": "3",
+    "DRIFTLINE_VALID_DAYS": "1",
+    "DRIFTLINE_HOLDOUT_DAYS": "1",
+    "DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS": "2",
+    "DRIFTLINE_SERVE_POLL_SECONDS": "1",
+    "DRIFTLINE_SERVE_CANARY_WEIGHT": "0.3",
+    "DRIFTLINE_CANARY_MIN_REQUESTS": "300",
+    "DRIFTLINE_CANARY_POKE_SECONDS": "2",
+    "DRIFTLINE_MAX_EPOCHS": "5",
+}
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, Any]]:
+    """Run the loop once; return its settings and the timeline it wrote."""
+    home = tmp_path_factory.mktemp("loop")
+    env = {**airflow_env(home), **LOOP_ENV}
+    for command in (["db", "migrate"], ["dags", "reserialize"]):
+        subprocess.run(
+            [str(Path(sys.executable).with_name("airflow")), *command],
+            env=env, cwd=REPO, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+    out = home / "timeline.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo_loop.py"), *LOOP, "--out", str(out)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, f"{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
+    return Settings(home=home / "state"), json.loads(out.read_text())
+
+
+def _events(timeline: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [e for e in timeline["events"] if e["event"] == name]
+
+
+def test_drift_is_detected_from_its_start_and_triggers_one_retrain(
+    loop: tuple[Settings, dict[str, Any]],
+) -> None:
+    _, timeline = loop
+    detected = [date.fromisoformat(e["day"]) for e in _events(timeline, "drift detected")]
+    requests = _events(timeline, "retrain requested")
+
+    assert detected and min(detected) >= DRIFT_DAY  # nothing before the drift
+    assert len(detected) >= 4
+    assert len(requests) == 1  # drift on every following day, one retrain (no storm)
+    request = requests[0]
+    assert date.fromisoformat(request["drift_start"]) == DRIFT_DAY
+    assert Path(request["drift_report"]).is_file()
+    # The wait for labels: the training split holds two labelled days of the drift.
+    assert date.fromisoformat(request["drift_day"]) == DRIFT_DAY + timedelta(days=6)
+
+
+def test_the_retrained_model_went_through_canary_to_champion(
+    loop: tuple[Settings, dict[str, Any]],
+) -> None:
+    cfg, timeline = loop
+    client = registry.client(cfg)
+    model = client.get_registered_model(cfg.model_name)
+
+    assert {k: str(v) for k, v in model.aliases.items()} == {"champion": "2", "staging": "2"}
+    assert model.tags["champion.previous"] == "1"  # one-step rollback is possible
+    tags = client.get_model_version(cfg.model_name, "2").tags
+    assert tags["decision.retrain_gate"].startswith("passed: candidate PR-AUC")
+    assert tags["decision.canary"] and tags["canary.weight"] == "0.3"
+    assert tags["decision.promote"].startswith("canary passed: error rate 0.0000")
+    assert float(tags["decision.promote.routed"]) >= 300
+    assert tags["retrain.drift_start"] == DRIFT_DAY.isoformat()
+    names = [e["event"] for e in timeline["events"]]
+    assert names.count("promoted to champion") == 2
+    assert names.index("canary started") < names.index("canary analysis: promote")
+    canary_day = _events(timeline, "canary started")[0]["day"]
+    served = timeline["days"][canary_day]["served"]
+    assert served["variants"]["canary"] > 300 and served["failed"] == {}
+    assert all(day["served"]["failed"] == {} for day in timeline["days"].values())
+
+
+def test_the_new_champion_beats_the_old_one_on_post_drift_labels(
+    loop: tuple[Settings, dict[str, Any]],
+) -> None:
+    cfg, _ = loop
+    tags = registry.client(cfg).get_model_version(cfg.model_name, "2").tags
+    cutoff = date.fromisoformat(tags["label_cutoff"][:10])
+    # The holdout both models were scored on: the newest labelled day, after the drift.
+    holdout_day = cutoff - timedelta(days=4)
+    assert holdout_day >= DRIFT_DAY
+    assert tags["champion.version"] == "1"
+    assert float(tags["candidate.pr_auc"]) > float(tags["champion.pr_auc"])
