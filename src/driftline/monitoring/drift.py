@@ -2,7 +2,8 @@
 
 Three questions are asked of one data interval of the prediction log
 (:func:`driftline.serving.predictions.read_predictions`), each against the *reference*
-(typically the training split of the champion's training set):
+(the newest labelled week of the champion's training set, scored by the champion; see
+:mod:`driftline.monitoring.reference`):
 
 * **Data drift** -- has the distribution of the model inputs moved? Evidently tests each
   column of :data:`~driftline.training.columns.MODEL_INPUTS` (its method is chosen per

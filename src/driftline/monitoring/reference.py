@@ -1,8 +1,9 @@
 """The drift reference of a registered version: what its model was trained on, scored.
 
-The training pipeline's register step logs a sample of the train split with the model's
-own scores into the version's MLflow run and records its ``runs:/`` URI in the version
-tag ``drift_reference``. Monitoring fetches it once per version and keeps a local copy
+The training pipeline's register step logs the newest ``drift_reference_days`` labelled
+days of the training set (all splits, with a ``split`` column) with the model's own
+scores into the version's MLflow run and records its ``runs:/`` URI in the version tag
+``drift_reference``. Monitoring fetches it once per version and keeps a local copy
 under ``{home}/monitoring/reference/``.
 """
 

@@ -37,15 +37,19 @@ log = logging.getLogger(__name__)
 
 
 def _reference_pr_auc(reference: pd.DataFrame, tags: dict[str, str]) -> float | None:
-    """The champion's PR-AUC on its drift reference (its newest labelled days).
+    """The champion's PR-AUC on the days of its reference it was not fitted on.
 
-    Falls back to the holdout PR-AUC tag when the reference lacks labels or a class.
+    Those are the validation and holdout days (the train days would flatter it). Falls
+    back to the holdout PR-AUC tag when the reference lacks them, labels or a class.
     """
-    if {LABEL, "score"} <= set(reference.columns) and 0 < reference[LABEL].sum() < len(reference):
+    unseen = reference
+    if "split" in reference.columns:
+        unseen = reference[reference["split"].isin(["valid", "holdout"])]
+    if {LABEL, "score"} <= set(unseen.columns) and 0 < unseen[LABEL].sum() < len(unseen):
         from driftline.training.evaluate import score_metrics
 
         metrics = score_metrics(
-            reference[LABEL].to_numpy(dtype=np.int64), reference["score"].to_numpy(dtype=np.float64)
+            unseen[LABEL].to_numpy(dtype=np.int64), unseen["score"].to_numpy(dtype=np.float64)
         )
         return float(metrics["pr_auc"])
     value = tags.get("candidate.pr_auc")

@@ -305,13 +305,16 @@ def _log_drift_reference(
 
     from driftline.training.trainer import TrainedModel
 
-    frame = pd.concat([load_split(training_set_dir, split) for split in SPLITS], ignore_index=True)
+    frame = pd.concat(
+        [load_split(training_set_dir, split).assign(split=split) for split in SPLITS],
+        ignore_index=True,
+    )
     days = frame["event_timestamp"].dt.date
     newest = sorted(days.unique())[-settings.drift_reference_days :]
     recent = frame[days.isin(newest)]
     if len(recent) > settings.drift_reference_max_rows:
         recent = recent.sample(n=settings.drift_reference_max_rows, random_state=0)
-    reference = recent[[*MODEL_INPUTS, LABEL]].reset_index(drop=True)
+    reference = recent[[*MODEL_INPUTS, LABEL, "split"]].reset_index(drop=True)
     reference["score"] = TrainedModel.load(model_dir).predict_proba(reference[list(MODEL_INPUTS)])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / DRIFT_REFERENCE_FILE
