@@ -117,25 +117,17 @@ def retrain_promote() -> None:
 
     @task
     def train_candidate(request: dict[str, Any]) -> dict[str, Any]:
-        from driftline.interval import Interval
-        from driftline.settings import get_settings
-        from driftline.training.runner import request_from_settings, run_pipeline
-        from pipelines.train_pipeline import build_train_pipeline
+        from pipelines.train_pipeline import run_training
 
-        cfg = get_settings()
         if request["candidate_version"]:
             return {"version": request["candidate_version"], "trained": False}
-        outcome = run_pipeline(
-            build_train_pipeline(cfg.train_use_gpu),
-            request_from_settings(
-                Interval.parse(request["window_start"], request["window_end"]),
-                cfg,
-                trials=request["trials"],
-                workers=request["workers"],
-                request_id=request["request_id"],
-                airflow_run_id=request["airflow_run_id"],
-            ),
-            cfg,
+        outcome = run_training(
+            request["window_start"],
+            request["window_end"],
+            trials=request["trials"],
+            workers=request["workers"],
+            request_id=request["request_id"],
+            airflow_run_id=request["airflow_run_id"],
         )
         return {**outcome, "trained": True}
 

@@ -81,23 +81,15 @@ def train_register() -> None:
 
     @task(outlets=[CANDIDATES])
     def run_training_pipeline(request: dict[str, Any], outlet_events=None) -> dict[str, Any]:
-        from driftline.interval import Interval
-        from driftline.settings import get_settings
-        from driftline.training.runner import request_from_settings, run_pipeline
-        from pipelines.train_pipeline import build_train_pipeline
+        from pipelines.train_pipeline import run_training
 
-        cfg = get_settings()
-        outcome = run_pipeline(
-            build_train_pipeline(cfg.train_use_gpu),
-            request_from_settings(
-                Interval.parse(request["window_start"], request["window_end"]),
-                cfg,
-                trials=request["trials"],
-                workers=request["workers"],
-                request_id=request["request_id"],
-                airflow_run_id=request["airflow_run_id"],
-            ),
-            cfg,
+        outcome = run_training(
+            request["window_start"],
+            request["window_end"],
+            trials=request["trials"],
+            workers=request["workers"],
+            request_id=request["request_id"],
+            airflow_run_id=request["airflow_run_id"],
         )
         if outlet_events is not None:
             outlet_events[CANDIDATES].extra = {

@@ -91,6 +91,38 @@ def build_train_pipeline(use_gpu: bool = False) -> Callable[..., Any]:
 train_pipeline = build_train_pipeline(use_gpu=False)
 
 
+def run_training(
+    window_start: str,
+    window_end: str,
+    *,
+    trials: int | None = None,
+    workers: int | None = None,
+    request_id: str = "",
+    airflow_run_id: str = "",
+) -> dict[str, Any]:
+    """Run ``train-pipeline`` for one window with the settings; return the outcome.
+
+    The one entry point of ``driftline train``, ``train_register`` and
+    ``retrain_promote``: the GPU variant when ``DRIFTLINE_TRAIN_USE_GPU`` is set, the
+    local runner or the cluster in ``DRIFTLINE_KFP_HOST``, the tuning budget from the
+    settings unless given.
+    """
+    from driftline.interval import Interval
+    from driftline.settings import get_settings
+    from driftline.training.runner import request_from_settings, run_pipeline
+
+    settings = get_settings()
+    request = request_from_settings(
+        Interval.parse(window_start, window_end),
+        settings,
+        trials=trials,
+        workers=workers,
+        request_id=request_id,
+        airflow_run_id=airflow_run_id,
+    )
+    return run_pipeline(build_train_pipeline(settings.train_use_gpu), request, settings)
+
+
 def compile_pipelines(directory: Path = HERE) -> dict[bool, Path]:
     """Compile the CPU and GPU pipelines into ``directory``; return the files."""
     written = {}

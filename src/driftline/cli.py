@@ -211,14 +211,10 @@ def train(
     """Run the Kubeflow training pipeline (local runner, or the KFP host in settings)."""
     from pathlib import Path
 
-    from driftline.training.runner import request_from_settings, run_pipeline
-    from pipelines.train_pipeline import build_train_pipeline
+    from pipelines.train_pipeline import run_training
 
-    cfg = get_settings()
-    request = request_from_settings(
-        Interval.parse(start, end), cfg, trials=trials, workers=workers, request_id=request_id
-    )
-    outcome = run_pipeline(build_train_pipeline(cfg.train_use_gpu), request, cfg)
+    Interval.parse(start, end)  # a clear error for a bad window before anything runs
+    outcome = run_training(start, end, trials=trials, workers=workers, request_id=request_id)
     if summary:
         Path(summary).parent.mkdir(parents=True, exist_ok=True)
         Path(summary).write_text(json.dumps(outcome, indent=2, sort_keys=True, default=str))
