@@ -237,11 +237,12 @@ class Settings(BaseSettings):
         description="A canary p99 within this many ms of the champion's always passes.",
     )
     canary_max_score_psi: float = Field(
-        default=2.0,
+        default=1.0,
         gt=0.0,
-        description="Largest PSI between canary and champion score distributions. A model "
-        "retrained after drift scores differently (PSI near 1 seen); a broken one "
-        "(constant or inverted scores) lies far above.",
+        description="Largest difference between the live PSI of canary versus champion "
+        "scores and the PSI offline evaluation measured between them on the same holdout "
+        "(a retrained model may legitimately score very differently from the champion); "
+        "without that measurement, the largest live PSI.",
     )
     canary_min_positives: int = Field(
         default=10, ge=1, description="Labelled frauds per variant needed to compare PR-AUC."

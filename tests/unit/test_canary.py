@@ -113,6 +113,28 @@ def test_a_degraded_canary_is_rolled_back_for_its_score_shift() -> None:
     assert report.canary_decline_rate == 1.0
 
 
+def test_the_score_shift_is_judged_against_what_offline_evaluation_measured() -> None:
+    shifted = np.clip(np.random.default_rng(5).beta(1, 20, 600) + 0.5, 0, 1)
+    served = _traffic(_rows(600, variant="canary", version="2", seed=1, scores=shifted))
+
+    def verdict(expected: float | None) -> str:
+        return analyse_canary(
+            served,
+            canary_version="2",
+            champion_version="1",
+            settings=SETTINGS,
+            expected_psi=expected,
+        ).verdict
+
+    live = _analyse(served).score_psi
+    assert live is not None and live > 3
+    # A retrained model that scored this differently offline too: as expected.
+    assert verdict(live - 0.5) == "promote"
+    # One that scored like the champion offline but not live: broken.
+    assert verdict(0.2) == "rollback"
+    assert verdict(None) == "rollback"  # no expectation: the absolute cap
+
+
 def test_a_slow_canary_is_rolled_back_but_small_noise_is_not() -> None:
     slow = _rows(600, variant="canary", version="2", seed=1, latency_ms=80.0)
     noisy = _rows(600, variant="canary", version="2", seed=1, latency_ms=7.0)

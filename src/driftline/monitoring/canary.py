@@ -13,8 +13,14 @@ routed to with the champion's rows of the same days:
 * **latency** -- the canary's p99 model latency, at most ``canary_max_latency_ratio``
   times the champion's, unless within ``canary_latency_slack_ms`` of it (sub-millisecond
   noise must not fail a canary);
-* **score shift** -- PSI of the canary's scores against the champion's, at most
-  ``canary_max_score_psi`` (a model that suddenly scores everyone high or low);
+* **score shift** -- PSI of the canary's scores against the champion's. A model
+  retrained after drift may score very differently from the champion (PSI of several
+  units is normal then), so the live PSI is judged against what offline evaluation
+  measured between the two on the same holdout (version tag
+  ``candidate.score_psi_vs_champion``): it may differ from it by at most
+  ``canary_max_score_psi``; without that expectation the PSI itself is capped by it.
+  This catches a canary that behaves live unlike it did offline (broken artifact,
+  serving skew, a model that scores everyone high or low);
 * **labels** -- where both variants have ``canary_min_positives`` reported frauds, the
   canary's PR-AUC may fall short of the champion's by ``canary_label_tolerance`` at most;
   otherwise noted and not judged.
@@ -74,6 +80,7 @@ class CanaryReport:
         canary_p99_ms: p99 of the canary's model latency (None without answers).
         champion_p99_ms: p99 of the champion's model latency.
         score_psi: PSI of canary against champion scores (None without both).
+        expected_psi: The same PSI measured offline on the candidate's holdout, if known.
         canary_decline_rate: Share of canary answers that declined.
         champion_decline_rate: Share of champion answers that declined.
         labels: Per variant ``rows``, ``positives``, ``pr_auc`` where judged.
@@ -91,6 +98,7 @@ class CanaryReport:
     canary_p99_ms: float | None
     champion_p99_ms: float | None
     score_psi: float | None
+    expected_psi: float | None
     canary_decline_rate: float | None
     champion_decline_rate: float | None
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -112,6 +120,7 @@ class CanaryReport:
             "canary_p99_ms": self.canary_p99_ms,
             "champion_p99_ms": self.champion_p99_ms,
             "score_psi": self.score_psi,
+            "expected_psi": self.expected_psi,
         }
         for variant, block in self.labels.items():
             numbers[f"{variant}_pr_auc"] = block.get("pr_auc")
@@ -183,6 +192,20 @@ def _latency_check(report: dict[str, Any], settings: Settings) -> tuple[bool, st
     )
 
 
+def _shift_check(
+    score_psi: float | None, expected: float | None, settings: Settings
+) -> tuple[bool, str]:
+    if score_psi is None:
+        return True, "score shift: not judged (no canary answers)"
+    limit = settings.canary_max_score_psi
+    if expected is None:
+        return score_psi <= limit, f"score PSI vs champion {score_psi:.3f} (max {limit})"
+    ok = abs(score_psi - expected) <= limit
+    return ok, (
+        f"score PSI vs champion {score_psi:.3f}, offline {expected:.3f} (may differ by {limit})"
+    )
+
+
 def _label_check(labels: dict[str, dict[str, Any]], settings: Settings) -> tuple[bool, str]:
     canary, champion = labels.get("canary", {}), labels.get("champion", {})
     enough = all(
@@ -206,6 +229,7 @@ def analyse_canary(
     champion_version: str,
     settings: Settings,
     frauds: set[str] | None = None,
+    expected_psi: float | None = None,
 ) -> CanaryReport:
     """Judge the canary on the served rows of the days since it started.
 
@@ -215,6 +239,8 @@ def analyse_canary(
         champion_version: Version under ``champion``.
         settings: The ``canary_*`` thresholds.
         frauds: Transaction ids with a reported chargeback (None: no label check).
+        expected_psi: PSI between the two versions' scores measured offline on the same
+            holdout (None: judge the live PSI on its own).
 
     Returns:
         The report; ``verdict`` is ``wait`` until ``canary_min_requests`` rows were
@@ -240,6 +266,7 @@ def analyse_canary(
         }
     days = sorted({str(ts.date()) for ts in served["ts"]}) if len(served) else []
     error_rate = errors / routed if routed else 0.0
+    numbers["expected_psi"] = expected_psi
     verdict, reasons = _verdict(routed, error_rate, score_psi, numbers, labels, settings)
     return CanaryReport(
         canary_version=str(canary_version),
@@ -252,6 +279,7 @@ def analyse_canary(
         canary_p99_ms=numbers["canary_p99_ms"],
         champion_p99_ms=numbers["champion_p99_ms"],
         score_psi=score_psi,
+        expected_psi=expected_psi,
         canary_decline_rate=_decline_rate(split.canary),
         champion_decline_rate=_decline_rate(split.champion),
         labels=labels,
@@ -279,12 +307,7 @@ def _verdict(
             f"error rate {error_rate:.4f} (max {settings.canary_max_error_rate})",
         ),
         _latency_check(numbers, settings),
-        (
-            score_psi is None or score_psi <= settings.canary_max_score_psi,
-            "score shift: not judged (no canary answers)"
-            if score_psi is None
-            else f"score PSI vs champion {score_psi:.3f} (max {settings.canary_max_score_psi})",
-        ),
+        _shift_check(score_psi, numbers["expected_psi"], settings),
         _label_check(labels, settings),
     ]
     failed = [f"FAILED {text}" for ok, text in checks if not ok]

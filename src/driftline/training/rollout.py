@@ -169,12 +169,14 @@ def canary_evidence(settings: Settings, canary: dict[str, Any]) -> CanaryReport:
     days = logged_days(settings, since=date.fromisoformat(canary["since"]))
     served = read_served(settings, days)
     frauds = reported_frauds(settings, days[0], days[-1]) if days else set()
+    details = registry.client(settings).get_model_version(settings.model_name, canary["version"])
     report = analyse_canary(
         served,
         canary_version=canary["version"],
         champion_version=str(canary["champion"]),
         settings=settings,
         frauds=frauds,
+        expected_psi=_float_tag(dict(details.tags or {}), "candidate.score_psi_vs_champion"),
     )
     log.info("canary %s: %s (%s)", canary["version"], report.verdict, report.reason)
     return report

@@ -164,21 +164,20 @@ def train_best(
     }
 
 
-def _champion_metrics(settings: Settings, holdout: Any) -> dict[str, Any] | None:
-    """The champion's metrics on the same holdout, when a champion exists."""
+def _champion_metrics(settings: Settings, holdout: Any) -> tuple[dict[str, Any] | None, Any]:
+    """The champion's metrics and scores on the same holdout (``None``s without one)."""
     from driftline.training.evaluate import evaluate_predict
 
     version = registry.version_by_alias(settings, registry.CHAMPION)
     if version is None:
-        return None
+        return None, None
     champion = registry.load_version(settings, str(version.version))
 
     def predict(frame: Any) -> Any:
         return registry.predict_frame(champion, frame)
 
-    metrics: dict[str, Any] = evaluate_predict(predict, holdout)[0]
-    metrics["version"] = str(version.version)
-    return metrics
+    metrics, scores = evaluate_predict(predict, holdout)
+    return {**metrics, "version": str(version.version)}, scores
 
 
 def evaluate(
@@ -201,7 +200,12 @@ def evaluate(
     model = TrainedModel.load(model_dir)
     candidate, scores = evaluate_predict(model.predict_proba, holdout)
     behaviour = behavioural_checks(model.predict_proba, risky_examples(holdout))
-    champion = _champion_metrics(settings, holdout)
+    champion, champion_scores = _champion_metrics(settings, holdout)
+    if champion_scores is not None:
+        from driftline.monitoring.canary import psi
+
+        # What the canary analysis should expect live: how differently the two score.
+        candidate["score_psi_vs_champion"] = psi(champion_scores, scores)
     report_dir.mkdir(parents=True, exist_ok=True)
     curves = write_curves(holdout[LABEL].to_numpy(), scores, report_dir)
     result = {"candidate": candidate, "champion": champion, "behaviour": behaviour}
@@ -351,7 +355,7 @@ def _lineage_tags(
         "train_device": trained["device"],
         "champion.version": champion.get("version", "none"),
     }
-    for key in ("pr_auc", "roc_auc", "recall_at_fpr", "brier"):
+    for key in ("pr_auc", "roc_auc", "recall_at_fpr", "brier", "score_psi_vs_champion"):
         if key in evaluation["candidate"]:
             tags[f"candidate.{key}"] = f"{evaluation['candidate'][key]:.6f}"
         if key in champion:
