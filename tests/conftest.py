@@ -21,3 +21,31 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+#: Environment variables ``mlflow.set_tracking_uri`` / ``set_registry_uri`` export.
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uris() -> Iterator[None]:
+    """Undo MLflow's process-global URIs after each test.
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` (needed by the fluent logging API)
+    also export environment variables, and the global registry URI becomes the default
+    of every later ``MlflowClient(tracking_uri)``: left behind, they point later tests
+    and their subprocesses at an earlier test's registry.
+    """
+    import os
+
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in MLFLOW_ENV}
+    yield
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from driftline.interval import Interval
 from driftline.settings import Settings, get_settings
@@ -131,7 +130,7 @@ def _first_run(settings: Settings, artifact: str) -> Path:
 
 def test_pipeline_registers_staging_with_lineage(home: Path, first: dict[str, Any]) -> None:
     settings = _settings(home)
-    client = MlflowClient(settings.mlflow_tracking_uri)
+    client = registry.client(settings)
     assert first["gate_passed"] and first["alias"] == "staging"
     staged = client.get_model_version_by_alias(settings.model_name, "staging")
     assert str(staged.version) == first["version"]
@@ -209,15 +208,13 @@ def test_rerunning_a_request_resumes_its_study_and_registers_no_copy(
     after = optuna.load_study(study_name=name, storage=open_storage(settings.optuna_storage))
     assert len(after.trials) == before + 4  # the same study, resumed from its journal
     assert again["version"] == first["version"]  # same request, same data: no new version
-    versions = MlflowClient(settings.mlflow_tracking_uri).search_model_versions(
-        f"name = '{settings.model_name}'"
-    )
+    versions = registry.client(settings).search_model_versions(f"name = '{settings.model_name}'")
     assert len(versions) == 1
 
 
 def test_dag_run_failing_a_gate_gets_no_alias(home: Path, first: dict[str, Any]) -> None:
     settings = _settings(home)
-    client = MlflowClient(settings.mlflow_tracking_uri)
+    client = registry.client(settings)
     client.set_registered_model_alias(settings.model_name, "champion", first["version"])
     _run(home, str(BIN / "airflow"), "db", "migrate")
     _run(home, str(BIN / "airflow"), "dags", "reserialize")

@@ -274,9 +274,13 @@ def test_trials_are_logged_as_mlflow_child_runs(
     assert [m.step for m in pruned] == [0, 1]
 
     run = client.get_run(parent)
-    assert run.data.params["best_lr"] == str(summary["best_params"]["lr"])
+    assert run.data.tags["best.lr"] == str(summary["best_params"]["lr"])
     assert run.data.metrics["best_valid_pr_auc"] == pytest.approx(summary["best_value"])
     assert run.data.metrics["trials_pruned"] == 1
     assert [a.path for a in client.list_artifacts(parent, "tuning")] == [
         "tuning/study_summary.json"
     ]
+    # A resumed study may find a new best: logging it again replaces the old one.
+    moved = {**summary, "best_params": {**summary["best_params"], "lr": 0.123}}
+    log_study_summary(moved, tracking_uri=tracking_uri, run_id=parent)
+    assert client.get_run(parent).data.tags["best.lr"] == "0.123"

@@ -462,16 +462,17 @@ def best_config(study: optuna.Study, *, max_epochs: int) -> ModelConfig:
 def log_study_summary(summary: dict[str, Any], *, tracking_uri: str, run_id: str) -> None:
     """Log a :func:`summarize_study` result to an MLflow run.
 
-    Best parameters become params ``best_<name>``; the best value the metric
+    Best parameters become tags ``best.<name>`` (tags, not params: MLflow params are
+    immutable, and a resumed study may find a new best); the best value the metric
     ``best_valid_pr_auc``; trial counts metrics ``trials_<state>``; importances metrics
     ``importance_<name>``; the whole summary the artifact ``tuning/study_summary.json``.
     """
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, RunTag
 
     client = MlflowClient(tracking_uri)
     now = int(time.time() * 1000)  # clock-ok: MLflow metric record timestamp
-    params = [Param(f"best_{k}", str(v)) for k, v in sorted((summary["best_params"] or {}).items())]
+    tags = [RunTag(f"best.{k}", str(v)) for k, v in sorted((summary["best_params"] or {}).items())]
     values: dict[str, float] = {
         f"trials_{state}": float(summary[f"n_{state}"])
         for state in ("complete", "pruned", "failed")
@@ -480,6 +481,6 @@ def log_study_summary(summary: dict[str, Any], *, tracking_uri: str, run_id: str
         values["best_valid_pr_auc"] = float(summary["best_value"])
     values |= {f"importance_{k}": float(v) for k, v in summary["importances"].items()}
     metrics = [Metric(k, v, now, 0) for k, v in sorted(values.items())]
-    client.log_batch(run_id, metrics=metrics, params=params)
+    client.log_batch(run_id, metrics=metrics, tags=tags)
     client.set_tag(run_id, "optuna.study", summary["study_name"])
     client.log_dict(run_id, summary, "tuning/study_summary.json")
