@@ -149,8 +149,10 @@ def train_best(
     model.save(model_dir)
     tuning.log_study_summary(summary, tracking_uri=settings.mlflow_tracking_uri, run_id=run_id)
     mlflow_client = registry.client(settings)
+    # Tags, not params: a rerun of the request may find a better trial, and MLflow
+    # params are immutable.
     for key, value in config.to_dict().items():
-        mlflow_client.log_param(run_id, f"model_{key}", value)
+        mlflow_client.set_tag(run_id, f"model.{key}", str(value))
     for row in model.history:
         mlflow_client.log_metric(
             run_id, "final_valid_pr_auc", row["valid_pr_auc"], step=row["epoch"]
