@@ -66,7 +66,7 @@ demo: install
 		--trials $(TRAIN_TRIALS) --workers $(TRAIN_WORKERS) --port $(DEMO_PORT) 2>&1 \
 		| tee $(DEMO_LOG) | grep --line-buffered -E '^ *(==>|replay 2)' | sed -u 's/^ *//' \
 		|| (tail -n 60 $(DEMO_LOG); exit 1)
-	sed -n '/======== timeline/,$$p' $(DEMO_LOG) | sed 's/^    //'
+	sed -n '/======== timeline/,$$p' $(DEMO_LOG)
 
 ## test: the whole suite; pytest's "no tests collected" (exit 5) is a failure.
 test: install

@@ -49,6 +49,11 @@ from driftline.simulate import DriftScenario, SimulatorConfig, write_landing
 RETRAIN_REQUESTS = "driftline://drift/retrain-requests"
 
 
+def _say(*args: Any) -> None:
+    """Print to the real stdout: ``dag.test`` redirects (and indents) ``sys.stdout``."""
+    print(*args, file=sys.__stdout__, flush=True)
+
+
 @dataclass
 class Timeline:
     """What happened, day by day, plus the loop's milestones."""
@@ -61,7 +66,7 @@ class Timeline:
         """Record and print a milestone."""
         entry = {"day": str(day), "event": what, **details}
         self.events.append(entry)
-        print(f"==> {day}  {what}  {json.dumps(details, default=str)}", flush=True)
+        _say(f"==> {day}  {what}  {json.dumps(details, default=str)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -73,14 +78,14 @@ def run_daily(dag_id: str, day: date) -> Any:
     """One run of a daily DAG for ``[day, day + 1)``; returns the DagRun."""
     logical = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
     dag_run = load_dag(dag_id).test(logical_date=logical, run_after=logical)
-    print(f"{dag_id} {day}: {dag_run.state}", flush=True)
+    _say(f"{dag_id} {day}: {dag_run.state}")
     return dag_run
 
 
 def run_manual(dag_id: str, conf: dict[str, Any]) -> Any:
     """One manual run of ``dag_id`` with ``conf``; returns the DagRun."""
     dag_run = load_dag(dag_id).test(run_conf=conf)
-    print(f"{dag_id} manual run: {dag_run.state}", flush=True)
+    _say(f"{dag_id} manual run: {dag_run.state}")
     return dag_run
 
 
@@ -165,10 +170,9 @@ def replay(day: date, config: SimulatorConfig, settings: Settings, port: int) ->
         config=config,
         batch_size=100,
     ).to_dict()
-    print(
+    _say(
         f"replay {day}: {result['ok']}/{result['sent']} scored, failed {result['failed']}, "
-        f"variants {result['variants']}, versions {result['model_versions']}",
-        flush=True,
+        f"variants {result['variants']}, versions {result['model_versions']}"
     )
     return result
 
@@ -365,7 +369,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def print_days(days: dict[str, dict[str, Any]]) -> None:
     """One line per served day: traffic, drift and the decision."""
-    print(
+    _say(
         f"\n{'day':<11} {'scored':>6} {'canary':>6} {'share':>5} {'PSI':>6} "
         f"{'PR-AUC@matured':>15}  decision"
     )
@@ -377,7 +381,7 @@ def print_days(days: dict[str, dict[str, Any]]) -> None:
             if performance
             else "-"
         )
-        print(
+        _say(
             f"{day:<11} {served.get('ok', 0):>6} {served.get('variants', {}).get('canary', 0):>6} "
             f"{_fmt(monitor.get('drift_share'), 2):>5} {_fmt(monitor.get('score_psi')):>6} "
             f"{matured:>15}  {str(monitor.get('decision', ''))[:90]}"
@@ -392,15 +396,15 @@ def print_models(settings: Settings) -> None:
     aliases: dict[str, list[str]] = {}
     for alias, version in client.get_registered_model(settings.model_name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
-    print("\nmodel versions (holdout PR-AUC of the candidate and of the champion of the day,")
-    print("on the same most recent labelled days):")
+    _say("\nmodel versions (holdout PR-AUC of the candidate and of the champion of the day,")
+    _say("on the same most recent labelled days):")
     for version in sorted(
         client.search_model_versions(f"name = '{settings.model_name}'"),
         key=lambda v: int(v.version),
     ):
         tags = version.tags or {}
         decision = tags.get("decision.promote") or tags.get("decision.rollback") or ""
-        print(
+        _say(
             f"  v{version.version} [{', '.join(aliases.get(str(version.version), [])) or '-'}] "
             f"trained on {tags.get('data_interval')}: "
             f"PR-AUC {tags.get('candidate.pr_auc', '-')[:5]}"
@@ -411,14 +415,14 @@ def print_models(settings: Settings) -> None:
 
 def print_timeline(payload: dict[str, Any], settings: Settings) -> None:
     """The demo's closing summary: milestones, days, models, where to look."""
-    print("\n======== timeline ========")
-    print(f"drift scenario: {', '.join(payload['drift']) or 'none'}")
+    _say("\n======== timeline ========")
+    _say(f"drift scenario: {', '.join(payload['drift']) or 'none'}")
     for event in payload["events"]:
-        print(f"  {event['day']}  {event['event']}")
+        _say(f"  {event['day']}  {event['event']}")
     print_days(payload["days"])
     print_models(settings)
     reports = settings.home / "monitoring" / "reports"
-    print(
+    _say(
         f"\ndrift reports: {reports}/dt=YYYY-MM-DD/drift_report.html\n"
         "Airflow UI:    make airflow-ui   (http://localhost:8080: DAG runs, task logs)\n"
         "MLflow UI:     make mlflow-ui    (http://localhost:5000: runs, registry, tags)\n"
@@ -447,7 +451,7 @@ def main() -> int:
     }
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print_timeline(payload, get_settings())
-    print(f"\ntimeline JSON: {out}")
+    _say(f"\ntimeline JSON: {out}")
     return 0
 
 
