@@ -5,10 +5,10 @@ written as Parquet to a temporary folder. Both engines then compute the same
 canonical feature table from those files in the same process:
 
 * **Spark** (the production path): session start is timed on its own, then
-  ``spark.read.parquet`` + :func:`driftline.features.compute_features` +
-  ``toArrow()`` + :func:`driftline.features.to_canonical`, run twice (cold, warm).
+  ``spark.read.parquet`` + :func:`driftline.data.features.compute_features` +
+  ``toArrow()`` + :func:`driftline.data.features.to_canonical`, run twice (cold, warm).
 * **DuckDB** (``duckdb_single_process``): ``pyarrow.parquet.read_table`` +
-  :func:`driftline.features_reference.compute_features_reference`, run twice.
+  :func:`driftline.data.reference.compute_features_reference`, run twice.
 
 Every Spark output is checked against the reference (same rows, values within
 ``rtol=1e-9``); the benchmark fails loudly if they differ.
@@ -50,13 +50,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyspark
 
-from driftline import lake
-from driftline.features import compute_features, to_canonical
-from driftline.features_reference import compute_features_reference
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig, simulate_labels, simulate_transactions
-from driftline.spark import get_spark
+from driftline.core import lake
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.data.features import compute_features, to_canonical
+from driftline.data.reference import compute_features_reference
+from driftline.data.spark import get_spark
+from driftline.simulator.simulate import SimulatorConfig, simulate_labels, simulate_transactions
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -71,16 +71,17 @@ import pandas as pd
 import torch
 import uvicorn
 
+from driftline.core.settings import Settings, get_settings
+from driftline.lifecycle import registry
 from driftline.serving import FeastFeatureSource, ModelProvider, create_app
 from driftline.serving.api import API_KEY_HEADER
 from driftline.serving.app import api_keys
-from driftline.serving.features import FeatureRow
+from driftline.serving.lookup import FeatureRow
 from driftline.serving.replay import day_payloads
 from driftline.serving.schemas import Transaction
 from driftline.serving.scoring import model_frame
-from driftline.settings import Settings, get_settings
-from driftline.simulate import SimulatorConfig
-from driftline.training import registry
+from driftline.simulator.simulate import SimulatorConfig
+from driftline.training import packaging
 
 BASELINE = "mlflow"
 CANDIDATE = "driftline"
@@ -712,7 +713,7 @@ def in_process(
     """
     from fastapi.testclient import TestClient
 
-    model = registry.load_version(settings, version)
+    model = packaging.load_version(settings, version)
     trained = model.unwrap_python_model().model
     source = FeastFeatureSource(settings)
     headers = {API_KEY_HEADER: args.api_key}
@@ -738,7 +739,7 @@ def in_process(
                     unit = mode_units[(step if step < warm else step - warm) % len(mode_units)]
                     keys = [(t.user_id, t.merchant_id) for t in unit.transactions]
                     calls: dict[str, Callable[[], Any]] = {
-                        "pyfunc_predict": lambda u=unit: registry.predict_frame(model, u.frame),
+                        "pyfunc_predict": lambda u=unit: packaging.predict_frame(model, u.frame),
                         "trained_model_predict_proba": lambda u=unit: trained.predict_proba(
                             u.frame
                         ),

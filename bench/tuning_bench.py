@@ -52,7 +52,7 @@ import optuna
 import pandas as pd
 import torch
 
-from driftline.training.columns import LABEL
+from driftline.core.columns import LABEL
 from driftline.training.evaluate import score_metrics
 from driftline.training.model import ModelConfig
 from driftline.training.synthetic import model_frame

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from driftline.images import training_image
+from driftline.core.images import training_image
 
 component = functools.partial(dsl.component, base_image=training_image(), install_kfp_package=False)
 
@@ -30,8 +30,8 @@ def prepare_training(
     from collections import namedtuple
     from pathlib import Path
 
-    from driftline.interval import Interval
-    from driftline.settings import get_settings
+    from driftline.core.interval import Interval
+    from driftline.core.settings import get_settings
     from driftline.training import steps
 
     out = steps.prepare(
@@ -57,7 +57,7 @@ def tune_worker(
     import json
     from pathlib import Path
 
-    from driftline.settings import get_settings
+    from driftline.core.settings import get_settings
     from driftline.training import steps
 
     summary = steps.tune(
@@ -82,7 +82,7 @@ def train_best(
     import json
     from pathlib import Path
 
-    from driftline.settings import get_settings
+    from driftline.core.settings import get_settings
     from driftline.training import steps
 
     trained = steps.train_best(
@@ -103,7 +103,7 @@ def evaluate_candidate(
     import json
     from pathlib import Path
 
-    from driftline.settings import get_settings
+    from driftline.core.settings import get_settings
     from driftline.training import steps
 
     result = steps.evaluate(
@@ -129,7 +129,7 @@ def register_candidate(
     import json
     from pathlib import Path
 
-    from driftline.settings import get_settings
+    from driftline.core.settings import get_settings
     from driftline.training import steps
 
     outcome = steps.register(

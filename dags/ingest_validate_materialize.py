@@ -33,7 +33,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 def _interval(start: datetime | None, end: datetime | None) -> Any:
     """The run's data interval as a driftline ``Interval``."""
-    from driftline.interval import Interval
+    from driftline.core.interval import Interval
 
     if start is None or end is None:
         raise AirflowFailException("this task needs a data interval")
@@ -42,7 +42,7 @@ def _interval(start: datetime | None, end: datetime | None) -> Any:
 
 def _gate(call: Any) -> Any:
     """Run a driftline stage; a rejected batch fails the task without retries."""
-    from driftline.ingest import BatchQuarantined
+    from driftline.data.ingest import BatchQuarantined
 
     try:
         return call()
@@ -70,21 +70,21 @@ def ingest_validate_materialize() -> None:
 
     @task
     def ingest_batch(dataset: str, data_interval_start=None, data_interval_end=None) -> int:
-        from driftline.ingest import ingest
+        from driftline.data.ingest import ingest
 
         interval = _interval(data_interval_start, data_interval_end)
         return _gate(lambda: ingest(dataset, interval)).total
 
     @task
     def validate_batch(dataset: str, data_interval_start=None, data_interval_end=None) -> int:
-        from driftline.ingest import publish_validated
+        from driftline.data.ingest import publish_validated
 
         interval = _interval(data_interval_start, data_interval_end)
         return _gate(lambda: publish_validated(dataset, interval)).total
 
     @task
     def build_features(data_interval_start=None, data_interval_end=None) -> dict[str, int]:
-        from driftline.features import build_features as run
+        from driftline.data.features import build_features as run
 
         interval = _interval(data_interval_start, data_interval_end)
         return _gate(lambda: run(interval)).rows
@@ -93,7 +93,7 @@ def ingest_validate_materialize() -> None:
     def materialize_features(
         params=None, data_interval_start=None, data_interval_end=None
     ) -> dict[str, int]:
-        from driftline.feature_store import materialize_interval
+        from driftline.data.feast import materialize_interval
 
         if params is not None and not params.get("materialize", True):
             return {}

@@ -49,9 +49,9 @@ def monitor_drift() -> None:
 
     @task
     def check_drift(data_interval_start=None, data_interval_end=None) -> dict[str, Any]:
-        from driftline.interval import Interval
+        from driftline.core.interval import Interval
+        from driftline.core.settings import get_settings
         from driftline.monitoring.steps import check_interval
-        from driftline.settings import get_settings
 
         if data_interval_start is None or data_interval_end is None:
             raise AirflowFailException("monitor_drift needs a data interval")
@@ -66,8 +66,8 @@ def monitor_drift() -> None:
     def request_retrain(check: dict[str, Any], outlet_events=None) -> dict[str, str]:
         from datetime import date
 
+        from driftline.core.settings import get_settings
         from driftline.monitoring.steps import record_trigger, retrain_request
-        from driftline.settings import get_settings
 
         cfg = get_settings()
         request = retrain_request(check, cfg)

@@ -50,7 +50,7 @@ def _request_from_events(events: Any) -> dict[str, str]:
 
 def _canary_timing() -> tuple[float, float]:
     """(poke interval, timeout) of the canary sensor, from the settings."""
-    from driftline.settings import get_settings
+    from driftline.core.settings import get_settings
 
     cfg = get_settings()
     return cfg.canary_poke_seconds, cfg.canary_wait_seconds
@@ -117,7 +117,7 @@ def retrain_promote() -> None:
 
     @task
     def train_candidate(request: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.train_pipeline import run_training
+        from driftline.orchestration.training import run_training
 
         if request["candidate_version"]:
             return {"version": request["candidate_version"], "trained": False}
@@ -133,8 +133,8 @@ def retrain_promote() -> None:
 
     @task
     def staging_gate(request: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
-        from driftline.settings import get_settings
-        from driftline.training.rollout import retrain_gate
+        from driftline.core.settings import get_settings
+        from driftline.orchestration.rollout import retrain_gate
 
         context = {
             f"retrain.{key}": request[key]
@@ -155,8 +155,8 @@ def retrain_promote() -> None:
 
     @task
     def start_canary(request: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
-        from driftline.settings import get_settings
-        from driftline.training.rollout import GateResult, begin_canary
+        from driftline.core.settings import get_settings
+        from driftline.orchestration.rollout import GateResult, begin_canary
 
         canary = begin_canary(
             get_settings(), GateResult(**gate), actor=_actor(request), day=_day(request)
@@ -173,8 +173,8 @@ def retrain_promote() -> None:
         soft_fail=True,
     )
     def canary_analysis(canary: dict[str, Any]) -> PokeReturnValue:
-        from driftline.settings import get_settings
-        from driftline.training.rollout import canary_evidence
+        from driftline.core.settings import get_settings
+        from driftline.orchestration.rollout import canary_evidence
 
         if canary["mode"] != "canary":
             return PokeReturnValue(is_done=True, xcom_value=None)
@@ -187,8 +187,8 @@ def retrain_promote() -> None:
     def promote_or_rollback(
         request: dict[str, Any], canary: dict[str, Any], ti=None, outlet_events=None
     ) -> dict[str, Any]:
-        from driftline.settings import get_settings
-        from driftline.training.rollout import conclude_canary
+        from driftline.core.settings import get_settings
+        from driftline.orchestration.rollout import conclude_canary
 
         # No report when the sensor timed out (soft fail: skipped): that is a rollback.
         report = ti.xcom_pull(task_ids="canary_analysis") if ti is not None else None

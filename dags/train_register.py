@@ -81,7 +81,7 @@ def train_register() -> None:
 
     @task(outlets=[CANDIDATES])
     def run_training_pipeline(request: dict[str, Any], outlet_events=None) -> dict[str, Any]:
-        from pipelines.train_pipeline import run_training
+        from driftline.orchestration.training import run_training
 
         outcome = run_training(
             request["window_start"],

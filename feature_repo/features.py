@@ -12,7 +12,7 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
-from driftline.settings import get_settings
+from driftline.core.settings import get_settings
 
 user = Entity(
     name="user",

@@ -6,22 +6,21 @@ evaluate against the champion -> register (alias ``staging`` when the gates pass
 
 ``train_pipeline`` is the CPU pipeline; ``build_train_pipeline(use_gpu=True)`` asks for
 an NVIDIA GPU on the train step. Both are compiled into YAML next to this file
-(``python -m pipelines.train_pipeline``); a test fails when the YAML is stale.
+(``python -m driftline_pipelines.train_pipeline``); a test fails when the YAML is stale.
 """
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kfp import compiler, dsl
-
-from components.training import (
+from driftline_components.training import (
     evaluate_candidate,
     prepare_training,
     register_candidate,
     train_best,
     tune_worker,
 )
+from kfp import compiler, dsl
 
 PIPELINE_NAME = "train-pipeline"
 HERE = Path(__file__).resolve().parent
@@ -89,38 +88,6 @@ def build_train_pipeline(use_gpu: bool = False) -> Callable[..., Any]:
 
 
 train_pipeline = build_train_pipeline(use_gpu=False)
-
-
-def run_training(
-    window_start: str,
-    window_end: str,
-    *,
-    trials: int | None = None,
-    workers: int | None = None,
-    request_id: str = "",
-    airflow_run_id: str = "",
-) -> dict[str, Any]:
-    """Run ``train-pipeline`` for one window with the settings; return the outcome.
-
-    The one entry point of ``driftline train``, ``train_register`` and
-    ``retrain_promote``: the GPU variant when ``DRIFTLINE_TRAIN_USE_GPU`` is set, the
-    local runner or the cluster in ``DRIFTLINE_KFP_HOST``, the tuning budget from the
-    settings unless given.
-    """
-    from driftline.interval import Interval
-    from driftline.settings import get_settings
-    from driftline.training.runner import request_from_settings, run_pipeline
-
-    settings = get_settings()
-    request = request_from_settings(
-        Interval.parse(window_start, window_end),
-        settings,
-        trials=trials,
-        workers=workers,
-        request_id=request_id,
-        airflow_run_id=airflow_run_id,
-    )
-    return run_pipeline(build_train_pipeline(settings.train_use_gpu), request, settings)
 
 
 def compile_pipelines(directory: Path = HERE) -> dict[bool, Path]:

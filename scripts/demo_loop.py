@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run_dag import load_dag
 
-from driftline.interval import Interval
-from driftline.settings import Settings, get_settings
-from driftline.simulate import DriftScenario, SimulatorConfig, write_landing
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings, get_settings
+from driftline.simulator.simulate import DriftScenario, SimulatorConfig, write_landing
 
 RETRAIN_REQUESTS = "driftline://drift/retrain-requests"
 
@@ -390,7 +390,7 @@ def print_days(days: dict[str, dict[str, Any]]) -> None:
 
 def print_models(settings: Settings) -> None:
     """Each version: aliases, holdout PR-AUC, and the champion it was compared with."""
-    from driftline.training import registry
+    from driftline.lifecycle import registry
 
     client = registry.client(settings)
     aliases: dict[str, list[str]] = {}

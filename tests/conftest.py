@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.settings import Settings, get_settings
+from driftline.core.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ANCHOR = date(2026, 1, 1)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from driftline.features import build_features
-from driftline.ingest import ingest, publish_validated
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig, write_landing
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.data.features import build_features
+from driftline.data.ingest import ingest, publish_validated
+from driftline.simulator.simulate import SimulatorConfig, write_landing
 
 
 def publish_days(settings: Settings, span: Interval, config: SimulatorConfig) -> None:

@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from driftline.interval import Interval
-from driftline.settings import get_settings
+from driftline.core.interval import Interval
+from driftline.core.settings import get_settings
 
 app = typer.Typer(
     help="driftline: DAG-orchestrated MLOps for card-fraud scoring.", no_args_is_help=True
@@ -67,7 +67,7 @@ def _emit(result: Any) -> None:
 
 def _fail_on_gate(call: Callable[[], Any]) -> Any:
     """Run a stage; turn a rejected batch into a clear message and exit code 2."""
-    from driftline.ingest import BatchQuarantined, LandingFileError
+    from driftline.data.ingest import BatchQuarantined, LandingFileError
 
     try:
         return call()
@@ -78,7 +78,7 @@ def _fail_on_gate(call: Callable[[], Any]) -> Any:
 
 def _scenarios(drift: list[str] | None) -> tuple[Any, ...]:
     """Drift scenarios from ``NAME@YYYY-MM-DD`` options."""
-    from driftline.simulate import DriftScenario
+    from driftline.simulator.simulate import DriftScenario
 
     return tuple(
         DriftScenario(name, date.fromisoformat(day))  # type: ignore[arg-type]
@@ -105,7 +105,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Write simulated landing files (transactions, late chargebacks) for the interval."""
-    from driftline.simulate import BadBatch, SimulatorConfig, write_landing
+    from driftline.simulator.simulate import BadBatch, SimulatorConfig, write_landing
 
     cfg = get_settings()
     scenarios = _scenarios(drift)
@@ -131,7 +131,7 @@ def simulate(
 @app.command()
 def ingest(dataset: Dataset, start: Start, end: End = None) -> None:
     """Stage the landing files of DATASET for the interval."""
-    from driftline.ingest import ingest as run
+    from driftline.data.ingest import ingest as run
 
     interval = Interval.parse(start, end)
     with _days(f"ingest {dataset}", interval) as on_day:
@@ -141,7 +141,7 @@ def ingest(dataset: Dataset, start: Start, end: End = None) -> None:
 @app.command()
 def validate(dataset: Dataset, start: Start, end: End = None) -> None:
     """Validate staged DATASET batches (GX); publish raw partitions or quarantine."""
-    from driftline.ingest import publish_validated
+    from driftline.data.ingest import publish_validated
 
     interval = Interval.parse(start, end)
     with _days(f"validate {dataset}", interval) as on_day:
@@ -151,7 +151,7 @@ def validate(dataset: Dataset, start: Start, end: End = None) -> None:
 @app.command()
 def features(start: Start, end: End = None) -> None:
     """Compute, validate and publish the Spark feature partitions of the interval."""
-    from driftline.features import build_features
+    from driftline.data.features import build_features
 
     interval = Interval.parse(start, end)
     with console.status(f"features {interval} (Spark)"):
@@ -161,7 +161,7 @@ def features(start: Start, end: End = None) -> None:
 @app.command()
 def materialize(start: Start, end: End = None) -> None:
     """Load the interval's features into the Feast online store."""
-    from driftline.feature_store import materialize_interval
+    from driftline.data.feast import materialize_interval
 
     interval = Interval.parse(start, end)
     with console.status(f"materialize {interval} (Feast)"):
@@ -171,7 +171,7 @@ def materialize(start: Start, end: End = None) -> None:
 @app.command("apply-features")
 def apply_features() -> None:
     """Register the Feast definitions of feature_repo/ (feast apply)."""
-    from driftline.feature_store import apply_definitions
+    from driftline.data.feast import apply_definitions
 
     store = apply_definitions()
     _emit({"project": store.project, "feature_views": [v.name for v in store.list_feature_views()]})
@@ -211,7 +211,7 @@ def train(
     """Run the Kubeflow training pipeline (local runner, or the KFP host in settings)."""
     from pathlib import Path
 
-    from pipelines.train_pipeline import run_training
+    from driftline.orchestration.training import run_training
 
     Interval.parse(start, end)  # a clear error for a bad window before anything runs
     outcome = run_training(start, end, trials=trials, workers=workers, request_id=request_id)
@@ -257,7 +257,7 @@ def evaluate(
 @app.command()
 def models() -> None:
     """List the registered model's versions: aliases, gate verdicts, holdout metrics."""
-    from driftline.training import registry
+    from driftline.lifecycle import registry
 
     cfg = get_settings()
     mlflow_client = registry.client(cfg)
@@ -304,8 +304,8 @@ def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Why the champion is rolled back.")],
 ) -> None:
     """Restore the previous champion in one step (the recorded ``champion.previous``)."""
-    from driftline.training.promotion import PromotionError
-    from driftline.training.promotion import rollback as run
+    from driftline.lifecycle.promotion import PromotionError
+    from driftline.lifecycle.promotion import rollback as run
 
     cfg = get_settings()
     try:
@@ -364,7 +364,7 @@ def replay(
     """Replay a simulated day of transactions against a running scoring service."""
     from driftline.serving.app import api_keys
     from driftline.serving.replay import replay_day
-    from driftline.simulate import SimulatorConfig
+    from driftline.simulator.simulate import SimulatorConfig
 
     cfg = get_settings()
     config = SimulatorConfig(
@@ -414,7 +414,7 @@ def monitor(
 @app.command()
 def where() -> None:
     """Print where the partitions, GX data docs and Feast online store are."""
-    from driftline import lake
+    from driftline.core import lake
 
     cfg = get_settings()
     fs, root = lake.filesystem(cfg.lake_uri)

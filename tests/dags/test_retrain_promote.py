@@ -27,12 +27,13 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.pyfunc import PythonModel
 
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
 from driftline.serving import ModelProvider, create_app, read_predictions
-from driftline.serving.features import FeatureRow, missing_row
+from driftline.serving.lookup import FeatureRow, missing_row
 from driftline.serving.replay import ReplayResult, replay_day
-from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig
-from driftline.training import registry
+from driftline.simulator.simulate import SimulatorConfig
+from driftline.training import packaging
 from driftline.training.model import ModelConfig
 from driftline.training.trainer import train_model
 from tests.dags.conftest import REPO, Runner, airflow_env
@@ -74,7 +75,7 @@ def registered(airflow_home: tuple[Path, Runner]) -> Settings:
     model = train_model(ModelConfig(max_epochs=2), frame[:1500], frame[1500:], seed=0, device="cpu")
     model.save(home / "model")
     with mlflow.start_run(experiment_id=registry.experiment_id(cfg)):
-        uri = registry.log_pyfunc(home / "model", frame)
+        uri = packaging.log_pyfunc(home / "model", frame)
     mlflow.register_model(uri, cfg.model_name)
     with mlflow.start_run(experiment_id=registry.experiment_id(cfg)):
         info = mlflow.pyfunc.log_model(

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from driftline.interval import Interval
-from driftline.settings import Settings, get_settings
-from driftline.simulate import SimulatorConfig
-from driftline.training import registry
-from driftline.training.columns import LABEL
+from driftline.core.columns import LABEL
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings, get_settings
+from driftline.lifecycle import registry
+from driftline.simulator.simulate import SimulatorConfig
+from driftline.training import packaging
 from driftline.training.dataset import load_split
 from driftline.training.evaluate import behavioural_checks, risky_examples
 from driftline.training.trainer import TrainedModel
@@ -164,11 +165,11 @@ def test_reference_model_behaves(home: Path, first: dict[str, Any]) -> None:
     settings = _settings(home)
     directory = _first_run(settings, "prepare-training/training_set")
     holdout = load_split(directory, "holdout")
-    model = registry.load_alias(settings, "staging")
+    model = packaging.load_alias(settings, "staging")
     assert model is not None
 
     def predict(frame: Any) -> Any:
-        return registry.predict_frame(model, frame)
+        return packaging.predict_frame(model, frame)
 
     examples = risky_examples(holdout)
     assert len(examples) >= 50 and examples[LABEL].sum() > 0
@@ -187,7 +188,7 @@ def test_registered_pyfunc_matches_the_trained_model(home: Path, first: dict[str
     settings = _settings(home)
     holdout = load_split(_first_run(settings, "prepare-training/training_set"), "holdout")
     direct = TrainedModel.load(_first_run(settings, "train-best/model")).predict_proba(holdout)
-    served = registry.predict_frame(registry.load_alias(settings, "staging"), holdout)
+    served = packaging.predict_frame(packaging.load_alias(settings, "staging"), holdout)
     assert np.array_equal(direct, served)
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from driftline.settings import Settings
-from driftline.training import registry
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
 from tests.dags.conftest import REPO, airflow_env
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Dockerfiles (linted, not built: there is no Docker engine in the test environment)
-and the image names the Kubeflow components read from :mod:`driftline.images`."""
+and the image names the Kubeflow components read from :mod:`driftline.core.images`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline import images
+from driftline.core import images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((REPO_ROOT / "docker").glob("*.Dockerfile"))

@@ -346,8 +346,8 @@ def _check_settings_file(
     terraform: Terraform, env_dir: Path, tmp_path: Path, outputs: dict[str, Any]
 ) -> None:
     """The rendered driftline.env configures the real settings object."""
-    from driftline import images
-    from driftline.settings import Settings
+    from driftline.core import images
+    from driftline.core.settings import Settings
 
     env_file = tmp_path / "driftline.env"
     script_env = dict(terraform.env)

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from driftline import lake
-from driftline.feature_store import (
+from driftline.core import lake
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.data.feast import (
     FEATURE_SERVICE,
     get_store,
     latest_per_entity,
     materialize_interval,
     read_online,
 )
-from driftline.features import DATASET, USER_FEATURES
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig
+from driftline.data.features import DATASET, USER_FEATURES
+from driftline.simulator.simulate import SimulatorConfig
 from tests.lakes import populate_lake
 
 pytestmark = pytest.mark.slow

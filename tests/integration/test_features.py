@@ -8,14 +8,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from driftline import lake
-from driftline.features import FEATURES, build_features, compute_features, to_canonical
-from driftline.features_reference import compute_features_reference
-from driftline.interval import Interval
-from driftline.schemas import LABELS, TRANSACTIONS
-from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig
-from driftline.spark import get_spark
+from driftline.core import lake
+from driftline.core.interval import Interval
+from driftline.core.schemas import LABELS, TRANSACTIONS
+from driftline.core.settings import Settings
+from driftline.data.features import FEATURES, build_features, compute_features, to_canonical
+from driftline.data.reference import compute_features_reference
+from driftline.data.spark import get_spark
+from driftline.simulator.simulate import SimulatorConfig
 from tests.lakes import publish_days
 
 pytestmark = pytest.mark.slow

@@ -7,16 +7,16 @@ from datetime import date, timedelta
 
 import pytest
 
-from driftline import lake
-from driftline.ingest import (
+from driftline.core import lake
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.data.ingest import (
     BatchQuarantined,
     LandingFileError,
     ingest,
     publish_validated,
 )
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.simulate import BadBatch, SimulatorConfig, write_landing
+from driftline.simulator.simulate import BadBatch, SimulatorConfig, write_landing
 
 DAY1, DAY2 = date(2026, 1, 1), date(2026, 1, 2)
 

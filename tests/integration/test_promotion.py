@@ -17,9 +17,9 @@ from mlflow.pyfunc import PythonModel
 from typer.testing import CliRunner
 
 from driftline.cli import app
-from driftline.settings import Settings
-from driftline.training import registry
-from driftline.training.promotion import (
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
+from driftline.lifecycle.promotion import (
     PromotionError,
     abort_canary,
     promote,

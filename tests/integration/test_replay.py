@@ -18,12 +18,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from driftline.cli import app as cli
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
 from driftline.serving import ModelProvider, create_app, read_predictions
-from driftline.serving.features import EntityKey, FeatureRow, missing_row
+from driftline.serving.lookup import EntityKey, FeatureRow, missing_row
 from driftline.serving.replay import replay_day
-from driftline.settings import Settings
-from driftline.simulate import SimulatorConfig
-from driftline.training import registry
+from driftline.simulator.simulate import SimulatorConfig
+from driftline.training import packaging
 from driftline.training.model import ModelConfig
 from driftline.training.trainer import train_model
 from tests.frames import model_frame
@@ -48,7 +49,7 @@ def register_model(cfg: Settings) -> None:
     model_dir = cfg.home / "model"
     model.save(model_dir)
     with mlflow.start_run(experiment_id=registry.experiment_id(cfg)):
-        uri = registry.log_pyfunc(model_dir, frame)
+        uri = packaging.log_pyfunc(model_dir, frame)
     for _ in range(2):
         mlflow.register_model(uri, cfg.model_name)
     registry.set_alias(cfg, registry.CHAMPION, "1")

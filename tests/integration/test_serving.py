@@ -1,7 +1,7 @@
 """The scoring service end to end: FastAPI TestClient over a real MLflow registry.
 
 Two small models are trained on synthetic frames and registered through
-``driftline.training.registry`` on SQLite (once per module; each test points the
+``driftline.lifecycle.registry`` on SQLite (once per module; each test points the
 aliases where it needs them and writes its prediction log under its own home).
 Online features come from :class:`DictFeatures`, an in-memory ``FeatureSource``: the
 real Feast online store is exercised in ``test_feature_store.py``; here one test runs
@@ -24,12 +24,13 @@ import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
+from driftline.core.columns import MODEL_INPUTS, STORE_NUMERIC
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
 from driftline.serving import FeatureSource, ModelProvider, create_app, read_predictions
 from driftline.serving.api import Service
-from driftline.serving.features import FeatureRow, missing_row
-from driftline.settings import Settings
-from driftline.training import registry
-from driftline.training.columns import MODEL_INPUTS, STORE_NUMERIC
+from driftline.serving.lookup import FeatureRow, missing_row
+from driftline.training import packaging
 from driftline.training.model import ModelConfig
 from driftline.training.trainer import train_model
 from tests.frames import model_frame
@@ -97,7 +98,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         )
         model.save(root / f"model-{seed}")
         with mlflow.start_run(experiment_id=registry.experiment_id(cfg)):
-            uri = registry.log_pyfunc(root / f"model-{seed}", frame)
+            uri = packaging.log_pyfunc(root / f"model-{seed}", frame)
         mlflow.register_model(uri, cfg.model_name)
     return cfg
 
@@ -121,7 +122,7 @@ def cached_load(cfg: Settings) -> Callable[[str], Any]:
 
     def load(version: str) -> Any:
         if version not in _LOADED:
-            _LOADED[version] = registry.load_version(cfg, version)
+            _LOADED[version] = packaging.load_version(cfg, version)
         return _LOADED[version]
 
     return load

@@ -8,13 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftline import lake
-from driftline.features import DATASET, FEATURES, MERCHANT_FEATURES, USER_FEATURES
-from driftline.interval import Interval
-from driftline.schemas import LABELS
-from driftline.settings import Settings, get_settings
-from driftline.simulate import SimulatorConfig
-from driftline.training.columns import LABEL, MODEL_INPUTS
+from driftline.core import lake
+from driftline.core.columns import LABEL, MODEL_INPUTS
+from driftline.core.interval import Interval
+from driftline.core.schemas import LABELS
+from driftline.core.settings import Settings, get_settings
+from driftline.data.features import DATASET, FEATURES, MERCHANT_FEATURES, USER_FEATURES
+from driftline.simulator.simulate import SimulatorConfig
 from driftline.training.dataset import (
     SPLITS,
     TrainingSetError,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from driftline.core.settings import Settings
 from driftline.monitoring.canary import analyse_canary, psi
-from driftline.settings import Settings
 
 SETTINGS = Settings(
     canary_min_requests=300,

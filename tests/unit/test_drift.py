@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.interval import Interval
+from driftline.core.columns import MODEL_INPUTS
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
 from driftline.monitoring import Decision, DriftLog, DriftResult, compute_drift, decide
 from driftline.monitoring.drift import performance_check, performance_days
-from driftline.settings import Settings
-from driftline.training.columns import MODEL_INPUTS
 from tests.frames import model_frame
 
 DAY = date(2026, 2, 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.training.columns import LABEL
+from driftline.core.columns import LABEL
 from driftline.training.evaluate import (
     MAX_CURVE_POINTS,
     batch_latency,

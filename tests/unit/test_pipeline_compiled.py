@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from pipelines.train_pipeline import COMPILED, compile_pipelines
+from driftline_pipelines.train_pipeline import COMPILED, compile_pipelines
 
 
 @pytest.fixture(scope="module")

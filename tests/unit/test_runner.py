@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.training import runner
-from driftline.training.runner import PipelineFailedError, TrainRequest
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.orchestration import runner
+from driftline.orchestration.runner import PipelineFailedError, TrainRequest
 
 
 def test_arguments_split_the_trial_budget_over_the_workers() -> None:

@@ -13,9 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from driftline import schemas, simulate
-from driftline.interval import Interval
-from driftline.simulate import (
+from driftline.core import schemas
+from driftline.core.interval import Interval
+from driftline.simulator import simulate
+from driftline.simulator.simulate import (
     BadBatch,
     DriftScenario,
     SimulatorConfig,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from driftline.training.columns import CATEGORICAL, LABEL, MODEL_INPUTS, NUMERIC
+from driftline.core.columns import CATEGORICAL, LABEL, MODEL_INPUTS, NUMERIC
 from driftline.training.model import (
     POS_WEIGHT_CAP,
     ModelConfig,

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from driftline.settings import Settings
+from driftline.core.settings import Settings
 from driftline.training.model import ModelConfig
 from driftline.training.tuning import (
     best_config,

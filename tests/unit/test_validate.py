@@ -1,4 +1,4 @@
-"""Tests of driftline.validate: committed GX suites run through their checkpoints."""
+"""Tests of driftline.data.validate: committed GX suites run through their checkpoints."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from driftline import schemas
-from driftline.interval import Interval
-from driftline.settings import PROJECT_ROOT, Settings
-from driftline.validate import (
+from driftline.core import schemas
+from driftline.core.interval import Interval
+from driftline.core.settings import PROJECT_ROOT, Settings
+from driftline.data.validate import (
     SUITES,
     ValidationFailed,
     ValidationOutcome,
@@ -369,9 +369,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.validate import validate_frame
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.data.validate import validate_frame
 
 home, suite, frame, day = sys.argv[1:]
 outcome = validate_frame(

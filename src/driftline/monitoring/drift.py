@@ -1,12 +1,12 @@
 """Drift of the served traffic against the champion's training data, and when to retrain.
 
 Three questions are asked of one data interval of the prediction log
-(:func:`driftline.serving.predictions.read_predictions`), each against the *reference*
+(:func:`driftline.data.predictions.read_predictions`), each against the *reference*
 (the newest labelled week of the champion's training set, scored by the champion; see
 :mod:`driftline.monitoring.reference`):
 
 * **Data drift** -- has the distribution of the model inputs moved? Evidently tests each
-  column of :data:`~driftline.training.columns.MODEL_INPUTS` (its method is chosen per
+  column of :data:`~driftline.core.columns.MODEL_INPUTS` (its method is chosen per
   column type and reference size: normed Wasserstein distance for numeric and
   Jensen-Shannon distance for categorical columns on references above 1,000 rows,
   KS / chi-square p-values on smaller ones). The interval has data drift when the share of
@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.training.columns import CATEGORICAL, LABEL, MODEL_INPUTS, NUMERIC
+from driftline.core.columns import CATEGORICAL, LABEL, MODEL_INPUTS, NUMERIC
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftline.settings import Settings
-from driftline.training import registry
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
 from driftline.training.steps import DRIFT_REFERENCE_TAG
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """What was served and what is known about it since: prediction-log days and chargebacks.
 
 Drift monitoring and canary analysis both read the prediction log
-(:mod:`driftline.serving.predictions`) by transaction day and label the served rows with
+(:mod:`driftline.data.predictions`) by transaction day and label the served rows with
 the chargebacks that have been *reported* by a given day (the lake's raw ``labels``
 partitions are per report day). A served transaction without a reported chargeback
 counts as legitimate, exactly as a training set labels its rows.
@@ -15,11 +15,11 @@ from datetime import date, timedelta
 import pandas as pd
 import pyarrow.compute as pc
 
-from driftline import lake
-from driftline.interval import Interval
-from driftline.schemas import LABELS
-from driftline.serving.predictions import FOLDER, read_predictions
-from driftline.settings import Settings
+from driftline.core import lake
+from driftline.core.interval import Interval
+from driftline.core.schemas import LABELS
+from driftline.core.settings import Settings
+from driftline.data.predictions import FOLDER, read_predictions
 
 
 def logged_days(settings: Settings, *, since: date | None = None) -> list[date]:

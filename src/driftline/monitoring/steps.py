@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.interval import Interval
+from driftline.core.columns import LABEL
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.data.predictions import read_predictions
+from driftline.lifecycle import registry
 from driftline.monitoring.drift import (
     Decision,
     DriftLog,
@@ -28,10 +32,6 @@ from driftline.monitoring.drift import (
 )
 from driftline.monitoring.reference import load_reference
 from driftline.monitoring.served import read_served, reported_frauds
-from driftline.serving.predictions import read_predictions
-from driftline.settings import Settings
-from driftline.training import registry
-from driftline.training.columns import LABEL
 
 log = logging.getLogger(__name__)
 

@@ -6,15 +6,15 @@ Build it with :func:`create_app`; read a day of the prediction log back with
 
 from __future__ import annotations
 
+from driftline.data.predictions import read_predictions
 from driftline.serving.app import create_app
-from driftline.serving.features import (
+from driftline.serving.lookup import (
     CircuitBreaker,
     FeastFeatureSource,
     FeatureSource,
     GuardedFeatures,
 )
 from driftline.serving.models import LoadedModel, ModelProvider, ModelSet
-from driftline.serving.predictions import read_predictions
 from driftline.serving.routing import bucket, choose_variant
 
 __all__ = [

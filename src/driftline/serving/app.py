@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from driftline.core.settings import Settings
+from driftline.data.predictions import PredictionLog
 from driftline.serving.api import (
     API_KEY_HEADER,
     PROTECTED,
@@ -28,7 +30,7 @@ from driftline.serving.api import (
     probes,
     scoring,
 )
-from driftline.serving.features import (
+from driftline.serving.lookup import (
     CircuitBreaker,
     FeastFeatureSource,
     FeatureSource,
@@ -36,9 +38,7 @@ from driftline.serving.features import (
 )
 from driftline.serving.metrics import Metrics
 from driftline.serving.models import ModelProvider
-from driftline.serving.predictions import PredictionLog
 from driftline.serving.scoring import Scorer
-from driftline.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from driftline.serving.features import BREAKER_STATE_VALUE, CircuitBreaker
+from driftline.serving.lookup import BREAKER_STATE_VALUE, CircuitBreaker
 from driftline.serving.models import ALIASES, ModelProvider
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
 from driftline.serving.schemas import Variant
-from driftline.settings import Settings
-from driftline.training import registry
+from driftline.training import packaging
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class ModelProvider:
         """Use the MLflow registry of ``settings`` unless ``resolve``/``load`` are given."""
         self._poll_seconds = settings.serve_poll_seconds
         self._resolve = resolve or (lambda alias: _registry_version(settings, alias))
-        self._load = load or (lambda version: registry.load_version(settings, version))
+        self._load = load or (lambda version: packaging.load_version(settings, version))
         self._models = ModelSet()
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()

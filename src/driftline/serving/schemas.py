@@ -1,6 +1,6 @@
 """Request and response bodies of the scoring API (pydantic v2).
 
-A transaction carries the fields of ``driftline.schemas.TRANSACTIONS``; categorical
+A transaction carries the fields of ``driftline.core.schemas.TRANSACTIONS``; categorical
 fields must hold one of the simulator's vocabularies, so a typo is a 422 naming the
 field rather than an "unknown" category the model silently scores. The amount's upper
 bound is a setting and is checked by the app (see ``app.amount_errors``).
@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
 
-from driftline.schemas import CHANNELS, CURRENCIES, MERCHANT_CATEGORIES
+from driftline.core.schemas import CHANNELS, CURRENCIES, MERCHANT_CATEGORIES
 
 Variant = Literal["champion", "canary"]
 Decision = Literal["decline", "approve"]

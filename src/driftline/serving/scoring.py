@@ -1,7 +1,7 @@
 """Score transactions: model frame, canary split, prediction, log and metrics.
 
 The model frame holds the request-time fields of each transaction plus the store
-features of its user and merchant (``driftline.training.columns``); the pyfunc applies
+features of its user and merchant (``driftline.core.columns``); the pyfunc applies
 the preprocessing saved with the model. Each request takes one snapshot of the serving
 models, so a swap during the request never mixes versions within it.
 """
@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.serving.features import FeatureRow, GuardedFeatures
+from driftline.core.columns import MODEL_INPUTS, NUMERIC, REQUEST_CATEGORICAL, STORE_NUMERIC
+from driftline.data.predictions import PredictionLog
+from driftline.serving.lookup import FeatureRow, GuardedFeatures
 from driftline.serving.metrics import Metrics
 from driftline.serving.models import ModelProvider, ModelSet
-from driftline.serving.predictions import PredictionLog
 from driftline.serving.routing import choose_variant
 from driftline.serving.schemas import Score, Transaction, Variant
-from driftline.training import registry
-from driftline.training.columns import MODEL_INPUTS, NUMERIC, REQUEST_CATEGORICAL, STORE_NUMERIC
+from driftline.training import packaging
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Scorer:
                 continue
             started = time.perf_counter()
             try:
-                scores[rows] = registry.predict_frame(loaded.model, frame.iloc[rows])
+                scores[rows] = packaging.predict_frame(loaded.model, frame.iloc[rows])
             except Exception as error:
                 self.metrics.errors.labels(variant, "predict").inc()
                 if variant == "champion":

@@ -34,18 +34,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from driftline import lake
-from driftline.features import DATASET as FEATURES_DATASET
-from driftline.features import LOOKBACK
-from driftline.interval import Interval
-from driftline.schemas import LABELS, TRANSACTIONS
-from driftline.settings import Settings, get_settings
-from driftline.training.columns import (
+from driftline.core import lake
+from driftline.core.columns import (
     KEYS,
     LABEL,
     MODEL_INPUTS,
     STORE_NUMERIC,
 )
+from driftline.core.interval import Interval
+from driftline.core.schemas import LABELS, TRANSACTIONS
+from driftline.core.settings import Settings, get_settings
+from driftline.data.features import DATASET as FEATURES_DATASET
+from driftline.data.features import LOOKBACK
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -269,7 +269,7 @@ def build_training_set(
     Raises:
         TrainingSetError: The window is too short, has no data, or a split has one class.
     """
-    from driftline.feature_store import FEATURE_SERVICE, apply_definitions
+    from driftline.data.feast import FEATURE_SERVICE, apply_definitions
 
     cfg = settings or get_settings()
     plan = plan_splits(window, cfg)

@@ -36,7 +36,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from driftline.training.columns import LABEL
+from driftline.core.columns import LABEL
 
 log = logging.getLogger(__name__)
 

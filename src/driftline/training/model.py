@@ -1,11 +1,11 @@
 """Tabular fraud models: the input preprocessor, the model config and two torch families.
 
 The :class:`Preprocessor` is the one place where a model frame (see
-:mod:`driftline.training.columns`) becomes tensors. It is fitted on the training split
+:mod:`driftline.core.columns`) becomes tensors. It is fitted on the training split
 only, saved as JSON next to the weights, and applied unchanged by serving, so every
 derived input lives here.
 
-Numeric inputs (:data:`~driftline.training.columns.NUMERIC` plus the derived
+Numeric inputs (:data:`~driftline.core.columns.NUMERIC` plus the derived
 :data:`DERIVED` columns):
 
 * heavy-tailed columns (training skewness above :data:`SKEW_THRESHOLD`) get a signed
@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from driftline.training.columns import CATEGORICAL, MODEL_INPUTS, NUMERIC
+from driftline.core.columns import CATEGORICAL, MODEL_INPUTS, NUMERIC
 
 #: Numeric inputs derived from contract columns: hour of day on the unit circle, so
 #: 23h and 0h are neighbours, and this transaction's amount relative to the user's

@@ -15,10 +15,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.training import registry
-from driftline.training.columns import LABEL, MODEL_INPUTS
+from driftline.core.columns import LABEL, MODEL_INPUTS
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.lifecycle import gates, registry
+from driftline.training import packaging
 from driftline.training.dataset import SPLITS, build_training_set, load_manifest, load_split
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,10 @@ def _champion_metrics(settings: Settings, holdout: Any) -> tuple[dict[str, Any] 
     version = registry.version_by_alias(settings, registry.CHAMPION)
     if version is None:
         return None, None
-    champion = registry.load_version(settings, str(version.version))
+    champion = packaging.load_version(settings, str(version.version))
 
     def predict(frame: Any) -> Any:
-        return registry.predict_frame(champion, frame)
+        return packaging.predict_frame(champion, frame)
 
     metrics, scores = evaluate_predict(predict, holdout)
     return {**metrics, "version": str(version.version)}, scores
@@ -204,7 +205,7 @@ def evaluate(
     behaviour = behavioural_checks(model.predict_proba, risky_examples(holdout))
     champion, champion_scores = _champion_metrics(settings, holdout)
     if champion_scores is not None:
-        from driftline.monitoring.canary import psi
+        from driftline.core.stats import psi
 
         # What the canary analysis should expect live: how differently the two score.
         candidate["score_psi_vs_champion"] = psi(champion_scores, scores)
@@ -248,7 +249,7 @@ def register(
     if existing is not None:
         log.info("request %s already registered as version %s", request_id, existing.version)
         return registry.describe_version(settings, existing)
-    gate = registry.staging_gate(
+    gate = gates.staging_gate(
         evaluation["candidate"],
         evaluation["champion"],
         bool(evaluation["behaviour"]["passed"]),
@@ -287,7 +288,7 @@ def _log_and_register(
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        model_uri = registry.log_pyfunc(model_dir, load_split(training_set_dir, "holdout"))
+        model_uri = packaging.log_pyfunc(model_dir, load_split(training_set_dir, "holdout"))
     registered = mlflow.register_model(model_uri, settings.model_name)
     return str(registered.version)
 
@@ -379,8 +380,8 @@ def evaluate_registered(
 
     build_training_set(window, out_dir / "training_set", settings)
     holdout = load_split(out_dir / "training_set", "holdout")
-    model = registry.load_version(settings, version)
-    scores = registry.predict_frame(model, holdout)
+    model = packaging.load_version(settings, version)
+    scores = packaging.predict_frame(model, holdout)
     metrics = score_metrics(holdout[LABEL].to_numpy(), scores)
     write_curves(holdout[LABEL].to_numpy(), scores, out_dir)
     result = {"model_name": settings.model_name, "version": version, **metrics}

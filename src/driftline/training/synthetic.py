@@ -1,4 +1,4 @@
-"""Synthetic labelled model frames (see :mod:`driftline.training.columns`).
+"""Synthetic labelled model frames (see :mod:`driftline.core.columns`).
 
 Fraud follows simulator-like patterns (large amounts at foreign merchants from new
 devices, bursts of tiny online amounts, compromised merchants with a high recent fraud
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from driftline.schemas import CHANNELS, COUNTRIES, CURRENCIES, MERCHANT_CATEGORIES
-from driftline.training.columns import LABEL, STORE_NUMERIC
+from driftline.core.columns import LABEL, STORE_NUMERIC
+from driftline.core.schemas import CHANNELS, COUNTRIES, CURRENCIES, MERCHANT_CATEGORIES
 
 
 def model_frame(

@@ -42,7 +42,7 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from driftline.training.columns import LABEL
+from driftline.core.columns import LABEL
 from driftline.training.model import (
     ModelConfig,
     Preprocessor,

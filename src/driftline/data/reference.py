@@ -1,6 +1,6 @@
 """A single-process reference of the feature job, in DuckDB SQL.
 
-It computes the same rows as :func:`driftline.features.compute_features`, written
+It computes the same rows as :func:`driftline.data.features.compute_features`, written
 independently, so tests and the benchmark can check the Spark job's output
 against it, and the benchmark can measure what Spark's distribution costs on one
 machine.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from driftline.features import LOOKBACK, PREV_TXN_CAP_SECONDS, US_PER_SECOND, to_canonical
-from driftline.interval import Interval
+from driftline.core.interval import Interval
+from driftline.data.features import LOOKBACK, PREV_TXN_CAP_SECONDS, US_PER_SECOND, to_canonical
 
 _SQL = """
 WITH tx AS (

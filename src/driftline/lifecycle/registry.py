@@ -12,25 +12,17 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from driftline.settings import PROJECT_ROOT, Settings
-from driftline.training.columns import MODEL_INPUTS
+from driftline.core.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
-    import numpy as np
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
 STAGING, CANARY, CHAMPION = "staging", "canary", "champion"
-#: Folder (inside the pyfunc model) holding the saved :class:`TrainedModel`.
-ARTIFACT_KEY = "fraud_model"
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -79,85 +71,6 @@ def git_commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _fraud_model_class() -> type:
-    """The pyfunc wrapper class (built lazily: importing mlflow is slow)."""
-    from mlflow.pyfunc.model import PythonModel
-
-    class FraudModel(PythonModel):
-        """Fraud probability for each row of a model frame (training preprocessing inside)."""
-
-        def load_context(self, context: Any) -> None:
-            from driftline.training.trainer import TrainedModel
-
-            self.model = TrainedModel.load(Path(context.artifacts[ARTIFACT_KEY]))
-
-        def predict(
-            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-        ) -> np.ndarray:
-            return self.model.predict_proba(model_input)
-
-    return FraudModel
-
-
-def log_pyfunc(model_dir: Path, example: pd.DataFrame) -> str:
-    """Log the saved model in ``model_dir`` into the active MLflow run; return its URI."""
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
-
-    from driftline.training.trainer import TrainedModel
-
-    model = TrainedModel.load(model_dir)
-    inputs = example[list(MODEL_INPUTS)].head(5).reset_index(drop=True)
-    signature = infer_signature(inputs, model.predict_proba(inputs))
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=_fraud_model_class()(),
-        artifacts={ARTIFACT_KEY: str(model_dir)},
-        signature=signature,
-        input_example=inputs,
-        code_paths=[str(Path(__file__).resolve().parents[1])],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pandas", "scikit-learn"],
-    )
-    return str(info.model_uri)
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """The staging gate's verdict, with every check's numbers."""
-
-    passed: bool
-    reasons: list[str] = field(default_factory=list)
-    checks: dict[str, Any] = field(default_factory=dict)
-
-
-def staging_gate(
-    candidate: Mapping[str, float],
-    champion: Mapping[str, float] | None,
-    behaviour_passed: bool,
-    settings: Settings,
-) -> GateResult:
-    """Apply the gates in settings: absolute PR-AUC floor, no worse than the champion
-    beyond the tolerance, and the behavioural checks."""
-    reasons: list[str] = []
-    floor = settings.gate_min_pr_auc
-    checks: dict[str, Any] = {"pr_auc": candidate["pr_auc"], "floor": floor}
-    if candidate["pr_auc"] < floor:
-        reasons.append(f"pr_auc {candidate['pr_auc']:.4f} is below the floor {floor:.4f}")
-    if champion is not None:
-        allowed = champion["pr_auc"] - settings.gate_champion_tolerance
-        checks.update(champion_pr_auc=champion["pr_auc"], champion_allowed=allowed)
-        if candidate["pr_auc"] < allowed:
-            reasons.append(
-                f"pr_auc {candidate['pr_auc']:.4f} is worse than the champion's "
-                f"{champion['pr_auc']:.4f} beyond the tolerance "
-                f"{settings.gate_champion_tolerance:.4f}"
-            )
-    if not behaviour_passed:
-        reasons.append("behavioural checks failed (directional amount or invariance)")
-    return GateResult(passed=not reasons, reasons=reasons, checks=checks)
-
-
 def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
     """The model version holding ``alias``, or ``None`` when no version holds it."""
     from mlflow.exceptions import MlflowException
@@ -168,34 +81,6 @@ def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
         if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
             return None
         raise
-
-
-def load_version(settings: Settings, version: str) -> Any:
-    """Load one registered version as a pyfunc, from its concrete artifact location.
-
-    The location is resolved with our client, so loading does not depend on MLflow's
-    process-global tracking URI (``models:/`` URIs would).
-    """
-    import mlflow.pyfunc
-
-    location = client(settings).get_model_version_download_uri(settings.model_name, version)
-    return mlflow.pyfunc.load_model(location)
-
-
-def load_alias(settings: Settings, alias: str) -> Any | None:
-    """Load ``<name>@<alias>`` as a pyfunc, or ``None`` when the alias is unset."""
-    version = version_by_alias(settings, alias)
-    if version is None:
-        return None
-    return load_version(settings, str(version.version))
-
-
-def predict_frame(pyfunc_model: Any, frame: pd.DataFrame) -> np.ndarray:
-    """Scores of a loaded pyfunc on the model inputs of ``frame``."""
-    import numpy as np
-
-    scores = pyfunc_model.predict(frame[list(MODEL_INPUTS)])
-    return np.asarray(scores, dtype=np.float64).reshape(-1)
 
 
 def tag_version(settings: Settings, version: str, tags: Mapping[str, Any]) -> None:

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from driftline.features import MERCHANT_FEATURES, USER_FEATURES
-from driftline.settings import Settings
-from driftline.training.columns import STORE_NUMERIC
+from driftline.core.columns import STORE_NUMERIC
+from driftline.core.feature_spec import MERCHANT_FEATURES, USER_FEATURES
+from driftline.core.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -71,7 +71,7 @@ class FeastFeatureSource:
         """The store and feature service; a failure is retried on the next lookup."""
         with self._lock:
             if self._store is None:
-                from driftline.feature_store import FEATURE_SERVICE, get_store
+                from driftline.data.feast import FEATURE_SERVICE, get_store
 
                 store = get_store(self._settings)
                 self._store = (store, store.get_feature_service(FEATURE_SERVICE))

@@ -9,7 +9,7 @@ missing (NaN) when an entity has no history inside the feature view's TTL.
 
 from __future__ import annotations
 
-from driftline.features import MERCHANT_FEATURES, USER_FEATURES
+from driftline.core.feature_spec import MERCHANT_FEATURES, USER_FEATURES
 
 #: Fields known at request time, taken from the transaction itself.
 REQUEST_NUMERIC: tuple[str, ...] = ("amount", "hour_of_day")

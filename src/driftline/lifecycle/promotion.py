@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from driftline.settings import Settings
-from driftline.training.registry import (
+from driftline.core.settings import Settings
+from driftline.lifecycle.registry import (
     CANARY,
     CHAMPION,
     client,

@@ -41,8 +41,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from driftline import lake, schemas
-from driftline.interval import Interval
+from driftline.core import lake, schemas
+from driftline.core.interval import Interval
 
 log = logging.getLogger(__name__)
 

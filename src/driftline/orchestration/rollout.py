@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from driftline.core.settings import Settings
+from driftline.lifecycle import promotion, registry
 from driftline.monitoring.canary import CanaryReport, analyse_canary
 from driftline.monitoring.served import logged_days, read_served, reported_frauds
-from driftline.settings import Settings
-from driftline.training import promotion, registry
 
 log = logging.getLogger(__name__)
 

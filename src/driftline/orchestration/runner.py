@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from driftline.interval import Interval
-from driftline.settings import Settings
-from driftline.training import registry
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
 from driftline.training.steps import default_request_id
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from driftline import lake
-from driftline.interval import Interval
-from driftline.schemas import EVENT_TIME_COLUMN, SCHEMAS
-from driftline.settings import Settings, get_settings
+from driftline.core import lake
+from driftline.core.interval import Interval
+from driftline.core.schemas import EVENT_TIME_COLUMN, SCHEMAS
+from driftline.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def canonicalize(table: pa.Table, dataset: str) -> pa.Table:
 
 def _publish_day(cfg: Settings, dataset: str, day: date) -> int:
     """Validate one staged batch, then publish it or quarantine it."""
-    from driftline.validate import describe_failures, validate_frame
+    from driftline.data.validate import describe_failures, validate_frame
 
     staged_uri = lake.partition_file(cfg.lake_uri, "staging", dataset, day)
     if not lake.exists(staged_uri):

@@ -43,8 +43,8 @@ from urllib.request import url2pathname
 
 from filelock import FileLock
 
-from driftline.interval import Interval
-from driftline.settings import Settings, get_settings
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,7 +136,7 @@ def validate_frame(
         interval: The data interval; fills the ``interval_start``/``interval_end``
             suite parameters.
         settings: Where the suites are read and GX state is written; defaults to
-            :func:`driftline.settings.get_settings`.
+            :func:`driftline.core.settings.get_settings`.
 
     Returns:
         The outcome; ``success`` is False when any expectation failed.

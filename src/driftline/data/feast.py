@@ -30,10 +30,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from driftline import lake
-from driftline.features import DATASET, FEATURES
-from driftline.interval import Interval
-from driftline.settings import Settings, get_settings
+from driftline.core import lake
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings, get_settings
+from driftline.data.features import DATASET, FEATURES
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView

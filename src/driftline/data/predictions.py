@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from driftline.settings import Settings
+from driftline.core.settings import Settings
 
 FOLDER = "predictions"
 

@@ -30,10 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from driftline import lake
-from driftline.interval import Interval
-from driftline.schemas import LABELS, TIMESTAMP, TRANSACTIONS
-from driftline.settings import Settings, get_settings
+from driftline.core import lake
+from driftline.core.feature_spec import FEATURE_SPEC, MERCHANT_FEATURES, USER_FEATURES
+from driftline.core.interval import Interval
+from driftline.core.schemas import LABELS, TIMESTAMP, TRANSACTIONS
+from driftline.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -48,27 +49,9 @@ HOUR, DAY = 3600, 86400
 LOOKBACK = timedelta(days=14)
 PREV_TXN_CAP_SECONDS = 7 * DAY
 
-USER_FEATURES: tuple[str, ...] = (
-    "user_txn_count_1h",
-    "user_txn_count_24h",
-    "user_txn_count_7d",
-    "user_amount_sum_24h",
-    "user_amount_max_24h",
-    "user_amount_mean_7d",
-    "user_amount_std_7d",
-    "user_distinct_merchants_24h",
-    "user_distinct_countries_24h",
-    "user_new_device",
-    "user_seconds_since_prev_txn",
-    "user_amount_to_mean_7d",
-)
-MERCHANT_FEATURES: tuple[str, ...] = (
-    "merchant_txn_count_24h",
-    "merchant_txn_count_14d",
-    "merchant_fraud_reports_14d",
-    "merchant_fraud_rate_14d",
-)
-#: Canonical schema of a feature partition (the Feast offline source).
+_ARROW = {"int64": pa.int64(), "float64": pa.float64()}
+#: Canonical schema of a feature partition (the Feast offline source): keys, the
+#: amount, then every feature of the spec in declaration order.
 FEATURES = pa.schema(
     [
         pa.field("transaction_id", pa.string(), nullable=False),
@@ -76,22 +59,7 @@ FEATURES = pa.schema(
         pa.field("merchant_id", pa.int64(), nullable=False),
         pa.field("event_timestamp", TIMESTAMP, nullable=False),
         pa.field("amount", pa.float64()),
-        pa.field("user_txn_count_1h", pa.int64()),
-        pa.field("user_txn_count_24h", pa.int64()),
-        pa.field("user_txn_count_7d", pa.int64()),
-        pa.field("user_amount_sum_24h", pa.float64()),
-        pa.field("user_amount_max_24h", pa.float64()),
-        pa.field("user_amount_mean_7d", pa.float64()),
-        pa.field("user_amount_std_7d", pa.float64()),
-        pa.field("user_distinct_merchants_24h", pa.int64()),
-        pa.field("user_distinct_countries_24h", pa.int64()),
-        pa.field("user_new_device", pa.int64()),
-        pa.field("user_seconds_since_prev_txn", pa.float64()),
-        pa.field("user_amount_to_mean_7d", pa.float64()),
-        pa.field("merchant_txn_count_24h", pa.int64()),
-        pa.field("merchant_txn_count_14d", pa.int64()),
-        pa.field("merchant_fraud_reports_14d", pa.int64()),
-        pa.field("merchant_fraud_rate_14d", pa.float64()),
+        *(pa.field(f.name, _ARROW[f.dtype]) for f in FEATURE_SPEC),
     ]
 )
 
@@ -244,7 +212,7 @@ class FeatureResult:
 
 def compute_interval(interval: Interval, settings: Settings | None = None) -> pa.Table:
     """Compute (but do not publish) the feature table of ``interval`` from raw partitions."""
-    from driftline.spark import get_spark
+    from driftline.data.spark import get_spark
 
     cfg = settings or get_settings()
     days = lookback_days(interval)
@@ -277,10 +245,10 @@ def build_features(interval: Interval, settings: Settings | None = None) -> Feat
     leaves every existing feature partition as it was.
 
     Raises:
-        driftline.ingest.BatchQuarantined: The features failed validation.
+        driftline.data.ingest.BatchQuarantined: The features failed validation.
     """
-    from driftline.ingest import BatchQuarantined, quarantine
-    from driftline.validate import describe_failures, validate_frame
+    from driftline.data.ingest import BatchQuarantined, quarantine
+    from driftline.data.validate import describe_failures, validate_frame
 
     cfg = settings or get_settings()
     table = compute_interval(interval, cfg)
