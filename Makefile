@@ -77,6 +77,7 @@ lint: install
 	$(BIN)/ruff check src dags scripts tests bench feature_repo components pipelines
 	$(BIN)/ruff format --check src dags scripts tests bench feature_repo components pipelines
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench: the feature-job benchmark, then the tuning benchmark on a training set built
 ## from the demo's lake, then scoring latency of the demo's champion against
