@@ -56,7 +56,7 @@ from driftline.core.settings import Settings
 from driftline.data.features import compute_features, to_canonical
 from driftline.data.reference import compute_features_reference
 from driftline.data.spark import get_spark
-from driftline.simulator.simulate import SimulatorConfig, simulate_labels, simulate_transactions
+from driftline.simulator import SimulatorConfig, simulate_labels, simulate_transactions
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

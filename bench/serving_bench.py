@@ -80,7 +80,7 @@ from driftline.serving.lookup import FeatureRow
 from driftline.serving.replay import day_payloads
 from driftline.serving.schemas import Transaction
 from driftline.serving.scoring import model_frame
-from driftline.simulator.simulate import SimulatorConfig
+from driftline.simulator import SimulatorConfig
 from driftline.training import packaging
 
 BASELINE = "mlflow"

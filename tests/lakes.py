@@ -8,7 +8,7 @@ from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.data.features import build_features
 from driftline.data.ingest import ingest, publish_validated
-from driftline.simulator.simulate import SimulatorConfig, write_landing
+from driftline.simulator import SimulatorConfig, write_landing
 
 
 def publish_days(settings: Settings, span: Interval, config: SimulatorConfig) -> None:

@@ -78,7 +78,7 @@ def _fail_on_gate(call: Callable[[], Any]) -> Any:
 
 def _scenarios(drift: list[str] | None) -> tuple[Any, ...]:
     """Drift scenarios from ``NAME@YYYY-MM-DD`` options."""
-    from driftline.simulator.simulate import DriftScenario
+    from driftline.simulator import DriftScenario
 
     return tuple(
         DriftScenario(name, date.fromisoformat(day))  # type: ignore[arg-type]
@@ -105,7 +105,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Write simulated landing files (transactions, late chargebacks) for the interval."""
-    from driftline.simulator.simulate import BadBatch, SimulatorConfig, write_landing
+    from driftline.simulator import BadBatch, SimulatorConfig, write_landing
 
     cfg = get_settings()
     scenarios = _scenarios(drift)
@@ -364,7 +364,7 @@ def replay(
     """Replay a simulated day of transactions against a running scoring service."""
     from driftline.serving.app import api_keys
     from driftline.serving.replay import replay_day
-    from driftline.simulator.simulate import SimulatorConfig
+    from driftline.simulator import SimulatorConfig
 
     cfg = get_settings()
     config = SimulatorConfig(

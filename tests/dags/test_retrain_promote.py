@@ -32,7 +32,7 @@ from driftline.lifecycle import registry
 from driftline.serving import ModelProvider, create_app, read_predictions
 from driftline.serving.lookup import FeatureRow, missing_row
 from driftline.serving.replay import ReplayResult, replay_day
-from driftline.simulator.simulate import SimulatorConfig
+from driftline.simulator import SimulatorConfig
 from driftline.training import packaging
 from driftline.training.model import ModelConfig
 from driftline.training.trainer import train_model

@@ -29,7 +29,7 @@ from driftline.core.columns import LABEL
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings, get_settings
 from driftline.lifecycle import registry
-from driftline.simulator.simulate import SimulatorConfig
+from driftline.simulator import SimulatorConfig
 from driftline.training import packaging
 from driftline.training.dataset import load_split
 from driftline.training.evaluate import behavioural_checks, risky_examples

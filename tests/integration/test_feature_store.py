@@ -16,7 +16,7 @@ from driftline.data.feast import (
     read_online,
 )
 from driftline.data.features import DATASET, USER_FEATURES
-from driftline.simulator.simulate import SimulatorConfig
+from driftline.simulator import SimulatorConfig
 from tests.lakes import populate_lake
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from driftline.core.settings import Settings
 from driftline.data.features import FEATURES, build_features, compute_features, to_canonical
 from driftline.data.reference import compute_features_reference
 from driftline.data.spark import get_spark
-from driftline.simulator.simulate import SimulatorConfig
+from driftline.simulator import SimulatorConfig
 from tests.lakes import publish_days
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from driftline.data.ingest import (
     ingest,
     publish_validated,
 )
-from driftline.simulator.simulate import BadBatch, SimulatorConfig, write_landing
+from driftline.simulator import BadBatch, SimulatorConfig, write_landing
 
 DAY1, DAY2 = date(2026, 1, 1), date(2026, 1, 2)
 

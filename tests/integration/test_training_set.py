@@ -14,7 +14,7 @@ from driftline.core.interval import Interval
 from driftline.core.schemas import LABELS
 from driftline.core.settings import Settings, get_settings
 from driftline.data.features import DATASET, FEATURES, MERCHANT_FEATURES, USER_FEATURES
-from driftline.simulator.simulate import SimulatorConfig
+from driftline.simulator import SimulatorConfig
 from driftline.training.dataset import (
     SPLITS,
     TrainingSetError,

@@ -15,8 +15,8 @@ import pytest
 
 from driftline.core import schemas
 from driftline.core.interval import Interval
-from driftline.simulator import simulate
-from driftline.simulator.simulate import (
+from driftline.simulator import (
+    DAY_US,
     BadBatch,
     DriftScenario,
     SimulatorConfig,
@@ -26,6 +26,10 @@ from driftline.simulator.simulate import (
     truth_path,
     write_landing,
 )
+from driftline.simulator.days import _unique_per_user, day_rows
+from driftline.simulator.labels import _chargebacks
+from driftline.simulator.patterns import _compromised_merchants
+from driftline.simulator.population import _population, population_of
 
 ANCHOR = date(2026, 1, 1)
 CONFIG = SimulatorConfig(seed=11, rows_per_day=2000, anchor=ANCHOR, fraud_rate=0.02)
@@ -40,9 +44,9 @@ def _fresh_caches() -> Iterator[None]:
 
 
 def _clear() -> None:
-    simulate._day_rows.cache_clear()
-    simulate._chargebacks.cache_clear()
-    simulate._population.cache_clear()
+    day_rows.cache_clear()
+    _chargebacks.cache_clear()
+    _population.cache_clear()
 
 
 def _days(first: date, n: int) -> list[date]:
@@ -149,9 +153,9 @@ def test_timestamps_inside_day_sorted_and_unique_per_user() -> None:
 
 def test_unique_per_user_resolves_collisions_at_the_day_edges() -> None:
     user = np.array([1, 1, 1, 2, 2, 1, 3, 3], dtype=np.int64)
-    last = simulate.DAY_US - 1
+    last = DAY_US - 1
     ts = np.array([last, last, 5, 0, 0, last, 7, 9], dtype=np.int64)
-    fixed = simulate._unique_per_user(user, ts)
+    fixed = _unique_per_user(user, ts)
     assert fixed.min() >= 0 and fixed.max() <= last
     pairs = set(zip(user.tolist(), fixed.tolist(), strict=True))
     assert len(pairs) == len(user)
@@ -216,10 +220,10 @@ def test_fraud_patterns_carry_learnable_signals() -> None:
 
 
 def test_compromised_merchants_change_weekly() -> None:
-    pop = simulate._population_of(CONFIG)
-    week1 = simulate._compromised_merchants(CONFIG, pop, date(2026, 1, 1))
-    same_week = simulate._compromised_merchants(CONFIG, pop, date(2026, 1, 7))
-    week2 = simulate._compromised_merchants(CONFIG, pop, date(2026, 1, 8))
+    pop = population_of(CONFIG)
+    week1 = _compromised_merchants(CONFIG, pop, date(2026, 1, 1))
+    same_week = _compromised_merchants(CONFIG, pop, date(2026, 1, 7))
+    week2 = _compromised_merchants(CONFIG, pop, date(2026, 1, 8))
     assert np.array_equal(week1, same_week)
     assert not np.array_equal(week1, week2)
 

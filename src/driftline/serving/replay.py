@@ -2,7 +2,7 @@
 
 The demo and the tests use it to put real load on ``driftline serve`` (or an
 in-process app through FastAPI's ``TestClient``): the day's transactions come from
-:func:`driftline.simulator.simulate.simulate_transactions`, so a replayed day is the same day the
+:func:`driftline.simulator.simulate_transactions`, so a replayed day is the same day the
 pipeline ingests. Requests go out in timestamp order, paced to a request rate; pacing
 uses the monotonic clock because this is load generation, not data selection.
 """
@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 
 from driftline.serving.api import API_KEY_HEADER
-from driftline.simulator.simulate import SimulatorConfig, simulate_transactions
+from driftline.simulator import SimulatorConfig, simulate_transactions
 
 log = logging.getLogger(__name__)
 
