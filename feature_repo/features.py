@@ -1,79 +1,86 @@
 """Feast definitions for driftline's fraud features (declarative only).
 
-Both feature views read the per-transaction feature table that the Spark job
-writes (``{lake}/features/transaction_features/dt=YYYY-MM-DD/``); each view keeps
-the columns that describe its entity. The lake location is deployment
-configuration: driftline points the source at ``Settings.lake_uri`` when it applies
-these definitions, and the path below is only what the ``feast`` CLI sees.
+Entities, join keys, TTLs, view and service names and every field come from
+:mod:`driftline.core.feature_spec`, the one declaration of the stored features; this
+file only says how they map onto Feast objects.
+
+Both feature views read the per-transaction feature table that the Spark job writes
+(``{lake}/features/transaction_features/dt=YYYY-MM-DD/``); each view keeps the columns
+that describe its entity. The lake is the ``DRIFTLINE_LAKE_URI`` environment variable
+(the same one driftline's settings read; ``s3://...`` in production) or, unset, the
+default lake of a checkout, ``../.driftline/lake``, which Feast resolves relative to
+this folder. ``feast apply`` / ``feast materialize`` therefore need nothing but this
+folder and a ``feature_store.yaml`` (``feature_store.yaml`` here for local use,
+``environments/<env>/feature_store.yaml`` for the others, passed with ``-f``).
+driftline itself (:mod:`driftline.data.feast`) applies these same objects with the
+source pointed at ``Settings.lake_uri``.
 """
 
-from datetime import timedelta
+import os
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64
+from feast.types import Float64, Int64, PrimitiveFeastType
 
-from driftline.core.settings import get_settings
+from driftline.core.feature_spec import (
+    ENTITY_TTL,
+    FEATURE_SERVICE,
+    FEATURE_SPEC,
+    FEATURE_TABLE,
+    FEATURE_VIEWS,
+    JOIN_KEYS,
+)
+
+#: The lake when ``DRIFTLINE_LAKE_URI`` is unset: driftline's default
+#: (``$PWD/.driftline/lake``) for a checkout run from its root, relative to this folder.
+DEFAULT_LAKE = "../.driftline/lake"
+LAKE = os.environ.get("DRIFTLINE_LAKE_URI") or DEFAULT_LAKE
+
+FEAST_TYPES: dict[str, PrimitiveFeastType] = {"int64": Int64, "float64": Float64}
+TAGS = {"owner": "fraud", "stage": "features"}
 
 user = Entity(
     name="user",
-    join_keys=["user_id"],
+    join_keys=[JOIN_KEYS["user"]],
     value_type=ValueType.INT64,
     description="A cardholder.",
 )
 merchant = Entity(
     name="merchant",
-    join_keys=["merchant_id"],
+    join_keys=[JOIN_KEYS["merchant"]],
     value_type=ValueType.INT64,
     description="A card acceptor.",
 )
 
 transaction_features_source = FileSource(
-    name="transaction_features",
-    path=f"{get_settings().lake_uri}/features/transaction_features",
+    name=FEATURE_TABLE,
+    path=f"{LAKE.rstrip('/')}/features/{FEATURE_TABLE}",
     timestamp_field="event_timestamp",
     description="Per-transaction windowed features written by the Spark feature job.",
 )
 
-user_activity = FeatureView(
-    name="user_activity",
-    entities=[user],
-    ttl=timedelta(days=7),
-    schema=[
-        Field(name="user_txn_count_1h", dtype=Int64),
-        Field(name="user_txn_count_24h", dtype=Int64),
-        Field(name="user_txn_count_7d", dtype=Int64),
-        Field(name="user_amount_sum_24h", dtype=Float64),
-        Field(name="user_amount_max_24h", dtype=Float64),
-        Field(name="user_amount_mean_7d", dtype=Float64),
-        Field(name="user_amount_std_7d", dtype=Float64),
-        Field(name="user_distinct_merchants_24h", dtype=Int64),
-        Field(name="user_distinct_countries_24h", dtype=Int64),
-        Field(name="user_new_device", dtype=Int64),
-        Field(name="user_seconds_since_prev_txn", dtype=Float64),
-        Field(name="user_amount_to_mean_7d", dtype=Float64),
-    ],
-    source=transaction_features_source,
-    online=True,
-    tags={"owner": "fraud", "stage": "features"},
-)
 
-merchant_risk = FeatureView(
-    name="merchant_risk",
-    entities=[merchant],
-    ttl=timedelta(days=14),
-    schema=[
-        Field(name="merchant_txn_count_24h", dtype=Int64),
-        Field(name="merchant_txn_count_14d", dtype=Int64),
-        Field(name="merchant_fraud_reports_14d", dtype=Int64),
-        Field(name="merchant_fraud_rate_14d", dtype=Float64),
-    ],
-    source=transaction_features_source,
-    online=True,
-    tags={"owner": "fraud", "stage": "features"},
-)
+def _view(entity: Entity) -> FeatureView:
+    """The feature view of ``entity``: its features of the spec, in declaration order."""
+    return FeatureView(
+        name=FEATURE_VIEWS[entity.name],
+        entities=[entity],
+        ttl=ENTITY_TTL[entity.name],
+        schema=[
+            Field(name=f.name, dtype=FEAST_TYPES[f.dtype], description=f.description)
+            for f in FEATURE_SPEC
+            if f.entity == entity.name
+        ],
+        source=transaction_features_source,
+        online=True,
+        tags=TAGS,
+    )
+
+
+user_activity = _view(user)
+merchant_risk = _view(merchant)
 
 fraud_v1 = FeatureService(
-    name="fraud_v1",
+    name=FEATURE_SERVICE,
     features=[user_activity, merchant_risk],
     description="Features of fraud model v1: user activity and merchant risk.",
     tags={"version": "1"},

@@ -25,6 +25,9 @@ ENTITY_TTL: dict[str, timedelta] = {"user": timedelta(days=7), "merchant": timed
 FEATURE_VIEWS: dict[str, str] = {"user": "user_activity", "merchant": "merchant_risk"}
 #: The Feast feature service the model is trained and served with.
 FEATURE_SERVICE = "fraud_v1"
+#: The lake dataset of feature rows (``{lake}/features/<table>/dt=YYYY-MM-DD/``), which is
+#: also the name of the Feast file source both views read.
+FEATURE_TABLE = "transaction_features"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class Feature:
         window: Half-open look-back window ``(t - window, t]``; ``None`` for a
             point value.
         description: What the value means.
+        minimum: Smallest valid value, if the GX ``features`` suite bounds it.
+        maximum: Largest valid value, if the GX ``features`` suite bounds it.
+        values: The only valid values, if the suite checks a closed set instead.
     """
 
     name: str
@@ -45,46 +51,146 @@ class Feature:
     dtype: Dtype
     window: timedelta | None
     description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    values: tuple[int, ...] | None = None
 
 
 _H, _D = timedelta(hours=1), timedelta(days=1)
 
+# Windows are the half-open ``(t - w, t]`` of the Spark job: the row's own transaction is
+# always inside, so counts are >= 1 and "distinct" sets hold at least its own value.
 FEATURE_SPEC: tuple[Feature, ...] = (
-    Feature("user_txn_count_1h", "user", "int64", _H, "Transactions of the user."),
-    Feature("user_txn_count_24h", "user", "int64", _D, "Transactions of the user."),
-    Feature("user_txn_count_7d", "user", "int64", 7 * _D, "Transactions of the user."),
-    Feature("user_amount_sum_24h", "user", "float64", _D, "Sum of the user's amounts."),
-    Feature("user_amount_max_24h", "user", "float64", _D, "Largest amount of the user."),
-    Feature("user_amount_mean_7d", "user", "float64", 7 * _D, "Mean amount of the user."),
-    Feature("user_amount_std_7d", "user", "float64", 7 * _D, "Std of the user's amounts."),
-    Feature("user_distinct_merchants_24h", "user", "int64", _D, "Distinct merchants of the user."),
-    Feature("user_distinct_countries_24h", "user", "int64", _D, "Distinct merchant countries."),
-    Feature("user_new_device", "user", "int64", 7 * _D, "1 if the device is new in 7 days."),
+    Feature(
+        "user_txn_count_1h",
+        "user",
+        "int64",
+        _H,
+        "Transactions of the user in the window, this one included.",
+        minimum=1,
+    ),
+    Feature(
+        "user_txn_count_24h",
+        "user",
+        "int64",
+        _D,
+        "Transactions of the user in the window, this one included.",
+        minimum=1,
+    ),
+    Feature(
+        "user_txn_count_7d",
+        "user",
+        "int64",
+        7 * _D,
+        "Transactions of the user in the window, this one included.",
+        minimum=1,
+    ),
+    Feature(
+        "user_amount_sum_24h",
+        "user",
+        "float64",
+        _D,
+        "Sum of the user's amounts in the window, this one included.",
+        minimum=0,
+    ),
+    Feature(
+        "user_amount_max_24h",
+        "user",
+        "float64",
+        _D,
+        "Largest amount of the user in the window, this one included.",
+    ),
+    Feature(
+        "user_amount_mean_7d",
+        "user",
+        "float64",
+        7 * _D,
+        "Mean amount of the user in the window, this one included.",
+    ),
+    Feature(
+        "user_amount_std_7d",
+        "user",
+        "float64",
+        7 * _D,
+        "Sample standard deviation of the user's amounts in the window; 0 for a single "
+        "transaction.",
+        minimum=0,
+    ),
+    Feature(
+        "user_distinct_merchants_24h",
+        "user",
+        "int64",
+        _D,
+        "Distinct merchants the user paid in the window, this one included.",
+        minimum=1,
+    ),
+    Feature(
+        "user_distinct_countries_24h",
+        "user",
+        "int64",
+        _D,
+        "Distinct merchant countries of the user's transactions in the window.",
+        minimum=0,
+    ),
+    Feature(
+        "user_new_device",
+        "user",
+        "int64",
+        7 * _D,
+        "1 if the user had not used this transaction's device in the window before it; "
+        "0 otherwise and when the device is unknown.",
+        values=(0, 1),
+    ),
     Feature(
         "user_seconds_since_prev_txn",
         "user",
         "float64",
         None,
-        "Seconds since the user's previous transaction, capped at 7 days.",
+        "Seconds since the user's previous transaction, capped at 7 days (7 days when "
+        "there is none).",
+        minimum=0,
     ),
-    Feature("user_amount_to_mean_7d", "user", "float64", 7 * _D, "Amount over the 7-day mean."),
-    Feature("merchant_txn_count_24h", "merchant", "int64", _D, "Transactions of the merchant."),
     Feature(
-        "merchant_txn_count_14d", "merchant", "int64", 14 * _D, "Transactions of the merchant."
+        "user_amount_to_mean_7d",
+        "user",
+        "float64",
+        7 * _D,
+        "This transaction's amount divided by user_amount_mean_7d.",
+    ),
+    Feature(
+        "merchant_txn_count_24h",
+        "merchant",
+        "int64",
+        _D,
+        "Transactions of the merchant in the window, this one included.",
+        minimum=1,
+    ),
+    Feature(
+        "merchant_txn_count_14d",
+        "merchant",
+        "int64",
+        14 * _D,
+        "Transactions of the merchant in the window, this one included.",
+        minimum=1,
     ),
     Feature(
         "merchant_fraud_reports_14d",
         "merchant",
         "int64",
         14 * _D,
-        "Chargebacks reported (by label time) for the merchant.",
+        "Chargebacks against the merchant whose report time (label_ts) is in the window, "
+        "whenever the charged-back transaction happened.",
+        minimum=0,
     ),
     Feature(
         "merchant_fraud_rate_14d",
         "merchant",
         "float64",
         14 * _D,
-        "Reported chargebacks over transactions, capped at 1.",
+        "merchant_fraud_reports_14d over merchant_txn_count_14d, capped at 1 (a report may "
+        "concern a transaction older than the window).",
+        minimum=0,
+        maximum=1,
     ),
 )
 

@@ -1,10 +1,14 @@
 """Feast integration: build the store from settings, apply definitions, materialize.
 
-The Feast repository (``feature_repo/``) only declares. This module:
+The Feast repository (``feature_repo/``) only declares, from
+:mod:`driftline.core.feature_spec`, and works on its own with the ``feast`` CLI. This
+module:
 
-* builds a :class:`feast.FeatureStore` from
-  ``feature_repo/environments/<feast_env>/feature_store.yaml``, filling its
-  ``${DRIFTLINE_*}`` placeholders from settings;
+* builds a :class:`feast.FeatureStore` from the environment's ``feature_store.yaml``
+  (``feature_repo/feature_store.yaml`` for ``local``,
+  ``feature_repo/environments/<feast_env>/feature_store.yaml`` otherwise), filling its
+  ``${DRIFTLINE_*}`` placeholders from settings and putting the registry and the SQLite
+  online store where the settings say;
 * applies the declared objects, pointing the file source at the settings' lake;
 * materializes exactly one data interval into the online store.
 
@@ -30,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from driftline.core import lake
+from driftline.core import feature_spec, lake
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings, get_settings
 from driftline.data.features import DATASET, FEATURES
@@ -40,8 +44,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "fraud_v1"
+#: The feature service driftline trains and serves with (declared in the feature spec).
+FEATURE_SERVICE = feature_spec.FEATURE_SERVICE
 DEFINITIONS_FILE = "features.py"
+#: The environment whose ``feature_store.yaml`` sits at the repository root (Feast's
+#: default location, what a plain ``feast apply`` in ``feature_repo/`` uses).
+LOCAL_ENV = "local"
 
 
 def feature_source_uri(settings: Settings) -> str:
@@ -62,7 +70,26 @@ def _placeholders(settings: Settings) -> dict[str, str]:
 
 def store_yaml_path(settings: Settings) -> str:
     """Path of the environment's ``feature_store.yaml``."""
+    if settings.feast_env == LOCAL_ENV:
+        return str(settings.feature_repo / "feature_store.yaml")
     return str(settings.feature_repo / "environments" / settings.feast_env / "feature_store.yaml")
+
+
+def _with_settings_stores(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """``raw`` with the registry and a SQLite online store at the settings' locations.
+
+    The committed local yaml names the Feast CLI's own files (``feature_repo/data/``);
+    driftline always uses its state folder (or the URIs it was configured with).
+    """
+    registry = raw.get("registry")
+    if isinstance(registry, dict):
+        raw["registry"] = {**registry, "path": settings.feast_registry}
+    else:
+        raw["registry"] = settings.feast_registry
+    online = raw.get("online_store") or {}
+    if online.get("type") == "sqlite":
+        raw["online_store"] = {**online, "path": settings.feast_online_path}
+    return raw
 
 
 def get_store(settings: Settings | None = None) -> FeatureStore:
@@ -77,7 +104,7 @@ def get_store(settings: Settings | None = None) -> FeatureStore:
     cfg = settings or get_settings()
     with open(store_yaml_path(cfg), encoding="utf-8") as handle:
         text = string.Template(handle.read()).substitute({**os.environ, **_placeholders(cfg)})
-    raw: dict[str, Any] = yaml.safe_load(text)
+    raw = _with_settings_stores(yaml.safe_load(text), cfg)
     if raw["online_store"].get("type") == "sqlite":
         os.makedirs(os.path.dirname(cfg.feast_online_path), exist_ok=True)
     if "://" not in cfg.feast_registry:
