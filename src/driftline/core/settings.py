@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     )
     feast_env: str = Field(
         default="local",
-        description="Which feature_repo/environments/<env>/feature_store.yaml to use.",
+        description=(
+            "Feast environment: local (feature_repo/feature_store.yaml) or another "
+            "(feature_repo/environments/<env>/feature_store.yaml)."
+        ),
     )
     feast_registry: str = Field(default="", description="Feast registry path or URI.")
     feast_online_path: str = Field(default="", description="SQLite online store file.")
