@@ -27,6 +27,8 @@ ENV PATH=/opt/venv/bin:$PATH
 # Dependencies first (cached while only the code changes).
 COPY pyproject.toml constraints.txt README.md ./
 COPY src/ src/
+COPY components/ components/
+COPY pipelines/ pipelines/
 # The AWS-facing clients the production settings need (s3fs for s3:// lake URIs,
 # psycopg2 for PostgreSQL, redis for the Feast online store, the Airflow providers for
 # S3 remote logs and Kubernetes) are installed beside the package, all constrained.

@@ -31,6 +31,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY src/ src/
+COPY components/ components/
+COPY pipelines/ pipelines/
 # 1. CUDA torch at the pinned version; 2. everything else against the constraints
 #    without the torch line, so pip keeps the CUDA build.
 RUN torch_version="$(sed -n 's/^torch==\([0-9][0-9.]*\).*/\1/p' constraints.txt)" \
