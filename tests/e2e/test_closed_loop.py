@@ -23,6 +23,7 @@ import pytest
 
 from driftline.core.settings import Settings
 from driftline.lifecycle import registry
+from driftline.orchestration.processes import free_port, run_child
 from tests.dags.conftest import REPO, airflow_env
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ DRIFT_DAY = date(2026, 1, 19)
 LOOP = [
     "--start", "2026-01-01", "--serve-from", "2026-01-17", "--end", "2026-01-28",
     "--train-start", "2026-01-02", "--rows", "4000", "--fraud-rate", "0.02",
-    "--trials", "4", "--workers", "2", "--port", "8799",
+    "--trials", "4", "--workers", "2",
     "--drift", f"new_fraud_pattern@{DRIFT_DAY}", "--drift", f"covariate_shift@{DRIFT_DAY}",
 ]  # fmt: skip
 #: The demo's compressed time (see the Makefile); two labelled drift days suffice here.
@@ -60,16 +61,14 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, 
             [str(Path(sys.executable).with_name("airflow")), *command],
             env=env, cwd=REPO, check=True, capture_output=True, timeout=300,
         )  # fmt: skip
-    out = home / "timeline.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo_loop.py"), *LOOP, "--out", str(out)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert done.returncode == 0, f"{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
+    out, log = home / "timeline.json", home / "demo.log"
+    # The loop runs in a process group of its own: on a timeout (this one or pytest's)
+    # the whole group gets SIGTERM, and the loop stops its scoring service first. Its
+    # port is a free one, so an earlier run's leftover cannot answer in its place.
+    port = str(free_port())
+    demo = [sys.executable, str(REPO / "scripts" / "demo_loop.py"), *LOOP, "--port", port]
+    code = run_child([*demo, "--out", str(out)], timeout_s=1500, env=env, cwd=REPO, log_path=log)
+    assert code == 0, log.read_text(errors="replace")[-10000:]
     return Settings(home=home / "state"), json.loads(out.read_text())
 
 

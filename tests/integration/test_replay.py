@@ -9,7 +9,6 @@ and features do not change what the replay counts.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from datetime import date
 
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 from driftline.cli import app as cli
 from driftline.core.settings import Settings
 from driftline.lifecycle import registry
+from driftline.orchestration.processes import free_port
 from driftline.serving import ModelProvider, create_app, read_predictions
 from driftline.serving.lookup import EntityKey, FeatureRow, missing_row
 from driftline.serving.replay import replay_day
@@ -110,14 +110,6 @@ def test_replay_a_day_through_the_scoring_app(settings: Settings) -> None:
     assert logged["transaction_id"].is_unique
     assert logged["ts"].is_monotonic_increasing  # sent in timestamp order
     assert logged["variant"].value_counts().to_dict() == single.variants
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_replay_cli_reports_an_unreachable_service(settings: Settings) -> None:

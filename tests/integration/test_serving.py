@@ -12,6 +12,7 @@ failure.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -411,19 +412,25 @@ def test_rejected_requests_are_not_logged(
 
 
 def test_probes_and_metrics(
-    serve: Callable[..., tuple[TestClient, Service]], registered: Settings
+    serve: Callable[..., tuple[TestClient, Service]], registered: Settings, settings: Settings
 ) -> None:
     point(registered, champion=None)
     client, service = serve(cache=False)
 
     assert client.get("/health").status_code == 200
-    assert client.get("/ready").status_code == 503
+    not_ready = client.get("/ready")
+    assert not_ready.status_code == 503
+    # Whoever started the server can tell it from another one on the same port.
+    identity = {key: not_ready.json()[key] for key in ("instance_id", "pid", "home")}
+    assert identity["instance_id"] and identity["pid"] == os.getpid()
+    assert identity["home"] == str(settings.home)
     assert client.post("/v1/score", json=txn(0), headers=KEY).status_code == 503
 
     point(registered, champion="1", canary="2")
     service.models.refresh()
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["champion"] == "1"
+    assert {key: ready.json()[key] for key in identity} == identity
     users = {"champion": 0, "canary": 0}
     for user in range(1, 60):
         variant = client.post("/v1/score", json=txn(user, user=user), headers=KEY).json()["variant"]

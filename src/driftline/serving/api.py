@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
@@ -39,6 +39,8 @@ class Service:
     api_keys: tuple[str, ...]
     max_batch: int
     max_amount: float
+    #: Who answers: ``instance_id`` (fixed at app creation), ``pid`` and ``home``.
+    identity: dict[str, Any] = field(default_factory=dict)
 
 
 def get_service(request: Request) -> Service:
@@ -92,7 +94,11 @@ def health() -> dict[str, str]:
 
 @probes.get("/ready")
 def ready(service: ServiceDep, response: Response) -> dict[str, Any]:
-    """200 once a champion is loaded, else 503 (keeps the pod out of the Service)."""
+    """200 once a champion is loaded, else 503 (keeps the pod out of the Service).
+
+    The body also says which server answers (``instance_id``, ``pid``, ``home``: its
+    state folder), so that whoever started it can tell it from another one on the port.
+    """
     models = service.models.models
     if models.champion is None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -100,6 +106,7 @@ def ready(service: ServiceDep, response: Response) -> dict[str, Any]:
         "ready": models.champion is not None,
         "champion": models.champion and models.champion.version,
         "canary": models.canary and models.canary.version,
+        **service.identity,
     }
 
 

@@ -8,7 +8,9 @@ FastAPI app; the model poller runs for the app's lifespan. Nothing is built at i
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,6 +43,10 @@ from driftline.serving.models import ModelProvider
 from driftline.serving.scoring import Scorer
 
 log = logging.getLogger(__name__)
+
+#: Environment variable naming the app's instance id (the process starting a server sets
+#: it to recognise its own server on ``/ready``); without it each app gets a fresh uuid.
+INSTANCE_ENV = "DRIFTLINE_SERVE_INSTANCE_ID"
 
 
 class BodyLimit:
@@ -122,6 +128,7 @@ def create_app(
     features: FeatureSource | None = None,
     models: ModelProvider | None = None,
     clock: Callable[[], float] = time.monotonic,
+    instance_id: str | None = None,
 ) -> FastAPI:
     """Build the scoring app.
 
@@ -130,6 +137,8 @@ def create_app(
         features: Online feature source; the Feast online store by default.
         models: Champion/canary provider; polls the MLflow aliases by default.
         clock: Monotonic clock of the feature-store circuit breaker (tests inject one).
+        instance_id: Reported on ``/ready`` with the pid and ``home``; by default
+            ``$DRIFTLINE_SERVE_INSTANCE_ID``, else a fresh uuid.
 
     Returns:
         The app; its lifespan starts and stops the model poller.
@@ -172,6 +181,11 @@ def create_app(
         api_keys=api_keys(settings),
         max_batch=settings.serve_max_batch,
         max_amount=settings.serve_max_amount,
+        identity={
+            "instance_id": instance_id or os.environ.get(INSTANCE_ENV) or uuid.uuid4().hex,
+            "pid": os.getpid(),
+            "home": str(settings.home),
+        },
     )
     app.add_middleware(BodyLimit, max_bytes=settings.serve_max_body_bytes)
 
