@@ -24,6 +24,8 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from driftline.orchestration import requests
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "driftline",
     "retries": 2,
@@ -31,23 +33,19 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-def _interval(start: datetime | None, end: datetime | None) -> Any:
-    """The run's data interval as a driftline ``Interval``."""
-    from driftline.core.interval import Interval
-
-    if start is None or end is None:
-        raise AirflowFailException("this task needs a data interval")
-    return Interval(start, end)
-
-
 def _gate(call: Any) -> Any:
-    """Run a driftline stage; a rejected batch fails the task without retries."""
+    """Run a driftline stage; a rejected batch or request fails the task without retries."""
     from driftline.data.ingest import BatchQuarantined
 
     try:
         return call()
-    except BatchQuarantined as rejected:
+    except (BatchQuarantined, requests.RequestError) as rejected:
         raise AirflowFailException(str(rejected)) from rejected
+
+
+def _interval(start: datetime | None, end: datetime | None) -> Any:
+    """The run's data interval as a driftline ``Interval`` (none fails the task)."""
+    return _gate(lambda: requests.data_interval(start, end))
 
 
 @dag(
@@ -59,11 +57,7 @@ def _gate(call: Any) -> Any:
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["driftline", "data-plane"],
-    params={
-        "materialize": Param(
-            True, type="boolean", description="Load the features into the online store."
-        ),
-    },
+    params={name: Param(**spec) for name, spec in requests.ingest_params().items()},
 )
 def ingest_validate_materialize() -> None:
     """Wire ingest -> validate -> features -> materialize for one data interval."""
@@ -95,7 +89,7 @@ def ingest_validate_materialize() -> None:
     ) -> dict[str, int]:
         from driftline.data.feast import materialize_interval
 
-        if params is not None and not params.get("materialize", True):
+        if not _gate(lambda: requests.ingest_options(params)).materialize:
             return {}
         return materialize_interval(_interval(data_interval_start, data_interval_end)).written
 

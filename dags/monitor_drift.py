@@ -31,7 +31,9 @@ from typing import Any
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-RETRAIN_REQUESTS = Asset("driftline://drift/retrain-requests")
+from driftline.orchestration import assets, requests
+
+RETRAIN_REQUESTS = Asset(assets.RETRAIN_REQUESTS)
 
 
 @dag(
@@ -49,13 +51,14 @@ def monitor_drift() -> None:
 
     @task
     def check_drift(data_interval_start=None, data_interval_end=None) -> dict[str, Any]:
-        from driftline.core.interval import Interval
         from driftline.core.settings import get_settings
         from driftline.monitoring.steps import check_interval
 
-        if data_interval_start is None or data_interval_end is None:
-            raise AirflowFailException("monitor_drift needs a data interval")
-        return check_interval(Interval(data_interval_start, data_interval_end), get_settings())
+        try:
+            interval = requests.data_interval(data_interval_start, data_interval_end)
+        except requests.RequestError as error:
+            raise AirflowFailException(str(error)) from error
+        return check_interval(interval, get_settings())
 
     @task.short_circuit
     def should_retrain(check: dict[str, Any]) -> bool:

@@ -33,19 +33,10 @@ from typing import Any
 from airflow.sdk import Asset, Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-RETRAIN_REQUESTS = Asset("driftline://drift/retrain-requests")
-ROLLOUTS = Asset("driftline://models/rollouts")
-REQUEST_KEYS = ("window_start", "window_end", "drift_start", "drift_day", "reason", "drift_report")
+from driftline.orchestration import assets, requests
 
-
-def _request_from_events(events: Any) -> dict[str, str]:
-    """The newest retrain-request event's extra (empty when not asset-triggered)."""
-    for asset_events in (events or {}).values():
-        for event in reversed(list(asset_events)):
-            extra = event.extra or {}
-            if extra.get("window_start") and extra.get("window_end"):
-                return {key: str(extra.get(key, "")) for key in REQUEST_KEYS}
-    return {}
+RETRAIN_REQUESTS = Asset(assets.RETRAIN_REQUESTS)
+ROLLOUTS = Asset(assets.ROLLOUTS)
 
 
 def _canary_timing() -> tuple[float, float]:
@@ -54,16 +45,6 @@ def _canary_timing() -> tuple[float, float]:
 
     cfg = get_settings()
     return cfg.canary_poke_seconds, cfg.canary_wait_seconds
-
-
-def _day(request: dict[str, Any]) -> Any:
-    from datetime import date
-
-    return date.fromisoformat(request["window_end"])
-
-
-def _actor(request: dict[str, Any]) -> str:
-    return f"airflow:retrain_promote:{request['airflow_run_id']}"
 
 
 @dag(
@@ -75,60 +56,27 @@ def _actor(request: dict[str, Any]) -> str:
     default_args={"owner": "driftline", "retries": 0},
     doc_md=__doc__,
     tags=["driftline", "training-plane", "serving"],
-    params={
-        "window_start": Param("", type="string", description="First training day."),
-        "window_end": Param(
-            "",
-            type="string",
-            description="Label cut-off (exclusive); traffic from this day on is canary evidence.",
-        ),
-        "candidate_version": Param(
-            "", type="string", description="Skip training: roll out this registered version."
-        ),
-        "trials": Param(8, type="integer", minimum=1, description="Optuna trials."),
-        "workers": Param(2, type="integer", minimum=1, maximum=16, description="Tuners."),
-    },
+    params={name: Param(**spec) for name, spec in requests.retrain_params().items()},
 )
 def retrain_promote() -> None:
     """Wire: request -> train -> gate -> canary -> analysis -> promote or roll back."""
 
     @task
     def resolve_request(params=None, triggering_asset_events=None, run_id=None) -> dict[str, Any]:
-        given = params or {}
-        request = _request_from_events(triggering_asset_events) or {
-            key: str(given.get(key, "")) for key in REQUEST_KEYS
-        }
-        if not request["window_end"]:
-            raise AirflowFailException(
-                "no window: set params window_start/window_end (or candidate_version and "
-                "window_end) or send a driftline://drift/retrain-requests event"
-            )
-        candidate = str(given.get("candidate_version", ""))
-        if not candidate and not request["window_start"]:
-            raise AirflowFailException("training needs window_start as well as window_end")
-        return {
-            **request,
-            "candidate_version": candidate,
-            "trials": int(given.get("trials", 8)),
-            "workers": int(given.get("workers", 2)),
-            "airflow_run_id": run_id or "",
-            "request_id": f"airflow-{run_id}" if run_id else "",
-        }
+        try:
+            request = requests.retrain_request(params, triggering_asset_events, run_id)
+        except requests.RequestError as error:
+            raise AirflowFailException(str(error)) from error
+        return request.to_dict()
 
     @task
     def train_candidate(request: dict[str, Any]) -> dict[str, Any]:
         from driftline.orchestration.training import run_training
 
-        if request["candidate_version"]:
-            return {"version": request["candidate_version"], "trained": False}
-        outcome = run_training(
-            request["window_start"],
-            request["window_end"],
-            trials=request["trials"],
-            workers=request["workers"],
-            request_id=request["request_id"],
-            airflow_run_id=request["airflow_run_id"],
-        )
+        rollout = requests.RetrainRequest.from_dict(request)
+        if rollout.candidate_version:
+            return {"version": rollout.candidate_version, "trained": False}
+        outcome = run_training(**rollout.training().to_dict())
         return {**outcome, "trained": True}
 
     @task
@@ -136,17 +84,13 @@ def retrain_promote() -> None:
         from driftline.core.settings import get_settings
         from driftline.orchestration.rollout import retrain_gate
 
-        context = {
-            f"retrain.{key}": request[key]
-            for key in ("drift_start", "drift_day", "reason", "drift_report", "window_start")
-            if request.get(key)
-        }
+        rollout = requests.RetrainRequest.from_dict(request)
         gate = retrain_gate(
             get_settings(),
             outcome["version"],
-            actor=_actor(request),
-            day=_day(request),
-            context={**context, "retrain.window_end": request["window_end"]},
+            actor=rollout.actor,
+            day=rollout.day,
+            context=rollout.gate_context(),
         )
         print(f"staging gate: {'passed' if gate.passed else 'FAILED'}: {gate.reason}")
         if not gate.passed:
@@ -156,10 +100,12 @@ def retrain_promote() -> None:
     @task
     def start_canary(request: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
         from driftline.core.settings import get_settings
-        from driftline.orchestration.rollout import GateResult, begin_canary
+        from driftline.lifecycle.gates import GateResult
+        from driftline.orchestration.rollout import begin_canary
 
+        rollout = requests.RetrainRequest.from_dict(request)
         canary = begin_canary(
-            get_settings(), GateResult(**gate), actor=_actor(request), day=_day(request)
+            get_settings(), GateResult.from_dict(gate), actor=rollout.actor, day=rollout.day
         )
         print(f"rollout: {canary}")
         return canary
@@ -192,8 +138,9 @@ def retrain_promote() -> None:
 
         # No report when the sensor timed out (soft fail: skipped): that is a rollback.
         report = ti.xcom_pull(task_ids="canary_analysis") if ti is not None else None
+        rollout = requests.RetrainRequest.from_dict(request)
         transition = conclude_canary(
-            get_settings(), canary, report, actor=_actor(request), day=_day(request)
+            get_settings(), canary, report, actor=rollout.actor, day=rollout.day
         )
         if outlet_events is not None:
             outlet_events[ROLLOUTS].extra = transition

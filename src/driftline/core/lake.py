@@ -18,22 +18,17 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import IO, Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.spec import AbstractFileSystem
+
+from driftline.core.atomic import filesystem as filesystem
+from driftline.core.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
 PART_FILE = "part-0.parquet"
-
-
-def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
-    """Return the fsspec filesystem for ``uri`` and the path inside it."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs, str(path).rstrip("/")
 
 
 def partition_uri(lake_uri: str, zone: str, dataset: str, day: date) -> str:
@@ -57,32 +52,24 @@ def exists(uri: str) -> bool:
     return bool(fs.exists(path))
 
 
-def _write_table(fs: AbstractFileSystem, path: str, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` with fixed options so equal tables give equal bytes."""
-    clean = table.replace_schema_metadata(None)
-    with fs.open(path, "wb") as handle:
-        # Row groups of 128k rows let Spark split one day file across its cores.
-        pq.write_table(
-            clean, handle, compression="zstd", write_statistics=True, row_group_size=131_072
-        )
+def _write_parquet(table: pa.Table, handle: IO[bytes]) -> None:
+    """Write ``table`` to ``handle`` with fixed options so equal tables give equal bytes."""
+    # Row groups of 128k rows let Spark split one day file across its cores.
+    pq.write_table(
+        table.replace_schema_metadata(None),
+        handle,
+        compression="zstd",
+        write_statistics=True,
+        row_group_size=131_072,
+    )
 
 
 def write_file(uri: str, table: pa.Table) -> None:
-    """Write ``table`` to the single file ``uri`` atomically (temp file, then move).
+    """Write ``table`` to the single file ``uri`` atomically (:func:`write_atomic`).
 
     Equal tables give equal bytes; readers never see a half-written file.
     """
-    fs, path = filesystem(uri)
-    parent, name = path.rsplit("/", 1)
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        _write_table(fs, tmp, table)
-        fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise
+    write_atomic(uri, lambda handle: _write_parquet(table, handle))
 
 
 def replace_partition(
@@ -113,7 +100,8 @@ def replace_partition(
     token = uuid.uuid4().hex[:12]
     tmp, old = f"{parent}/.{name}.tmp-{token}", f"{parent}/.{name}.old-{token}"
     fs.makedirs(tmp, exist_ok=True)
-    _write_table(fs, f"{tmp}/{PART_FILE}", table)
+    with fs.open(f"{tmp}/{PART_FILE}", "wb") as handle:
+        _write_parquet(table, handle)
     for file_name, payload in (extra_files or {}).items():
         fs.pipe_file(f"{tmp}/{file_name}", payload)
     had_old = fs.exists(final)

@@ -38,17 +38,25 @@ def experiment_id(settings: Settings) -> str:
     """Id of the training experiment, created on first use under the artifact root.
 
     The artifact root is explicit: MLflow's default with a database tracking URI is
-    ``./mlruns`` in whatever directory the process happens to run in.
+    ``./mlruns`` in whatever directory the process happens to run in. Processes that
+    race to create it (parallel pipeline steps) all get the one that was created.
     """
+    from mlflow.exceptions import MlflowException
+
     mlflow_client = client(settings)
-    found = mlflow_client.get_experiment_by_name(settings.mlflow_experiment)
+    name = settings.mlflow_experiment
+    found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    return str(
-        mlflow_client.create_experiment(
-            settings.mlflow_experiment, artifact_location=settings.mlflow_artifact_uri
+    try:
+        return str(
+            mlflow_client.create_experiment(name, artifact_location=settings.mlflow_artifact_uri)
         )
-    )
+    except MlflowException:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
 
 
 def git_commit() -> str:
@@ -88,6 +96,12 @@ def tag_version(settings: Settings, version: str, tags: Mapping[str, Any]) -> No
     mlflow_client = client(settings)
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(settings.model_name, version, key, str(value))
+
+
+def float_tag(tags: Mapping[str, str], key: str) -> float | None:
+    """The number in tag ``key`` (None when the tag is missing, empty or ``none``)."""
+    value = tags.get(key)
+    return float(value) if value not in (None, "", "none") else None
 
 
 def set_alias(settings: Settings, alias: str, version: str) -> None:

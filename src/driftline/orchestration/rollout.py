@@ -3,9 +3,9 @@
 The ``retrain_promote`` DAG calls these in order after the training pipeline registered a
 candidate:
 
-1. :func:`retrain_gate` -- the candidate must hold ``staging`` (the registration gates
-   passed) and beat the champion on the most recent labelled days (the holdout both were
-   scored on) by more than ``retrain_min_improvement``.
+1. :func:`retrain_gate` -- :func:`driftline.lifecycle.gates.retrain_gate` (the rule:
+   the registration gates passed, and the candidate beats the current champion on the
+   most recent labelled days by more than ``retrain_min_improvement``), recorded.
 2. :func:`begin_canary` -- ``canary`` alias on the candidate at ``serve_canary_weight``;
    with no champion at all the candidate becomes the first champion directly (there is
    nothing to compare a canary with).
@@ -21,81 +21,21 @@ data day) and logged. Times are the request's data day, never the wall clock.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from driftline.core.settings import Settings
-from driftline.lifecycle import promotion, registry
+from driftline.lifecycle import gates, promotion, registry
+from driftline.lifecycle.gates import GateResult
 from driftline.monitoring.canary import CanaryReport, analyse_canary
 from driftline.monitoring.served import logged_days, read_served, reported_frauds
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GateResult:
-    """The staging gate of ``retrain_promote``.
-
-    Attributes:
-        version: The candidate.
-        champion: The champion it was compared with (None: there is none).
-        passed: Whether the candidate may go to canary.
-        reason: Why, in one sentence.
-        metrics: Candidate and champion PR-AUC on the shared holdout.
-    """
-
-    version: str
-    champion: str | None
-    passed: bool
-    reason: str
-    metrics: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-
 def _day_time(day: date) -> datetime:
     """Midnight UTC of a data day: the time recorded on decisions."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def _float_tag(tags: dict[str, str], key: str) -> float | None:
-    value = tags.get(key)
-    return float(value) if value not in (None, "", "none") else None
-
-
-def _gate_verdict(
-    version: str, tags: dict[str, str], champion: str | None, settings: Settings
-) -> GateResult:
-    candidate_pr = _float_tag(tags, "candidate.pr_auc")
-    metrics = {"candidate_pr_auc": candidate_pr} if candidate_pr is not None else {}
-    if tags.get("gate.staging") != "passed":
-        reason = f"registration gates failed: {tags.get('gate.reasons', 'unknown')}"
-        return GateResult(version, champion, False, reason, metrics)
-    if champion is None:
-        return GateResult(
-            version, None, True, "no champion yet: the candidate is the first", metrics
-        )
-    compared = tags.get("champion.version")
-    champion_pr = _float_tag(tags, "champion.pr_auc")
-    if compared != champion or champion_pr is None or candidate_pr is None:
-        reason = (
-            f"the candidate was evaluated against champion {compared}, but the champion "
-            f"is now {champion}: retrain to compare on the same holdout"
-        )
-        return GateResult(version, champion, False, reason, metrics)
-    metrics["champion_pr_auc"] = champion_pr
-    margin = candidate_pr - champion_pr
-    passed = margin > settings.retrain_min_improvement
-    verdict = "beats" if passed else "does not beat"
-    reason = (
-        f"candidate PR-AUC {candidate_pr:.3f} {verdict} champion {champion}'s {champion_pr:.3f} "
-        f"on the most recent labelled days (margin {margin:+.3f}, needed "
-        f"> {settings.retrain_min_improvement:+.3f})"
-    )
-    return GateResult(version, champion, passed, reason, metrics)
 
 
 def retrain_gate(
@@ -108,14 +48,15 @@ def retrain_gate(
 ) -> GateResult:
     """Judge the candidate ``version`` for canary and record the verdict on it.
 
-    ``context`` (e.g. the drift window and report that caused the retrain) is written
-    as version tags alongside the verdict.
+    The rule is :func:`driftline.lifecycle.gates.retrain_gate`, applied to the version's
+    tags and the current champion. ``context`` (e.g. the drift window and report that
+    caused the retrain) is written as version tags alongside the verdict.
     """
     if context:
         registry.tag_version(settings, str(version), context)
     details = registry.client(settings).get_model_version(settings.model_name, str(version))
     champion = registry.version_by_alias(settings, registry.CHAMPION)
-    result = _gate_verdict(
+    result = gates.retrain_gate(
         str(version),
         dict(details.tags or {}),
         None if champion is None else str(champion.version),
@@ -123,7 +64,7 @@ def retrain_gate(
     )
     promotion.record_decision(
         settings,
-        result.version,
+        str(version),
         "retrain_gate",
         ("passed: " if result.passed else "failed: ") + result.reason,
         actor,
@@ -141,7 +82,7 @@ def begin_canary(settings: Settings, gate: GateResult, *, actor: str, day: date)
         ``version``, ``champion`` and ``mode`` (``canary`` or ``first_champion``), and
         ``since``: the first data day whose traffic is canary evidence.
     """
-    if not gate.passed:
+    if not gate.passed or gate.version is None:
         raise promotion.PromotionError(f"version {gate.version} did not pass the gate")
     now = _day_time(day)
     out = {"version": gate.version, "champion": gate.champion, "since": day.isoformat()}
@@ -176,7 +117,7 @@ def canary_evidence(settings: Settings, canary: dict[str, Any]) -> CanaryReport:
         champion_version=str(canary["champion"]),
         settings=settings,
         frauds=frauds,
-        expected_psi=_float_tag(dict(details.tags or {}), "candidate.score_psi_vs_champion"),
+        expected_psi=registry.float_tag(details.tags or {}, "candidate.score_psi_vs_champion"),
     )
     log.info("canary %s: %s (%s)", canary["version"], report.verdict, report.reason)
     return report

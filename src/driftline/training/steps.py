@@ -261,12 +261,12 @@ def register(
     )
     tags[DRIFT_REFERENCE_TAG] = _log_drift_reference(settings, model_dir, training_set_dir, run_id)
     tags.update({"gate.staging": "passed" if gate.passed else "failed"})
-    tags.update({"gate.reasons": "; ".join(gate.reasons) or "all gates passed"})
+    tags.update({"gate.reasons": gate.reason})
     registry.tag_version(settings, version, tags)
     if gate.passed:
         registry.set_alias(settings, registry.STAGING, version)
     else:
-        log.warning("version %s stays without alias: %s", version, "; ".join(gate.reasons))
+        log.warning("version %s stays without alias: %s", version, gate.reason)
     return {
         "model_name": settings.model_name,
         "version": version,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
+from driftline.core.atomic import write_atomic
 from driftline.core.columns import LABEL
 from driftline.training.model import (
     ModelConfig,
@@ -454,7 +454,7 @@ class _Run:
         return state
 
     def _write_checkpoint(self) -> None:
-        """Atomically write the run state (temporary file, fsync, ``os.replace``)."""
+        """Atomically write the run state (``write_atomic``: temporary file, fsync, rename)."""
         if self.path is None:
             return
         progress = self.progress
@@ -470,13 +470,7 @@ class _Run:
             "rng": self._rng_state(),
             **{name: getattr(progress, name) for name in _Progress.__dataclass_fields__},
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, lambda handle: torch.save(payload, handle), fsync=True)
         logger.debug("checkpoint at epoch %d batch %d", progress.epoch, progress.batch)
 
     def _read_checkpoint(self) -> dict[str, Any] | None:

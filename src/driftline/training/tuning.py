@@ -194,20 +194,18 @@ class _Tracker:
         cls,
         tracking_uri: str,
         *,
-        experiment: str | None,
+        experiment_id: str | None,
         parent_run_id: str | None,
         study_name: str,
     ) -> _Tracker:
-        """Client on ``tracking_uri``; the experiment is named or the parent run's."""
+        """Client on ``tracking_uri``; the experiment is the given one or the parent run's."""
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri)
-        if experiment is not None:
-            experiment_id = _experiment_id(client, experiment)
-        elif parent_run_id is not None:
+        if experiment_id is None:
+            if parent_run_id is None:
+                raise ValueError("MLflow trial runs need an experiment_id or a parent_run_id")
             experiment_id = client.get_run(parent_run_id).info.experiment_id
-        else:
-            raise ValueError("MLflow trial runs need an experiment or a parent_run_id")
         return cls(client, experiment_id, parent_run_id, study_name)
 
     def start(self, trial: optuna.Trial, config: ModelConfig) -> None:
@@ -239,22 +237,6 @@ class _Tracker:
             self.client.log_metric(run_id, "best_valid_pr_auc", best)
         self.client.set_tag(run_id, STATE_TAG, state)
         self.client.set_terminated(run_id, status=MLFLOW_STATUS[state])
-
-
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    """Id of experiment ``name``, created when missing (tolerates a racing creator)."""
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return str(found.experiment_id)
 
 
 # --------------------------------------------------------------------------------------
@@ -340,7 +322,7 @@ def tune(
     max_epochs: int,
     pruner: PrunerName = "median",
     tracking_uri: str | None = None,
-    experiment: str | None = None,
+    experiment_id: str | None = None,
     parent_run_id: str | None = None,
     worker: int = 0,
     device: str = "auto",
@@ -363,8 +345,9 @@ def tune(
         max_epochs: Epoch budget per trial.
         pruner: ``median``, ``hyperband`` or ``none``.
         tracking_uri: MLflow tracking URI; trials are logged only with it and with
-            ``parent_run_id`` or ``experiment``.
-        experiment: MLflow experiment of the trial runs (default: the parent run's).
+            ``parent_run_id`` or ``experiment_id``.
+        experiment_id: MLflow experiment of the trial runs (default: the parent run's;
+            :func:`driftline.lifecycle.registry.experiment_id` finds or creates one).
         parent_run_id: MLflow run the trial runs are children of.
         worker: Index of this worker among concurrent ones. Give each concurrent worker a
             different index: concurrent workers with the same sampler seed draw the same
@@ -381,9 +364,12 @@ def tune(
     existing = len(study.get_trials(deepcopy=False))
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, worker, existing))
     tracker = None
-    if tracking_uri is not None and (parent_run_id is not None or experiment is not None):
+    if tracking_uri is not None and (parent_run_id is not None or experiment_id is not None):
         tracker = _Tracker.connect(
-            tracking_uri, experiment=experiment, parent_run_id=parent_run_id, study_name=study_name
+            tracking_uri,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+            study_name=study_name,
         )
     objective = _Objective(train, valid, seed, max_epochs, device, tracker)
     start = time.perf_counter()
