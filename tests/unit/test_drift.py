@@ -14,7 +14,7 @@ import pytest
 from driftline.core.columns import MODEL_INPUTS
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
-from driftline.monitoring import Decision, DriftLog, DriftResult, compute_drift, decide
+from driftline.monitoring import DriftLog, DriftResult, TriggerDecision, compute_drift, decide
 from driftline.monitoring.drift import performance_check, performance_days
 from tests.frames import model_frame
 
@@ -257,7 +257,7 @@ def _day(n: int) -> date:
 
 def _decide(
     history: list[DriftResult] | list[dict[str, Any]], n: int, last: date | None = None
-) -> Decision:
+) -> TriggerDecision:
     return decide(history, last_trigger_day=last, today=Interval.for_day(_day(n)), settings=POLICY)
 
 
@@ -340,7 +340,7 @@ def test_decide_accepts_stored_dicts_and_ignores_later_days() -> None:
 
 def test_retrain_waits_until_the_train_split_holds_labelled_drift_days() -> None:
     history: list[DriftResult] = []
-    decisions: dict[int, Decision] = {}
+    decisions: dict[int, TriggerDecision] = {}
     for n in range(12):
         history.append(_result(_day(n)))
         decisions[n] = decide(
@@ -462,7 +462,7 @@ def test_drift_log_replaces_a_recomputed_day_and_round_trips(settings: Settings)
     drift_log.record(_result(_day(0)))
     drift_log.record(_result(_day(1)))
     drift_log.record(_result(_day(0), drifted=False))  # the day recomputed
-    decision = Decision(True, "test", _day(0), _day(2))
+    decision = TriggerDecision(True, "test", _day(0), _day(2))
     drift_log.record_trigger(_day(1), decision)
     path = drift_log.save()
 
@@ -477,9 +477,9 @@ def test_drift_log_replaces_a_recomputed_day_and_round_trips(settings: Settings)
 
 def test_drift_log_older_trigger_never_erases_a_newer_one(settings: Settings) -> None:
     drift_log = DriftLog.load(settings)
-    drift_log.record_trigger(_day(9), Decision(True, "newer", _day(8), _day(10)))
-    drift_log.record_trigger(_day(3), Decision(True, "older rerun", _day(2), _day(4)))
+    drift_log.record_trigger(_day(9), TriggerDecision(True, "newer", _day(8), _day(10)))
+    drift_log.record_trigger(_day(3), TriggerDecision(True, "older rerun", _day(2), _day(4)))
 
     assert drift_log.last_trigger_day == _day(9)
     with pytest.raises(ValueError):
-        drift_log.record_trigger(_day(10), Decision(False, "no"))
+        drift_log.record_trigger(_day(10), TriggerDecision(False, "no"))

@@ -1,4 +1,4 @@
-"""Drift of the served traffic against the champion's training data, and when to retrain.
+"""Drift of the served traffic against the champion's training data (computation only).
 
 Three questions are asked of one data interval of the prediction log
 (:func:`driftline.data.predictions.read_predictions`), each against the *reference*
@@ -27,21 +27,28 @@ Three questions are asked of one data interval of the prediction log
   champion's PR-AUC on its drift reference times ``1 - drift_performance_drop``. This is what
   sees *concept* drift, where the inputs look the same but fraud no longer does.
 
-:func:`compute_drift` answers them for one interval and writes Evidently's HTML report
-and a ``drift.json`` summary under ``dt=YYYY-MM-DD``. :func:`decide` turns the history of
-results into a retrain decision (debounce + cool-down, see there), and :class:`DriftLog`
-keeps that history and the last trigger day between runs.
+**One PSI.** The prediction-drift PSI is :func:`driftline.core.stats.psi` (10 quantile
+bins of the reference scores, empty bins floored at 1e-4), the same function the canary
+analysis and the offline candidate evaluation use, so a score PSI means the same number
+everywhere. It runs inside the Evidently report as a registered stat test
+(:data:`PREDICTION_METHOD`), so the HTML report shows that number too; Evidently's own
+``"psi"`` (Sturges-rule equal-width bins over both samples) is not used. The threshold
+keeps its meaning: drifted at or above ``drift_prediction_threshold``.
+
+:func:`measure_drift` answers the questions for one interval without writing anything;
+:func:`~driftline.monitoring.drift_report.write_drift_report` then writes Evidently's HTML
+report and a ``drift.json`` summary under ``dt=YYYY-MM-DD`` (:func:`compute_drift` does
+both). :func:`~driftline.monitoring.policy.decide` turns the history of results into a
+retrain decision, and :class:`~driftline.monitoring.drift_log.DriftLog` keeps that history
+and the last trigger day between runs.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from datetime import date, timedelta
+from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,14 @@ import pandas as pd
 from driftline.core.columns import CATEGORICAL, LABEL, MODEL_INPUTS, NUMERIC
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
+from driftline.core.stats import psi
+from driftline.monitoring.drift_report import report_folder, write_drift_report
+from driftline.monitoring.result import (
+    STATUS_INSUFFICIENT,
+    STATUS_OK,
+    DriftMeasurement,
+    DriftResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,111 +79,13 @@ VARIANT = "variant"
 MODEL_VERSION = "model_version"
 CHAMPION = "champion"
 #: Evidently stat test of prediction drift (a distance: drifted at or above the threshold).
-PREDICTION_METHOD = "psi"
+#: Evidently stat test of prediction drift: :func:`driftline.core.stats.psi`, registered
+#: under this name by :func:`_register_prediction_psi` (a distance: drifted at or above
+#: the threshold).
+PREDICTION_METHOD = "driftline_psi"
 
-STATUS_OK = "ok"
-STATUS_INSUFFICIENT = "insufficient_data"
-
-REPORT_HTML = "drift_report.html"
-REPORT_JSON = "drift.json"
 #: Seed of the deterministic down-sampling of large references.
 _SAMPLE_SEED = 0
-
-
-# --------------------------------------------------------------------------------------
-# Result of one interval
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DriftResult:
-    """Drift of one data interval of served traffic against the reference.
-
-    Attributes:
-        interval: The interval, as ``[YYYY-MM-DD, YYYY-MM-DD)``.
-        day: First day of the interval (ISO date); the key of the drift log.
-        status: ``"ok"`` or ``"insufficient_data"`` (fewer than ``drift_min_rows`` served
-            rows: nothing was tested and no decision may rest on it).
-        rows: Served rows in the interval.
-        reference_rows: Reference rows compared against (after down-sampling).
-        drifted_columns: Model inputs judged drifted, in ``MODEL_INPUTS`` order.
-        drift_share: Drifted columns / judged columns.
-        dataset_drift: ``drift_share`` reached ``drift_share_threshold``.
-        prediction_drift_score: PSI of served versus reference scores (None if skipped).
-        prediction_drift: ``prediction_drift_score`` reached ``drift_prediction_threshold``.
-        performance: Label metrics (see :func:`compute_drift`), None without labels.
-        performance_check: Result of :func:`performance_check` on matured days, if run.
-        performance_drift: ``performance_check`` found the PR-AUC drop.
-        column_scores: Per judged column: ``method``, ``threshold``, ``score``, ``drifted``.
-        notes: Human-readable remarks (skipped checks, columns not judged, ...).
-        report_html: Path of Evidently's HTML report, None when none was written.
-        report_json: Path of the ``drift.json`` summary, None when none was written.
-    """
-
-    interval: str
-    day: str
-    status: str
-    rows: int
-    reference_rows: int
-    drifted_columns: list[str]
-    drift_share: float
-    dataset_drift: bool
-    prediction_drift_score: float | None
-    prediction_drift: bool
-    performance: dict[str, Any] | None = None
-    performance_check: dict[str, Any] | None = None
-    performance_drift: bool = False
-    column_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    report_html: str | None = None
-    report_json: str | None = None
-
-    @property
-    def sufficient(self) -> bool:
-        """Whether the interval had enough rows for a drift verdict."""
-        return self.status == STATUS_OK
-
-    @property
-    def drifted(self) -> bool:
-        """Data, prediction or performance drift on an interval with enough data."""
-        return self.sufficient and (
-            self.dataset_drift or self.prediction_drift or self.performance_drift
-        )
-
-    @property
-    def evidence_day(self) -> date:
-        """Earliest transaction day this result shows drift on.
-
-        The interval's own day for data or prediction drift; for performance drift alone,
-        the newest matured day that was judged (labels lag the interval).
-        """
-        if self.dataset_drift or self.prediction_drift or not self.performance_check:
-            return self.start_day
-        return date.fromisoformat(str(self.performance_check["last_day"]))
-
-    @property
-    def start_day(self) -> date:
-        """:attr:`day` as a date."""
-        return date.fromisoformat(self.day)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (with the derived ``drifted`` flag)."""
-        return {**asdict(self), "drifted": self.drifted}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DriftResult:
-        """Inverse of :meth:`to_dict` (derived and unknown keys are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def _as_result(item: DriftResult | Mapping[str, Any]) -> DriftResult:
-    return item if isinstance(item, DriftResult) else DriftResult.from_dict(item)
-
-
-# --------------------------------------------------------------------------------------
-# compute_drift
-# --------------------------------------------------------------------------------------
 
 
 def _require_inputs(frame: pd.DataFrame, name: str) -> None:
@@ -366,7 +283,7 @@ def _run_evidently(
         metrics.append(
             ValueDrift(
                 column=SCORE,
-                method=PREDICTION_METHOD,
+                method=_register_prediction_psi(),
                 threshold=settings.drift_prediction_threshold,
             )
         )
@@ -395,26 +312,111 @@ def _run_evidently(
     return snapshot, outcomes
 
 
-def _write_atomic(path: Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp_path)`` then move the file over ``path`` (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@functools.cache
+def _register_prediction_psi() -> str:
+    """Register :func:`driftline.core.stats.psi` as an Evidently stat test; its name.
+
+    Runs once, on the first drift check (not at import). ``ValueDrift`` always passes
+    ``drift_prediction_threshold``, so the stat test has no threshold of its own.
+    """
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    def score_psi(
+        reference: pd.Series, current: pd.Series, _type: Any, threshold: float
+    ) -> tuple[float, bool]:
+        value = psi(reference.to_numpy(dtype=np.float64), current.to_numpy(dtype=np.float64))
+        return value, value >= threshold
+
+    stat_test = StatTest(
+        name=PREDICTION_METHOD,
+        display_name="PSI (driftline.core.stats.psi, quantile bins)",
+        allowed_feature_types=[ColumnType.Numerical],
+    )
+    register_stattest(stat_test, score_psi)
+    return PREDICTION_METHOD
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    text = json.dumps(data, indent=2, sort_keys=True, default=str)
-    _write_atomic(path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+def _insufficient(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    interval: Interval,
+    settings: Settings,
+    notes: list[str],
+    extra: dict[str, Any],
+) -> DriftMeasurement:
+    """The measurement of an interval with fewer than ``drift_min_rows`` served rows."""
+    notes.append(
+        f"insufficient data: {len(current)} served rows < drift_min_rows "
+        f"{settings.drift_min_rows}; no drift verdict"
+    )
+    result = DriftResult(
+        interval=str(interval),
+        day=interval.start.date().isoformat(),
+        status=STATUS_INSUFFICIENT,
+        rows=len(current),
+        reference_rows=len(reference),
+        drifted_columns=[],
+        drift_share=0.0,
+        dataset_drift=False,
+        prediction_drift_score=None,
+        prediction_drift=False,
+        notes=notes,
+        **extra,
+    )
+    return DriftMeasurement(result)
 
 
-def compute_drift(
+def _judgeable(
+    ref: pd.DataFrame, cur: pd.DataFrame, notes: list[str]
+) -> tuple[list[str], list[str]]:
+    """Model inputs Evidently can judge, and those missing on every served row.
+
+    Evidently refuses empty columns, so those are judged here: missing in the served rows
+    only counts as drifted, empty in the reference is not judged (both get a note).
+    """
+    judged, missing_served = [], []
+    for name in MODEL_INPUTS:
+        if ref[name].notna().any() and cur[name].notna().any():
+            judged.append(name)
+        elif ref[name].notna().any():
+            missing_served.append(name)
+        else:
+            notes.append(f"{name}: empty in the reference, not judged")
+    if missing_served:
+        notes.append(f"missing on every served row, counted as drifted: {missing_served}")
+    return judged, missing_served
+
+
+def _add_scores(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    notes: list[str],
+    champion_version: str | None,
+) -> bool:
+    """Add the ``score`` columns prediction drift compares (in place); whether it can run."""
+    if SCORE not in reference.columns or not reference[SCORE].notna().any():
+        notes.append("prediction drift skipped: the reference has no scores")
+        return False
+    if SCORE not in current.columns:
+        notes.append("prediction drift skipped: the served rows have no scores")
+        return False
+    ref[SCORE] = _scores(reference)
+    cur[SCORE] = _champion_scores(current, notes, champion_version)
+    if not cur[SCORE].notna().any():
+        notes.append("prediction drift skipped: no served champion scores")
+        return False
+    return True
+
+
+def _missing_column_score() -> dict[str, Any]:
+    """The column score of a model input missing on every served row."""
+    return {"method": "all missing in current", "threshold": None, "score": None, "drifted": True}
+
+
+def measure_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     interval: Interval,
@@ -422,10 +424,12 @@ def compute_drift(
     *,
     labels: pd.DataFrame | None = None,
     performance: Mapping[str, Any] | None = None,
-    report_dir: Path | None = None,
     champion_version: str | None = None,
-) -> DriftResult:
+) -> DriftMeasurement:
     """Data drift, prediction drift and (with labels) performance of one interval.
+
+    Computes only: nothing is written (see
+    :func:`~driftline.monitoring.drift_report.write_drift_report`).
 
     Args:
         reference: Reference rows with every model input and optionally ``score`` (e.g.
@@ -433,18 +437,16 @@ def compute_drift(
             ``drift_reference_max_rows`` is sampled down deterministically.
         current: The prediction log of ``interval`` (model inputs, ``score``,
             ``transaction_id``, ``variant``, ...).
-        interval: The data interval ``current`` covers; names the report folder.
+        interval: The data interval ``current`` covers.
         settings: Thresholds (``drift_*``).
         labels: ``transaction_id`` and ``label`` of transactions whose labels arrived.
         performance: A :func:`performance_check` result to include (its ``drifted``
             flag becomes ``performance_drift``).
         champion_version: Prediction drift only on rows this version answered.
-        report_dir: Root of the reports; ``{home}/monitoring/reports`` when None. The
-            interval's ``dt=YYYY-MM-DD`` folder is overwritten on a rerun.
 
     Returns:
-        The result, with the paths of ``drift_report.html`` (not written for an interval
-        with insufficient data) and ``drift.json``. ``performance`` holds ``served_rows``,
+        The result (no report paths yet) and Evidently's snapshot (None for an interval
+        with insufficient data). ``performance`` holds ``served_rows``,
         ``labelled_rows``, ``label_coverage``, ``rows``, ``positives``, ``pr_auc``,
         ``roc_auc`` (None plus a ``note`` when the labels hold a single class), the other
         offline metrics, and ``by_variant`` when champion and canary both have labels.
@@ -458,9 +460,6 @@ def compute_drift(
         _require_inputs(current, "current")
     if reference.empty:
         raise ValueError("reference frame is empty")
-    day = interval.start.date()
-    folder = (report_dir or settings.home / "monitoring" / "reports") / f"dt={day.isoformat()}"
-    html_path, json_path = folder / REPORT_HTML, folder / REPORT_JSON
     notes: list[str] = []
     checked = dict(performance) if performance is not None else None
     extra: dict[str, Any] = {
@@ -468,76 +467,26 @@ def compute_drift(
         "performance_check": checked,
         "performance_drift": bool(checked and checked.get("drifted")),
     }
-
     if len(current) < settings.drift_min_rows:
-        notes.append(
-            f"insufficient data: {len(current)} served rows < drift_min_rows "
-            f"{settings.drift_min_rows}; no drift verdict"
-        )
-        result = DriftResult(
-            interval=str(interval),
-            day=day.isoformat(),
-            status=STATUS_INSUFFICIENT,
-            rows=len(current),
-            reference_rows=len(reference),
-            drifted_columns=[],
-            drift_share=0.0,
-            dataset_drift=False,
-            prediction_drift_score=None,
-            prediction_drift=False,
-            notes=notes,
-            **extra,
-            report_json=str(json_path),
-        )
-        html_path.unlink(missing_ok=True)  # a rerun must not leave a stale report behind
-        _write_json(json_path, result.to_dict())
-        return result
+        return _insufficient(reference, current, interval, settings, notes, extra)
 
     if len(reference) > settings.drift_reference_max_rows:
         notes.append(f"reference sampled to {settings.drift_reference_max_rows} rows")
         reference = reference.sample(n=settings.drift_reference_max_rows, random_state=_SAMPLE_SEED)
     ref, cur = _model_inputs(reference), _model_inputs(current)
-
-    # Evidently refuses empty columns; judge those here.
-    judged, missing_served = [], []
-    for name in MODEL_INPUTS:
-        if ref[name].notna().any() and cur[name].notna().any():
-            judged.append(name)
-        elif ref[name].notna().any():
-            missing_served.append(name)
-        else:
-            notes.append(f"{name}: empty in the reference, not judged")
-    if missing_served:
-        notes.append(f"missing on every served row, counted as drifted: {missing_served}")
-
-    with_scores = False
-    if SCORE not in reference.columns or not reference[SCORE].notna().any():
-        notes.append("prediction drift skipped: the reference has no scores")
-    elif SCORE not in current.columns:
-        notes.append("prediction drift skipped: the served rows have no scores")
-    else:
-        ref[SCORE] = _scores(reference)
-        cur[SCORE] = _champion_scores(current, notes, champion_version)
-        with_scores = bool(cur[SCORE].notna().any())
-        if not with_scores:
-            notes.append("prediction drift skipped: no served champion scores")
+    judged, missing_served = _judgeable(ref, cur, notes)
+    with_scores = _add_scores(ref, cur, reference, current, notes, champion_version)
 
     snapshot, outcomes = _run_evidently(ref, cur, judged, with_scores, settings)
     column_scores = {name: outcomes[name] for name in judged}
-    for name in missing_served:
-        column_scores[name] = {
-            "method": "all missing in current",
-            "threshold": None,
-            "score": None,
-            "drifted": True,
-        }
+    column_scores.update({name: _missing_column_score() for name in missing_served})
     drifted = [name for name in MODEL_INPUTS if column_scores.get(name, {}).get("drifted")]
     share = len(drifted) / len(column_scores) if column_scores else 0.0
     score_outcome = outcomes.get(SCORE) if with_scores else None
 
     result = DriftResult(
         interval=str(interval),
-        day=day.isoformat(),
+        day=interval.start.date().isoformat(),
         status=STATUS_OK,
         rows=len(current),
         reference_rows=len(reference),
@@ -549,11 +498,7 @@ def compute_drift(
         **extra,
         column_scores=column_scores,
         notes=notes,
-        report_html=str(html_path),
-        report_json=str(json_path),
     )
-    _write_atomic(html_path, snapshot.save_html)
-    _write_json(json_path, result.to_dict())
     log.info(
         "drift %s: %d/%d columns drifted (%.2f), prediction drift %s",
         interval,
@@ -562,271 +507,40 @@ def compute_drift(
         share,
         result.prediction_drift_score,
     )
-    return result
+    return DriftMeasurement(result, snapshot)
 
 
-# --------------------------------------------------------------------------------------
-# Retrain decision
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Whether drift should trigger a retrain now, and why.
-
-    Attributes:
-        trigger: Start a retrain.
-        reason: One sentence for logs, tags and the Airflow UI.
-        window_start: First day of the current drift streak (set whenever today drifted,
-            even when debounce or cool-down hold the trigger back).
-        window_end: Day after today's interval (exclusive), with ``window_start``.
-    """
-
-    trigger: bool
-    reason: str
-    window_start: date | None = None
-    window_end: date | None = None
-
-    @property
-    def window(self) -> Interval | None:
-        """The drift window as an :class:`Interval`, when there is one."""
-        if self.window_start is None or self.window_end is None:
-            return None
-        return Interval.parse(self.window_start, self.window_end)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (dates as ISO strings)."""
-        return {
-            "trigger": self.trigger,
-            "reason": self.reason,
-            "window_start": self.window_start.isoformat() if self.window_start else None,
-            "window_end": self.window_end.isoformat() if self.window_end else None,
-        }
-
-
-def _latest_by_day(history: Iterable[DriftResult | Mapping[str, Any]]) -> dict[date, DriftResult]:
-    """One result per day; a later entry for the same day replaces an earlier one."""
-    by_day: dict[date, DriftResult] = {}
-    for item in history:
-        result = _as_result(item)
-        by_day[result.start_day] = result
-    return by_day
-
-
-def _describe(result: DriftResult) -> str:
-    parts = []
-    if result.dataset_drift:
-        parts.append(f"{len(result.drifted_columns)} drifted inputs {result.drifted_columns}")
-    if result.prediction_drift:
-        parts.append(f"score PSI {result.prediction_drift_score:.3f}")
-    if result.performance_drift and result.performance_check:
-        check = result.performance_check
-        parts.append(
-            f"served PR-AUC {check['pr_auc']:.3f} below {check['floor']:.3f} "
-            f"on {check['first_day']}..{check['last_day']}"
-        )
-    return " and ".join(parts)
-
-
-def train_split_end(window_end: date, settings: Settings) -> date:
-    """First day *not* in the train split of a training set whose label cut-off is
-    ``window_end`` (the valid and holdout days and the unlabelled tail follow it)."""
-    tail = settings.label_maturity_days + settings.holdout_days + settings.valid_days
-    return window_end - timedelta(days=tail)
-
-
-def _label_wait(window_start: date, window_end: date, settings: Settings) -> str | None:
-    """Why a retrain must still wait for labels of the drift, or None when it need not."""
-    needed = settings.retrain_min_drift_days
-    have = (train_split_end(window_end, settings) - window_start).days
-    if needed == 0 or have >= needed:
-        return None
-    ready = (
-        window_start + timedelta(days=needed) + (window_end - train_split_end(window_end, settings))
-    )
-    return (
-        f"waiting for labels: a retrain now would train on {max(have, 0)} labelled day(s) "
-        f"of the drift (since {window_start}), retrain_min_drift_days is {needed}; "
-        f"possible from the interval of {ready - timedelta(days=1)} on"
-    )
-
-
-def decide(
-    history: Sequence[DriftResult | Mapping[str, Any]],
-    *,
-    last_trigger_day: date | None,
-    today: Interval,
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    interval: Interval,
     settings: Settings,
-) -> Decision:
-    """Decide whether drift seen up to ``today`` should trigger a retrain (pure, no I/O).
-
-    Drift alone is noisy: one odd day (a holiday, a marketing campaign, a small sample)
-    must not start a retrain, and a drift that persists must start exactly one, not one
-    per day while the retrain and promotion are still running. Three rules ensure that:
-
-    * **Evidence of today.** Only an interval whose own result drifted can trigger. A day
-      with no result or with insufficient data never triggers -- but it does not break a
-      streak either: it is skipped, as is a day missing from the history.
-    * **Debounce.** The last ``drift_debounce_days`` results with enough data (up to and
-      including today) must all have drifted.
-    * **Labels.** A retrain only helps once the training split holds labelled days of
-      the drift: the trigger waits until at least ``retrain_min_drift_days`` days since
-      the streak's first evidence fall before :func:`train_split_end` of today's end.
-      The streak and its window are kept meanwhile; the wait ends by itself.
-    * **Cool-down.** No trigger within ``drift_cooldown_days`` after ``last_trigger_day``
-      (nor before it, when an older interval is re-run), and results up to the last trigger
-      day are not counted again: after the cool-down a new trigger needs a new streak of
-      drift observed after the last trigger.
+    *,
+    labels: pd.DataFrame | None = None,
+    performance: Mapping[str, Any] | None = None,
+    report_dir: Path | None = None,
+    champion_version: str | None = None,
+) -> DriftResult:
+    """:func:`measure_drift`, then :func:`~driftline.monitoring.drift_report.write_drift_report`.
 
     Args:
-        history: Results of past intervals and today's (any order; for a day listed twice
-            the later entry wins). Results after ``today`` are ignored.
-        last_trigger_day: Day the last retrain was triggered, None if never.
-        today: The interval being decided.
-        settings: ``drift_debounce_days`` and ``drift_cooldown_days``.
+        reference, current, interval, settings, labels, performance, champion_version:
+            As for :func:`measure_drift`.
+        report_dir: Root of the reports; ``{home}/monitoring/reports`` when None. The
+            interval's ``dt=YYYY-MM-DD`` folder is overwritten on a rerun.
 
     Returns:
-        The decision; ``window_start`` is the first drifted day of the streak (after the
-        last trigger) and ``window_end`` the end of ``today``.
+        The result, with the paths of ``drift_report.html`` (not written for an interval
+        with insufficient data) and ``drift.json``.
     """
-    day = today.start.date()
-    by_day = _latest_by_day(history)
-    result = by_day.get(day)
-    if result is None:
-        return Decision(False, f"no drift result for {day}: no decision")
-    if not result.sufficient:
-        return Decision(False, f"{day}: insufficient data ({result.rows} rows), no decision")
-    if not result.drifted:
-        return Decision(False, f"{day}: no drift (drift share {result.drift_share:.2f})")
-
-    if last_trigger_day is not None and day <= last_trigger_day:
-        return Decision(
-            False,
-            f"{day}: drift ({_describe(result)}) but a retrain was already triggered on "
-            f"{last_trigger_day}",
-        )
-    decisive = [
-        r
-        for d, r in sorted(by_day.items())
-        if d <= day and r.sufficient and (last_trigger_day is None or d > last_trigger_day)
-    ]
-    streak: list[DriftResult] = []
-    for past in reversed(decisive):
-        if not past.drifted:
-            break
-        streak.append(past)
-    window_start = min(r.evidence_day for r in streak)
-    window_end = today.end.date()
-    if last_trigger_day is not None:
-        next_allowed = last_trigger_day + timedelta(days=settings.drift_cooldown_days)
-        if day < next_allowed:
-            return Decision(
-                False,
-                f"{day}: drift ({_describe(result)}) but a retrain was triggered on "
-                f"{last_trigger_day}; cool-down of {settings.drift_cooldown_days} days, "
-                f"next trigger possible on {next_allowed}",
-                window_start,
-                window_end,
-            )
-    needed = settings.drift_debounce_days
-    if len(streak) < needed:
-        return Decision(
-            False,
-            f"{day}: drift ({_describe(result)}) on {len(streak)} of {needed} consecutive "
-            "intervals needed (debounce)",
-            window_start,
-            window_end,
-        )
-    waiting = _label_wait(window_start, window_end, settings)
-    if waiting is not None:
-        return Decision(
-            False,
-            f"{day}: drift ({_describe(result)}) confirmed on {len(streak)} intervals; {waiting}",
-            window_start,
-            window_end,
-        )
-    return Decision(
-        True,
-        f"drift on {len(streak)} consecutive intervals since {window_start} "
-        f"(today: {_describe(result)})",
-        window_start,
-        window_end,
+    measurement = measure_drift(
+        reference,
+        current,
+        interval,
+        settings,
+        labels=labels,
+        performance=performance,
+        champion_version=champion_version,
     )
-
-
-# --------------------------------------------------------------------------------------
-# Persisted state
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class DriftLog:
-    """Drift results per day and the last retrain trigger, kept in one JSON file.
-
-    The file is ``{settings.home}/monitoring/drift_log.json``. Recording a day replaces
-    that day's entry (reruns and backfills are idempotent), and recording a trigger never
-    moves ``last_trigger_day`` back in time (an older interval re-run cannot erase a newer
-    trigger). Writes are atomic; concurrent writers are not coordinated (one monitoring
-    run at a time, as the DAG schedules it).
-    """
-
-    path: Path
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    triggers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    last_trigger_day: date | None = None
-
-    @staticmethod
-    def path_for(settings: Settings) -> Path:
-        """Where the log of ``settings`` lives."""
-        return settings.home / "monitoring" / "drift_log.json"
-
-    @classmethod
-    def load(cls, settings: Settings) -> DriftLog:
-        """Read the log, or an empty one when none was written yet."""
-        path = cls.path_for(settings)
-        if not path.exists():
-            return cls(path)
-        data = json.loads(path.read_text(encoding="utf-8"))
-        last = data.get("last_trigger_day")
-        return cls(
-            path,
-            results=dict(data.get("results", {})),
-            triggers=dict(data.get("triggers", {})),
-            last_trigger_day=date.fromisoformat(last) if last else None,
-        )
-
-    def record(self, result: DriftResult) -> None:
-        """Store ``result`` as its day's entry, replacing any earlier one."""
-        self.results[result.day] = result.to_dict()
-
-    def record_trigger(self, day: date, decision: Decision) -> None:
-        """Remember that ``decision`` triggered a retrain on ``day``.
-
-        Raises:
-            ValueError: If ``decision`` did not trigger.
-        """
-        if not decision.trigger:
-            raise ValueError("only a triggering decision can be recorded as a trigger")
-        self.triggers[day.isoformat()] = decision.to_dict()
-        if self.last_trigger_day is None or day > self.last_trigger_day:
-            self.last_trigger_day = day
-
-    def history(self, *, until: date | None = None) -> list[DriftResult]:
-        """Stored results, oldest first, optionally only those starting on/before ``until``."""
-        results = [DriftResult.from_dict(self.results[key]) for key in sorted(self.results)]
-        return [r for r in results if until is None or r.start_day <= until]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The file's JSON content."""
-        return {
-            "results": {key: self.results[key] for key in sorted(self.results)},
-            "triggers": {key: self.triggers[key] for key in sorted(self.triggers)},
-            "last_trigger_day": self.last_trigger_day.isoformat()
-            if self.last_trigger_day
-            else None,
-        }
-
-    def save(self) -> Path:
-        """Write the log atomically; return its path."""
-        _write_json(self.path, self.to_dict())
-        return self.path
+    folder = report_folder(settings, interval.start.date(), report_dir)
+    return write_drift_report(measurement, folder)

@@ -22,14 +22,10 @@ from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.data.predictions import read_predictions
 from driftline.lifecycle import registry
-from driftline.monitoring.drift import (
-    Decision,
-    DriftLog,
-    compute_drift,
-    decide,
-    performance_check,
-    performance_days,
-)
+from driftline.monitoring.drift import measure_drift, performance_check, performance_days
+from driftline.monitoring.drift_log import DriftLog
+from driftline.monitoring.drift_report import report_folder, write_drift_report
+from driftline.monitoring.policy import TriggerDecision, decide
 from driftline.monitoring.reference import load_reference
 from driftline.monitoring.served import read_served, reported_frauds
 
@@ -65,14 +61,14 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
 
     Returns:
         ``day``, ``champion`` (version or None), ``drift`` (the
-        :class:`~driftline.monitoring.drift.DriftResult` as a dict) and ``decision``
-        (:class:`~driftline.monitoring.drift.Decision` as a dict). Without a champion
+        :class:`~driftline.monitoring.result.DriftResult` as a dict) and ``decision``
+        (:class:`~driftline.monitoring.policy.TriggerDecision` as a dict). Without a champion
         nothing is judged and the decision is not to retrain.
     """
     day = interval.start.date()
     champion = registry.version_by_alias(settings, registry.CHAMPION)
     if champion is None:
-        decision = Decision(False, f"{day}: no champion serving, nothing to monitor")
+        decision = TriggerDecision(False, f"{day}: no champion serving, nothing to monitor")
         return {"day": day.isoformat(), "champion": None, "drift": None, **_out(decision)}
     version = str(champion.version)
     reference = load_reference(settings, version)
@@ -85,7 +81,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         settings=settings,
         version=version,
     )
-    result = compute_drift(
+    measurement = measure_drift(
         reference,
         read_predictions(settings, day),
         interval,
@@ -93,6 +89,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         performance=check,
         champion_version=version,
     )
+    result = write_drift_report(measurement, report_folder(settings, day))
     drift_log = DriftLog.load(settings)
     drift_log.record(result)
     drift_log.save()
@@ -111,7 +108,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _out(decision: Decision) -> dict[str, Any]:
+def _out(decision: TriggerDecision) -> dict[str, Any]:
     return {"decision": decision.to_dict()}
 
 
@@ -120,7 +117,7 @@ def record_trigger(day: date, decision: dict[str, Any], settings: Settings) -> N
     drift_log = DriftLog.load(settings)
     drift_log.record_trigger(
         day,
-        Decision(
+        TriggerDecision(
             trigger=bool(decision["trigger"]),
             reason=str(decision["reason"]),
             window_start=date.fromisoformat(decision["window_start"]),
