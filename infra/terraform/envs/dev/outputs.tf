@@ -1,58 +1,37 @@
+# The platform's outputs (described in modules/platform/outputs.tf).
+
 output "driftline_env" {
-  description = "Contents of driftline.env (the app's DRIFTLINE_* settings); write it with infra/terraform/scripts/write-env.sh."
-  value = templatefile("${path.module}/../../templates/driftline.env.tftpl", {
-    environment    = var.environment
-    region         = var.region
-    lake_bucket    = module.storage.bucket_names["lake"]
-    mlflow_bucket  = module.storage.bucket_names["mlflow"]
-    dvc_bucket     = module.storage.bucket_names["dvc"]
-    db_host        = module.database.address
-    db_port        = module.database.port
-    db_user        = module.database.username
-    db_secret_arn  = coalesce(module.database.master_user_secret_arn, "see the RDS console")
-    redis_url      = var.enable_cache ? module.cache[0].connection_string : ""
-    spark_master   = var.spark_master
-    platform_image = "${module.ecr.repository_urls["platform"]}:${var.image_tag}"
-    training_image = "${module.ecr.repository_urls["training"]}:${var.image_tag}"
-  })
+  value = module.platform.driftline_env
 }
 
 output "region" {
-  description = "AWS region of the environment."
-  value       = var.region
+  value = module.platform.region
 }
 
 output "cluster_name" {
-  description = "EKS cluster name (aws eks update-kubeconfig --name ...)."
-  value       = var.enable_eks ? module.eks[0].cluster_name : null
+  value = module.platform.cluster_name
 }
 
 output "irsa_role_arns" {
-  description = "IRSA role ARNs by service; annotate the Kubernetes service accounts with them."
-  value       = var.enable_eks ? module.iam[0].role_arns : {}
+  value = module.platform.irsa_role_arns
 }
 
 output "bucket_names" {
-  description = "Bucket names by purpose (lake, mlflow, dvc)."
-  value       = module.storage.bucket_names
+  value = module.platform.bucket_names
 }
 
 output "ecr_repository_urls" {
-  description = "ECR repository URLs by image (platform, training)."
-  value       = module.ecr.repository_urls
+  value = module.platform.ecr_repository_urls
 }
 
 output "db_address" {
-  description = "PostgreSQL host."
-  value       = module.database.address
+  value = module.platform.db_address
 }
 
 output "db_master_secret_arn" {
-  description = "Secrets Manager secret with the PostgreSQL master password (key \"password\")."
-  value       = module.database.master_user_secret_arn
+  value = module.platform.db_master_secret_arn
 }
 
 output "lb_security_group_id" {
-  description = "Security group for internet-facing load balancers (443 only)."
-  value       = module.network.lb_security_group_id
+  value = module.platform.lb_security_group_id
 }

@@ -16,6 +16,6 @@ provider "aws" {
   region = var.region
 
   default_tags {
-    tags = local.tags
+    tags = module.platform.tags
   }
 }
