@@ -1,19 +1,5 @@
 """The closed loop of ``make demo``: backfill, first champion, serving, drift, retrain, canary.
 
-It plays the parts a scheduler and the outside world play in production, on one laptop:
-
-1. simulates the whole period (with the drift scenario) into the landing zone;
-2. backfills ``ingest_validate_materialize`` over the history;
-3. runs ``retrain_promote`` by hand on the history: the first model becomes ``champion``;
-4. starts ``driftline serve`` and, for each following day, replays that day's
-   transactions to it, runs the ingest DAG for the day (its chargebacks arrive), then
-   ``monitor_drift``;
-5. when ``monitor_drift`` emits a retrain request on ``driftline://drift/retrain-requests``
-   (read back from Airflow's asset events, as the scheduler would), it runs
-   ``retrain_promote`` with that request while the next day's traffic is replayed, so the
-   canary sees live requests and the DAG's canary analysis can decide;
-6. prints the timeline and writes it as JSON.
-
 The loop itself is :mod:`driftline.orchestration.demo` (DAG runs with ``dag.test()`` on
 the embedded SQLite metadata DB, in this process; the scoring service a child process it
 owns, checked and always stopped); this script is its command line.
