@@ -33,7 +33,7 @@ MLFLOW_PORT ?= 5000
 # The demo compresses weeks into minutes: chargebacks count as mature after 3 days (not 7),
 # one validation and one holdout day, the service polls aliases every second, 30% of
 # users see the canary, and the canary analysis looks every 3 seconds.
-DEMO_ENV = DRIFTLINE_LABEL_MATURITY_DAYS=3 DRIFTLINE_VALID_DAYS=1 DRIFTLINE_HOLDOUT_DAYS=1 \
+DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_LABEL_MATURITY_DAYS=3 DRIFTLINE_VALID_DAYS=1 DRIFTLINE_HOLDOUT_DAYS=1 \
 	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
 DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 

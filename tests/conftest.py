@@ -14,6 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 ANCHOR = date(2026, 1, 1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_starts_at_anchor() -> Iterator[None]:
+    """Every test simulates from :data:`ANCHOR`: declare it the first day of data.
+
+    Look-back days before it are then legitimately absent for the feature job (which
+    otherwise requires every one); subprocesses (Airflow, the demo loop) inherit it.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DRIFTLINE_DATA_START", ANCHOR.isoformat())
+        yield
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings whose every store lives under ``tmp_path`` (also as the process default)."""

@@ -16,6 +16,12 @@ pytestmark = pytest.mark.slow
 DAG = "ingest_validate_materialize"
 
 
+@pytest.fixture(autouse=True)
+def _data_starts_with_the_first_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs begin on 2026-01-02 (the simulated 01-01 is never ingested): data starts there."""
+    monkeypatch.setenv("DRIFTLINE_DATA_START", "2026-01-02")
+
+
 def _simulate(run: Runner, *extra: str) -> None:
     run(
         str(BIN / "driftline"),

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         default=date(2026, 1, 1), description="First simulated day (population anchor)."
     )
     seed: int = Field(default=7, description="Seed of the transaction simulator.")
+    data_start: date | None = Field(
+        default=None,
+        description="First day of data: look-back days before it are legitimately absent "
+        "(and never read). None: every look-back day a feature run needs must have its "
+        "validated raw partitions.",
+    )
 
     # Training plane -------------------------------------------------------------------
     model_name: str = Field(

@@ -16,7 +16,19 @@ happened). Training joins labels to these rows point-in-time through Feast;
 serving reads the latest row per entity from the online store.
 
 :func:`compute_features` is pure (DataFrames in, DataFrame out). :func:`build_features`
-is the stage: read the look-back partitions, compute, validate, publish.
+is the stage: check the history, read the look-back partitions, compute, validate,
+publish.
+
+Missing history is an error, not a smaller answer. A run needs the validated raw
+transactions *and* labels of every day of the interval and of the :data:`LOOKBACK`
+days before it; a window computed over fewer days would be silently wrong (a 7-day
+count over 2 days). A raw partition is only ever written by the validation gate
+(:func:`driftline.data.ingest.publish_validated` publishes a batch after its suite
+passed), so its existence is the mark that the day was validated. Days before
+:attr:`~driftline.core.settings.Settings.data_start` (the declared first day of data)
+are legitimately absent and are never read, even where a partition exists, so the
+result depends only on the declared inputs. Anything else missing raises
+:class:`MissingHistoryError` before Spark reads a file.
 """
 
 from __future__ import annotations
@@ -196,9 +208,92 @@ def _spark_path(uri: str) -> str:
     return "s3a://" + uri.removeprefix("s3://") if uri.startswith("s3://") else uri
 
 
-def lookback_days(interval: Interval) -> list[date]:
-    """Days whose raw partitions the job reads for ``interval``."""
-    return list(interval.widen(LOOKBACK).days())
+#: Raw datasets every feature run reads (transactions, and labels for chargebacks).
+RAW_DATASETS = ("transactions", "labels")
+
+
+class MissingHistoryError(Exception):
+    """Raw partitions a feature run needs are missing (or were never validated).
+
+    Attributes:
+        interval: The interval whose features were requested.
+        missing: Missing days per raw dataset, oldest first.
+    """
+
+    def __init__(self, interval: Interval, missing: dict[str, list[date]]) -> None:
+        self.interval = interval
+        self.missing = missing
+        super().__init__(_missing_message(interval, missing))
+
+
+def _day_ranges(days: list[date]) -> str:
+    """``2026-01-03..2026-01-05, 2026-01-08``: consecutive days joined into ranges."""
+    runs: list[list[date]] = []
+    for day in sorted(days):
+        if runs and day - runs[-1][-1] == timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(
+        run[0].isoformat() if len(run) == 1 else f"{run[0].isoformat()}..{run[-1].isoformat()}"
+        for run in runs
+    )
+
+
+def _missing_message(interval: Interval, missing: dict[str, list[date]]) -> str:
+    listed = "; ".join(
+        f"raw {dataset}: {_day_ranges(days)} ({len(days)} day{'s' * (len(days) != 1)})"
+        for dataset, days in missing.items()
+    )
+    return (
+        f"features for {interval} need the validated raw partitions of the interval and "
+        f"the {LOOKBACK.days} days before it; missing {listed}. Ingest and validate those "
+        "days first (the ingest_validate_materialize DAG for each day, or `driftline ingest` "
+        "and `driftline validate`), or, if the data really begins later, declare its first "
+        "day with DRIFTLINE_DATA_START."
+    )
+
+
+def lookback_days(interval: Interval, data_start: date | None = None) -> list[date]:
+    """Days whose raw partitions the job reads for ``interval``, oldest first.
+
+    The interval's own days and the :data:`LOOKBACK` days before it, less the look-back
+    days before ``data_start`` (the declared first day of data; ``None``: none).
+    """
+    first = interval.start.date()
+    return [
+        day
+        for day in interval.widen(LOOKBACK).days()
+        if data_start is None or day >= first or day >= data_start
+    ]
+
+
+def missing_history(interval: Interval, settings: Settings | None = None) -> dict[str, list[date]]:
+    """Days of :func:`lookback_days` without a validated raw partition, per raw dataset."""
+    cfg = settings or get_settings()
+    days = lookback_days(interval, cfg.data_start)
+    missing = {
+        dataset: [
+            day
+            for day in days
+            if not lake.exists(lake.partition_file(cfg.lake_uri, "raw", dataset, day))
+        ]
+        for dataset in RAW_DATASETS
+    }
+    return {dataset: days for dataset, days in missing.items() if days}
+
+
+def require_history(interval: Interval, settings: Settings | None = None) -> list[date]:
+    """The days to read for ``interval``, after checking that each one is there.
+
+    Raises:
+        MissingHistoryError: A needed raw partition does not exist.
+    """
+    cfg = settings or get_settings()
+    missing = missing_history(interval, cfg)
+    if missing:
+        raise MissingHistoryError(interval, missing)
+    return lookback_days(interval, cfg.data_start)
 
 
 @dataclass(frozen=True)
@@ -211,20 +306,23 @@ class FeatureResult:
 
 
 def compute_interval(interval: Interval, settings: Settings | None = None) -> pa.Table:
-    """Compute (but do not publish) the feature table of ``interval`` from raw partitions."""
+    """Compute (but do not publish) the feature table of ``interval`` from raw partitions.
+
+    Raises:
+        MissingHistoryError: A raw partition of the interval or its look-back is
+            missing (see the module docstring).
+    """
     from driftline.data.spark import get_spark
 
     cfg = settings or get_settings()
-    days = lookback_days(interval)
+    days = require_history(interval, cfg)
     spark = get_spark(cfg)
-    tx = _spark_frame(
-        spark,
-        lake.existing_partition_files(cfg.lake_uri, "raw", "transactions", days),
-        TRANSACTIONS,
-    )
-    labels = _spark_frame(
-        spark, lake.existing_partition_files(cfg.lake_uri, "raw", "labels", days), LABELS
-    )
+
+    def files(dataset: str) -> list[str]:
+        return [lake.partition_file(cfg.lake_uri, "raw", dataset, day) for day in days]
+
+    tx = _spark_frame(spark, files("transactions"), TRANSACTIONS)
+    labels = _spark_frame(spark, files("labels"), LABELS)
     return to_canonical(compute_features(tx, labels, interval).toArrow())
 
 
@@ -245,6 +343,8 @@ def build_features(interval: Interval, settings: Settings | None = None) -> Feat
     leaves every existing feature partition as it was.
 
     Raises:
+        MissingHistoryError: Raw history the interval needs is missing; nothing is
+            computed or published.
         driftline.data.ingest.BatchQuarantined: The features failed validation.
     """
     from driftline.data.ingest import BatchQuarantined, quarantine
