@@ -3,17 +3,46 @@
 
 Daily data plane of driftline. For its data interval (one UTC day):
 
-1. **ingest** the landing files of transactions and chargeback labels into staging;
-2. **validate** each batch with its Great Expectations suite: a passing batch becomes the
+1. **wait_for_landing** (sensor, reschedule mode): waits until the day's landing files of
+   transactions and chargeback labels are there, checking every few minutes without
+   holding a worker slot; a day still missing after the timeout fails the run once,
+   naming the missing files (late data is not retried as if it were wrong);
+2. **ingest** the landing files into staging;
+3. **validate** each batch with its Great Expectations suite: a passing batch becomes the
    raw partition `dt=YYYY-MM-DD` (replaced atomically), a failing one is quarantined with
    its validation result and the run fails here (no retry: the data will not fix itself);
-3. **build features** with PySpark over the interval and its look-back partitions,
-   validated by the `features` suite;
-4. **materialize** exactly this interval into the Feast online store (older intervals
-   never overwrite newer online values, so backfills in any order are safe).
+4. **build features** with PySpark over the interval and its look-back partitions,
+   validated by the `features` suite; a missing or unvalidated look-back day (after the
+   declared first day of data, `DRIFTLINE_DATA_START`) fails the task and names the days;
+5. **materialize** exactly this interval into the Feast online store (a rerun of a day
+   rewrites that day's values; an older interval never overwrites newer ones), then
+   announce the day on the asset `driftline://lake/features` (`extra.day`), which
+   `monitor_drift` is scheduled on.
 
-Backfill any range from the UI or `airflow backfill create`; reruns are idempotent.
-Every task calls one `driftline` function with the run's explicit data interval.
+#### Scheduling model: history is loaded by backfills, features run in day order
+
+- **`catchup=False`.** Unpausing starts only the run of the latest interval (which waits
+  for its landing files), never one run per day since `start_date`: catch-up runs would
+  race a backfill, because `max_active_runs` is counted separately for scheduled and
+  backfill runs.
+- **Backfills are the way to load or reprocess history** (UI: *Trigger -> Backfill*;
+  REST: `POST /api/v2/backfills`; CLI: `airflow backfill create`). Airflow allows one
+  active backfill per DAG, so backfills of overlapping ranges run one after the other,
+  each oldest day first (backfilling backwards is refused because of the next point).
+- **`depends_on_past=True` on `build_features`.** A day's features read the raw
+  partitions of the days before it, so its feature task starts only after the previous
+  day's feature task succeeded. This holds whatever creates the runs (scheduler,
+  backfill, manual, cleared reruns) and however many run at once: a reprocessing
+  backfill clears every day first, and each day's features still wait for the day
+  before. A failed day holds the following days' features until it is fixed and rerun.
+- **`max_active_runs=1`** keeps one day at a time; it is a resource limit, not what makes
+  the data right (the two points above are). A backfill takes its own
+  `max_active_runs` (REST default 10, not the DAG's): pass `"max_active_runs": 1` in
+  `POST /api/v2/backfills` (the UI form and `airflow backfill create
+  --max-active-runs 1` too).
+
+Every task calls one `driftline` function with the run's explicit data interval; reruns
+are idempotent.
 """
 
 from __future__ import annotations
@@ -21,10 +50,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from driftline.orchestration import requests
+from driftline.orchestration import assets, requests
+
+INGESTED_DAYS = Asset(assets.INGESTED_DAYS)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "driftline",
@@ -43,6 +74,13 @@ def _gate(call: Any) -> Any:
         raise AirflowFailException(str(rejected)) from rejected
 
 
+def _landing_timing() -> tuple[float, float]:
+    """(poke interval, timeout) of the landing sensor."""
+    from driftline.orchestration.landing import POKE_SECONDS, WAIT_SECONDS
+
+    return POKE_SECONDS, WAIT_SECONDS
+
+
 def _interval(start: datetime | None, end: datetime | None) -> Any:
     """The run's data interval as a driftline ``Interval`` (none fails the task)."""
     return _gate(lambda: requests.data_interval(start, end))
@@ -52,7 +90,7 @@ def _interval(start: datetime | None, end: datetime | None) -> Any:
     dag_id="ingest_validate_materialize",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=datetime(2026, 1, 1),
-    catchup=True,
+    catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
@@ -61,6 +99,16 @@ def _interval(start: datetime | None, end: datetime | None) -> Any:
 )
 def ingest_validate_materialize() -> None:
     """Wire ingest -> validate -> features -> materialize for one data interval."""
+
+    poke_seconds, wait_seconds = _landing_timing()
+
+    @task.sensor(poke_interval=poke_seconds, timeout=wait_seconds, mode="reschedule")
+    def wait_for_landing(data_interval_start=None, data_interval_end=None) -> bool:
+        from driftline.orchestration.landing import landing_status
+
+        status = landing_status(_interval(data_interval_start, data_interval_end))
+        print(status.describe())
+        return status.ready
 
     @task
     def ingest_batch(dataset: str, data_interval_start=None, data_interval_end=None) -> int:
@@ -76,25 +124,33 @@ def ingest_validate_materialize() -> None:
         interval = _interval(data_interval_start, data_interval_end)
         return _gate(lambda: publish_validated(dataset, interval)).total
 
-    @task
+    # The features of a day read the raw days before it: never before the previous
+    # day's features succeeded, whichever runs exist at the same time.
+    @task(depends_on_past=True)
     def build_features(data_interval_start=None, data_interval_end=None) -> dict[str, int]:
         from driftline.data.features import build_features as run
 
         interval = _interval(data_interval_start, data_interval_end)
         return _gate(lambda: run(interval)).rows
 
-    @task
+    @task(outlets=[INGESTED_DAYS])
     def materialize_features(
-        params=None, data_interval_start=None, data_interval_end=None
+        params=None, data_interval_start=None, data_interval_end=None, outlet_events=None
     ) -> dict[str, int]:
         from driftline.data.feast import materialize_interval
 
-        if not _gate(lambda: requests.ingest_options(params)).materialize:
-            return {}
-        return materialize_interval(_interval(data_interval_start, data_interval_end)).written
+        interval = _interval(data_interval_start, data_interval_end)
+        written: dict[str, int] = {}
+        if _gate(lambda: requests.ingest_options(params)).materialize:
+            written = materialize_interval(interval).written
+        if outlet_events is not None:
+            outlet_events[INGESTED_DAYS].extra = requests.ingested_day_extra(interval)
+        return written
 
+    landed = wait_for_landing()
     published = [
-        ingest_batch.override(task_id=f"ingest_{dataset}")(dataset)
+        landed
+        >> ingest_batch.override(task_id=f"ingest_{dataset}")(dataset)
         >> validate_batch.override(task_id=f"validate_{dataset}")(dataset)
         for dataset in ("transactions", "labels")
     ]

@@ -20,6 +20,9 @@ from driftline.orchestration.requests import (
     data_interval,
     ingest_options,
     ingest_params,
+    ingested_day_extra,
+    monitor_days,
+    monitor_params,
     newest_event_extra,
     retrain_params,
     retrain_request,
@@ -83,6 +86,7 @@ def test_params_declare_the_fields_the_parsers_read() -> None:
     assert set(ingest_params()) == {"materialize"}
     assert set(training_params()) == {"window_start", "window_end", "trials", "workers"}
     assert set(retrain_params()) == set(training_params()) | {"candidate_version"}
+    assert set(monitor_params()) == {"day"}
     for params in (training_params(), retrain_params()):
         assert params["trials"]["default"] == DEFAULT_TRIALS
         assert params["workers"]["default"] == DEFAULT_WORKERS
@@ -262,3 +266,61 @@ def test_retrain_event_without_a_window_falls_back_to_the_params() -> None:
     events = _events(assets.RETRAIN_REQUESTS, {"reason": "no window here"})
     request = retrain_request({"candidate_version": "5", "window_end": "2026-01-10"}, events, "r")
     assert (request.candidate_version, request.reason) == ("5", "")
+
+
+# --------------------------------------------------------------------------------------
+# Optional params as the UI form sends them (an empty field is null)
+# --------------------------------------------------------------------------------------
+
+
+def test_optional_params_default_to_null_and_dates_are_dates() -> None:
+    for params in (training_params(), retrain_params(), monitor_params()):
+        for name, spec in params.items():
+            if name in ("trials", "workers"):
+                continue
+            assert spec["default"] is None and "null" in spec["type"], name
+            if name != "candidate_version":
+                assert spec["format"] == "date", name
+
+
+def test_empty_optionals_from_the_form_are_absent() -> None:
+    form = {"window_start": "2026-01-02", "window_end": "2026-01-20", "candidate_version": None}
+    request = retrain_request(form, None, "manual__1")
+    assert (request.window_start, request.candidate_version) == (date(2026, 1, 2), "")
+    rollout = retrain_request(
+        {"window_start": None, "window_end": "2026-01-20", "candidate_version": "3"}, None, "r"
+    )
+    assert (rollout.window_start, rollout.candidate_version) == (None, "3")
+    with pytest.raises(RequestError, match="no training window"):
+        training_request({"window_start": None, "window_end": None}, None, "r")
+
+
+# --------------------------------------------------------------------------------------
+# monitor_drift: the days a run checks
+# --------------------------------------------------------------------------------------
+
+
+def test_ingested_day_extra_names_the_interval_day() -> None:
+    assert ingested_day_extra(Interval.for_day("2026-01-05")) == {"day": "2026-01-05"}
+
+
+def test_monitor_days_come_from_the_ingest_events_oldest_first_once_each() -> None:
+    events = _events(
+        assets.INGESTED_DAYS, {"day": "2026-01-04"}, {"day": "2026-01-02"}, {"day": "2026-01-04"}
+    )
+    events[assets.INGESTED_DAYS].append(SimpleNamespace(extra=None))
+    assert monitor_days({"day": "2026-01-09"}, events) == [date(2026, 1, 2), date(2026, 1, 4)]
+
+
+def test_monitor_days_of_a_manual_run_and_of_a_dated_run() -> None:
+    assert monitor_days({"day": "2026-01-03"}, {}) == [date(2026, 1, 3)]
+    start, end = datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC)
+    assert monitor_days({"day": None}, None, start, end) == [date(2026, 1, 5)]
+
+
+def test_monitor_days_without_a_day_is_a_clear_error() -> None:
+    moment = datetime(2026, 1, 5, tzinfo=UTC)  # an asset-triggered run: no interval
+    with pytest.raises(RequestError, match="no day to monitor"):
+        monitor_days({"day": None}, {}, moment, moment)
+    with pytest.raises(RequestError, match="day must be a day as YYYY-MM-DD"):
+        monitor_days({"day": "soon"}, None)

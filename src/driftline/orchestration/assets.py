@@ -20,3 +20,8 @@ RETRAIN_REQUESTS = "driftline://drift/retrain-requests"
 
 #: The outcome of a rollout (promotion or rollback), emitted by ``retrain_promote``.
 ROLLOUTS = "driftline://models/rollouts"
+
+#: A day whose ingest succeeded (landed, validated, features built, materialized):
+#: ``ingest_validate_materialize`` emits one event per run, ``monitor_drift`` is scheduled
+#: on it; ``extra``: ``day`` (``YYYY-MM-DD``, the run's data interval).
+INGESTED_DAYS = "driftline://lake/features"

@@ -179,7 +179,8 @@ class CanaryTraffic(threading.Thread):
 
 def monitor(day: date, timeline: Timeline) -> dict[str, Any] | None:
     """Run ``monitor_drift`` for ``day``; return the retrain request it emitted, if any."""
-    dag_run = run_daily("monitor_drift", day)
+    # monitor_drift is scheduled on the ingest DAG's asset; a manual run names its day.
+    dag_run = dag_runs.run_daily("monitor_drift", day, say=_say_line, conf={"day": str(day)})
     check = dag_runs.task_result(dag_run, "check_drift") or {}
     drift = check.get("drift") or {}
     performance = drift.get("performance_check") or {}

@@ -44,6 +44,20 @@ class RequestError(ValueError):
 # --------------------------------------------------------------------------------------
 
 
+def _optional_date(description: str) -> dict[str, Any]:
+    """An optional day: empty (``null``) or ``YYYY-MM-DD``; the UI form shows a date picker.
+
+    Nullable, so that the form's Trigger button does not demand it, and ``null`` rather
+    than ``""`` by default, since an empty string is no valid ``date``.
+    """
+    return {
+        "default": None,
+        "type": ["null", "string"],
+        "format": "date",
+        "description": description,
+    }
+
+
 def _budget_params() -> dict[str, dict[str, Any]]:
     return {
         "trials": {
@@ -73,11 +87,17 @@ def ingest_params() -> dict[str, dict[str, Any]]:
     }
 
 
+def monitor_params() -> dict[str, dict[str, Any]]:
+    """Params of ``monitor_drift`` (a manual run names its day; scheduled runs take it
+    from the ingest events that triggered them)."""
+    return {"day": _optional_date("Day to monitor (a manual run; else the ingested days).")}
+
+
 def training_params() -> dict[str, dict[str, Any]]:
     """Params of ``train_register``."""
     return {
-        "window_start": {"default": "", "type": "string", "description": "First day (YYYY-MM-DD)."},
-        "window_end": {"default": "", "type": "string", "description": "Label cut-off, exclusive."},
+        "window_start": _optional_date("First training day."),
+        "window_end": _optional_date("Label cut-off (exclusive)."),
         **_budget_params(),
     }
 
@@ -85,17 +105,16 @@ def training_params() -> dict[str, dict[str, Any]]:
 def retrain_params() -> dict[str, dict[str, Any]]:
     """Params of ``retrain_promote``."""
     return {
-        "window_start": {"default": "", "type": "string", "description": "First training day."},
-        "window_end": {
-            "default": "",
-            "type": "string",
-            "description": "Label cut-off (exclusive); traffic from this day on is canary "
-            "evidence.",
-        },
+        "window_start": _optional_date("First training day (leave empty to roll out a version)."),
+        "window_end": _optional_date(
+            "Label cut-off (exclusive); traffic from this day on is canary evidence. "
+            "Needed for both uses."
+        ),
         "candidate_version": {
-            "default": "",
-            "type": "string",
-            "description": "Skip training: roll out this registered version.",
+            "default": None,
+            "type": ["null", "string"],
+            "pattern": "^[0-9]+$",
+            "description": "Skip training: roll out this registered version (a number).",
         },
         **_budget_params(),
     }
@@ -113,6 +132,11 @@ def _day(value: Any, name: str) -> date:
         return date.fromisoformat(str(value))
     except ValueError:
         raise RequestError(f"{name} must be a day as YYYY-MM-DD, got {value!r}") from None
+
+
+def _text(value: Any) -> str:
+    """A text field as a string: an empty optional param (``None``) is ``""``."""
+    return "" if value is None else str(value)
 
 
 def _optional_day(value: Any, name: str) -> date | None:
@@ -196,6 +220,48 @@ def data_interval(start: datetime | None, end: datetime | None) -> Interval:
         raise RequestError(f"unusable data interval: {error}") from error
 
 
+def ingested_day_extra(interval: Interval) -> dict[str, str]:
+    """The ``extra`` of the :data:`~driftline.orchestration.assets.INGESTED_DAYS` event a
+    successful ingest run emits: the day its data interval covers."""
+    return {"day": interval.start.date().isoformat()}
+
+
+def monitor_days(
+    params: Mapping[str, Any] | None,
+    events: Events | None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[date]:
+    """The days a ``monitor_drift`` run checks, oldest first.
+
+    A scheduled run is triggered by :data:`~driftline.orchestration.assets.INGESTED_DAYS`
+    events, one per day whose ingest succeeded; several may have queued up (a backfill
+    ingests days faster than they are monitored), so the run checks every day they name.
+    A manual run names its ``day`` in its params; failing both, a run with a one-day data
+    interval checks that day (``dag.test`` with a logical date).
+
+    Raises:
+        RequestError: No day from any source, or an unusable one.
+    """
+    days = {
+        _day(extra["day"], "the ingest event's day")
+        for asset_events in (events or {}).values()
+        for event in asset_events
+        if (extra := (getattr(event, "extra", None) or {})).get("day")
+    }
+    if days:
+        return sorted(days)
+    given = _optional_day((params or {}).get("day"), "day")
+    if given is not None:
+        return [given]
+    if start is not None and end is not None and start != end:
+        return list(data_interval(start, end).days())
+    raise RequestError(
+        "no day to monitor: set param day (YYYY-MM-DD) or let an ingest run trigger this "
+        f"DAG through {assets.INGESTED_DAYS}"
+    )
+
+
 @dataclass(frozen=True)
 class IngestOptions:
     """What ``ingest_validate_materialize`` does besides ingesting and validating."""
@@ -257,7 +323,7 @@ def training_request(
     """
     given = params or {}
     window = newest_event_extra(events) or given
-    start, end = window.get("window_start", ""), window.get("window_end", "")
+    start, end = _text(window.get("window_start")), _text(window.get("window_end"))
     if not (start and end):
         raise RequestError(
             "no training window: set params window_start/window_end or send a "
@@ -347,7 +413,7 @@ class RetrainRequest:
     def from_dict(cls, data: Mapping[str, Any]) -> RetrainRequest:
         """The request :meth:`to_dict` wrote (checked again)."""
         names = ("candidate_version", "drift_start", "drift_day", "reason", "drift_report")
-        texts: dict[str, Any] = {name: str(data.get(name, "")) for name in names}
+        texts: dict[str, Any] = {name: _text(data.get(name)) for name in names}
         return cls(
             window_end=_day(data.get("window_end"), "window_end"),
             window_start=_optional_day(data.get("window_start"), "window_start"),
@@ -371,7 +437,7 @@ def retrain_request(
     """
     given = params or {}
     source = newest_event_extra(events) or given
-    request = {key: str(source.get(key, "")) for key in RETRAIN_KEYS}
+    request = {key: _text(source.get(key)) for key in RETRAIN_KEYS}
     if not request["window_end"]:
         raise RequestError(
             "no window: set params window_start/window_end (or candidate_version and "
@@ -381,7 +447,7 @@ def retrain_request(
         {
             **given,
             **request,
-            "candidate_version": str(given.get("candidate_version", "")),
+            "candidate_version": _text(given.get("candidate_version")),
             "airflow_run_id": run_id or "",
             "request_id": _request_id(run_id),
         }
