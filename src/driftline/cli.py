@@ -65,15 +65,34 @@ def _emit(result: Any) -> None:
     typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
-def _fail_on_gate(call: Callable[[], Any]) -> Any:
-    """Run a stage; turn a rejected batch into a clear message and exit code 2."""
-    from driftline.data.ingest import BatchQuarantined, LandingFileError
+def _expected_failures() -> tuple[type[BaseException], ...]:
+    """The data plane's expected failures: printed as a message, never a traceback."""
+    from driftline.data import features as feature_stage
+    from driftline.data.errors import DataError
 
+    # MissingHistoryError: the feature stage's check of its look-back partitions.
+    missing_history = getattr(feature_stage, "MissingHistoryError", None)
+    found: tuple[type[BaseException], ...] = (DataError, FileNotFoundError)
+    return (*found, missing_history) if isinstance(missing_history, type) else found
+
+
+def _fail_on_gate(call: Callable[[], Any]) -> Any:
+    """Run a stage; turn an expected data failure into a clear message and exit code 2.
+
+    Rejected batches, missing landing files or partitions and a day held by another run
+    are conditions of the data, not bugs: the message names the cause and what to run
+    next, and no traceback is printed.
+    """
     try:
         return call()
-    except (BatchQuarantined, LandingFileError) as error:
-        console.print(f"[bold red]rejected:[/] {error}")
-        raise typer.Exit(code=2) from error
+    except _expected_failures() as error:
+        from rich.markup import escape
+
+        from driftline.data.errors import BatchQuarantined
+
+        label = "rejected" if isinstance(error, BatchQuarantined) else "error"
+        console.print(f"[bold red]{label}:[/] {escape(str(error))}", highlight=False)
+        raise typer.Exit(code=2) from None
 
 
 def _scenarios(drift: list[str] | None) -> tuple[Any, ...]:
@@ -165,7 +184,7 @@ def materialize(start: Start, end: End = None) -> None:
 
     interval = Interval.parse(start, end)
     with console.status(f"materialize {interval} (Feast)"):
-        _emit(materialize_interval(interval))
+        _emit(_fail_on_gate(lambda: materialize_interval(interval)))
 
 
 @app.command("apply-features")

@@ -60,7 +60,9 @@ def test_bad_batch_is_quarantined_and_prior_data_intact(case: str, settings: Set
     assert fragment in str(rejected.value)
     assert "quarantined" in str(rejected.value)
     assert not lake.exists(lake.partition_uri(settings.lake_uri, "raw", dataset, DAY2))
-    quarantined = lake.partition_uri(settings.lake_uri, "quarantine", dataset, DAY2)
+    quarantined = rejected.value.quarantine_uri  # the rejection's own entry
+    day_folder = lake.partition_uri(settings.lake_uri, "quarantine", dataset, DAY2)
+    assert quarantined == f"{day_folder}/attempt=1"
     assert lake.exists(f"{quarantined}/{dataset}.parquet")
     result = json.loads(
         lake.filesystem(quarantined)[0].cat_file(f"{quarantined}/validation_result.json")

@@ -103,7 +103,9 @@ def features(n: int = ROWS) -> pd.DataFrame:
             "user_distinct_merchants_24h": rng.integers(1, 4, n),
             "user_distinct_countries_24h": rng.integers(1, 3, n),
             "user_new_device": rng.integers(0, 2, n),
-            "user_seconds_since_prev_txn": np.where(c24 > 1, rng.uniform(1, 86_400, n), np.nan),
+            "user_seconds_since_prev_txn": np.where(
+                c24 > 1, rng.uniform(1, 86_400, n), 7 * 86_400.0
+            ),
             "user_amount_to_mean_7d": rng.uniform(0.1, 5, n),
             "merchant_txn_count_24h": m24,
             "merchant_txn_count_14d": m14,

@@ -77,7 +77,7 @@ def replace_partition(
     zone: str,
     dataset: str,
     day: date,
-    table: pa.Table,
+    table: pa.Table | None,
     extra_files: dict[str, bytes] | None = None,
 ) -> str:
     """Atomically replace one day partition with ``table`` (plus optional side files).
@@ -87,30 +87,45 @@ def replace_partition(
         zone: Lake zone, e.g. ``raw``.
         dataset: Dataset name, e.g. ``transactions``.
         day: The partition's day.
-        table: Content of the partition.
+        table: Content of the partition (``part-0.parquet``); ``None`` when
+            ``extra_files`` hold all of it (e.g. a landed file's bytes, unchanged).
         extra_files: Other files to place in the partition (name -> bytes), written
             before the swap so they appear together with the data.
 
     Returns:
         The partition's URI.
+
+    Whatever fails, no hidden ``.dt=...tmp-``/``.old-`` folder is left behind, and the
+    previous partition is back in place when the new one could not be moved in.
     """
     target = partition_uri(lake_uri, zone, dataset, day)
     fs, final = filesystem(target)
     parent, name = final.rsplit("/", 1)
     token = uuid.uuid4().hex[:12]
     tmp, old = f"{parent}/.{name}.tmp-{token}", f"{parent}/.{name}.old-{token}"
-    fs.makedirs(tmp, exist_ok=True)
-    with fs.open(f"{tmp}/{PART_FILE}", "wb") as handle:
-        _write_parquet(table, handle)
-    for file_name, payload in (extra_files or {}).items():
-        fs.pipe_file(f"{tmp}/{file_name}", payload)
-    had_old = fs.exists(final)
-    if had_old:
-        fs.mv(final, old, recursive=True)
-    fs.mv(tmp, final, recursive=True)
-    if had_old:
-        fs.rm(old, recursive=True)
-    log.info("replaced partition %s (%d rows)", target, table.num_rows)
+    had_old = False
+    try:
+        fs.makedirs(tmp, exist_ok=True)
+        if table is not None:
+            with fs.open(f"{tmp}/{PART_FILE}", "wb") as handle:
+                _write_parquet(table, handle)
+        for file_name, payload in (extra_files or {}).items():
+            fs.pipe_file(f"{tmp}/{file_name}", payload)
+        had_old = bool(fs.exists(final))
+        if had_old:
+            fs.mv(final, old, recursive=True)
+        try:
+            fs.mv(tmp, final, recursive=True)
+        except BaseException:
+            if had_old and not fs.exists(final):
+                fs.mv(old, final, recursive=True)  # put the previous partition back
+            raise
+    finally:
+        for leftover in (tmp, old):
+            if fs.exists(leftover):
+                fs.rm(leftover, recursive=True)
+    rows = table.num_rows if table is not None else "-"
+    log.info("replaced partition %s (%s rows)", target, rows)
     return target
 
 

@@ -41,6 +41,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from filelock import FileLock
 
 from driftline.core.interval import Interval
@@ -123,15 +126,23 @@ _RUNTIMES_GUARD = threading.Lock()
 
 
 def validate_frame(
-    df: pd.DataFrame,
+    df: pd.DataFrame | pa.Table,
     suite_name: str,
     interval: Interval,
     settings: Settings | None = None,
 ) -> ValidationOutcome:
     """Validate ``df`` against a committed suite through its checkpoint.
 
+    Before GX, every floating-point column is checked for non-finite values
+    (:func:`non_finite_counts`): GX reads NaN as a missing value, so a range check
+    would let NaN through and a not-null check would misname it. Each column holding
+    NaN or ±inf fails as ``expect_column_values_to_be_finite(<column>)`` with its
+    counts, in the same outcome as the suite's expectations.
+
     Args:
         df: The batch to validate (any dtypes: wrong ones fail expectations, not GX).
+            An Arrow table tells NaN from null; a pandas frame only shows ±inf (its
+            NaN are nulls to GX, caught by the suite's not-null expectations).
         suite_name: One of :data:`SUITES` (a file under ``great_expectations/expectations``).
         interval: The data interval; fills the ``interval_start``/``interval_end``
             suite parameters.
@@ -142,20 +153,24 @@ def validate_frame(
         The outcome; ``success`` is False when any expectation failed.
     """
     settings = settings or get_settings()
+    non_finite = non_finite_counts(df)
+    frame = df.to_pandas() if isinstance(df, pa.Table) else df
     runtime = _runtime(settings.gx_state_dir)
     started = time.perf_counter()
     with runtime.mutex, runtime.file_lock:
         checkpoint = _checkpoint(runtime, settings.gx_project_dir, suite_name)
         checkpoint_result = checkpoint.run(
-            batch_parameters={"dataframe": df},
+            batch_parameters={"dataframe": frame},
             expectation_parameters=suite_parameters(interval),
         )
         docs_index = _data_docs_index(runtime.context)
     validation = next(iter(checkpoint_result.run_results.values()))
-    outcome = _outcome(suite_name, validation, df.columns, docs_index)
+    outcome = _with_finite_checks(
+        _outcome(suite_name, validation, frame.columns, docs_index), non_finite, len(frame)
+    )
     logger.info(
         "validated %d rows against %s for %s in %.2fs: %s",
-        len(df),
+        len(frame),
         suite_name,
         interval,
         time.perf_counter() - started,
@@ -164,8 +179,81 @@ def validate_frame(
     return outcome
 
 
+#: Name under which the non-finite check reports (it runs before GX, not inside it).
+FINITE_CHECK = "expect_column_values_to_be_finite"
+
+
+def non_finite_counts(df: pd.DataFrame | pa.Table) -> dict[str, dict[str, int]]:
+    """NaN, +inf and -inf counts of every floating-point column that holds any.
+
+    Nulls are not counted (an Arrow null is a missing value, bounded by the suite's
+    not-null expectations); in a pandas frame NaN and null are the same, so only ±inf
+    are counted there.
+    """
+    found: dict[str, dict[str, int]] = {}
+    if isinstance(df, pa.Table):
+        for name, column in zip(df.column_names, df.columns, strict=True):
+            if not pa.types.is_floating(column.type):
+                continue
+            values = column.combine_chunks()
+            nan = int(pc.sum(pc.fill_null(pc.is_nan(values), False)).as_py() or 0)
+            pos = int(pc.sum(pc.fill_null(pc.equal(values, float("inf")), False)).as_py() or 0)
+            neg = int(pc.sum(pc.fill_null(pc.equal(values, float("-inf")), False)).as_py() or 0)
+            if nan or pos or neg:
+                found[name] = {"nan": nan, "+inf": pos, "-inf": neg}
+        return found
+    for name in df.columns:
+        series = df[name]
+        if series.dtype.kind != "f":
+            continue
+        values = series.to_numpy()
+        pos, neg = int(np.sum(values == np.inf)), int(np.sum(values == -np.inf))
+        if pos or neg:
+            found[str(name)] = {"nan": 0, "+inf": pos, "-inf": neg}
+    return found
+
+
+def _with_finite_checks(
+    outcome: ValidationOutcome, non_finite: dict[str, dict[str, int]], rows: int
+) -> ValidationOutcome:
+    """``outcome`` with one failed finite check per column of ``non_finite``."""
+    if not non_finite:
+        return outcome
+    lines, results = [], []
+    for column, counts in non_finite.items():
+        total = sum(counts.values())
+        parts = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+        lines.append(f"{FINITE_CHECK}({column}): {total} non-finite of {rows} ({parts})")
+        results.append(
+            {
+                "success": False,
+                "expectation_config": {"type": FINITE_CHECK, "kwargs": {"column": column}},
+                "result": {"element_count": rows, "unexpected_count": total, **counts},
+                "meta": {"checked_by": "driftline (before GX: GX reads NaN as null)"},
+            }
+        )
+    statistics = dict(outcome.statistics)
+    statistics["evaluated_expectations"] = int(statistics.get("evaluated_expectations", 0)) + len(
+        lines
+    )
+    statistics["unsuccessful_expectations"] = int(
+        statistics.get("unsuccessful_expectations", 0)
+    ) + len(lines)
+    result = dict(outcome.result)
+    result["driftline_checks"] = results
+    result["success"] = False
+    return ValidationOutcome(
+        suite=outcome.suite,
+        success=False,
+        failed_expectations=(*lines, *outcome.failed_expectations),
+        statistics=statistics,
+        result=result,
+        data_docs_index=outcome.data_docs_index,
+    )
+
+
 def require_valid(
-    df: pd.DataFrame,
+    df: pd.DataFrame | pa.Table,
     suite_name: str,
     interval: Interval,
     settings: Settings | None = None,

@@ -1,7 +1,9 @@
 """Bad batches: deliberately broken landing files for validation to catch.
 
 A :class:`BadBatch` names a defect, a day and a dataset; :func:`apply_bad_batch`
-corrupts that day's clean table accordingly (deterministically per seed and day).
+corrupts that day's clean table accordingly (deterministically per seed and day), and
+:func:`landing_bytes` encodes the file of the defects that are about the file itself
+(``csv_as_parquet``: the rows as CSV text under the ``.parquet`` name).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ BadBatchKind = Literal[
     "empty_file",
     "ts_outside_interval",
     "unknown_currency",
+    "nan_amount",
+    "inf_amount",
+    "unknown_transactions",
+    "csv_as_parquet",
 ]
 LandingDataset = Literal["transactions", "labels"]
 
@@ -44,8 +50,14 @@ LABEL_BAD_BATCH_KINDS: frozenset[str] = frozenset(
         "duplicate_ids",
         "empty_file",
         "ts_outside_interval",
+        "unknown_transactions",
+        "csv_as_parquet",
     }
 )
+#: Bad-batch kinds that only make sense for the labels dataset.
+LABEL_ONLY_BAD_BATCH_KINDS: frozenset[str] = frozenset({"unknown_transactions"})
+#: Chargebacks added by ``unknown_transactions``.
+UNKNOWN_TRANSACTIONS = 30
 
 _BAD_BATCH_STREAM = 0xBAD
 
@@ -56,7 +68,8 @@ class BadBatch:
 
     Attributes:
         kind: The defect; see :data:`BadBatchKind`. ``negative_amount``,
-            ``absurd_amount`` and ``unknown_currency`` only apply to transactions.
+            ``absurd_amount``, ``unknown_currency``, ``nan_amount`` and ``inf_amount``
+            only apply to transactions, ``unknown_transactions`` only to labels.
         day: Day whose landing file is broken.
         dataset: ``transactions`` or ``labels``.
     """
@@ -72,6 +85,8 @@ class BadBatch:
             raise ValueError(f"unknown landing dataset {self.dataset!r}")
         if self.dataset == "labels" and self.kind not in LABEL_BAD_BATCH_KINDS:
             raise ValueError(f"bad batch kind {self.kind!r} does not apply to labels")
+        if self.dataset == "transactions" and self.kind in LABEL_ONLY_BAD_BATCH_KINDS:
+            raise ValueError(f"bad batch kind {self.kind!r} only applies to labels")
 
 
 _MISSING_COLUMN = {"transactions": "amount", "labels": "is_fraud"}
@@ -143,6 +158,34 @@ def _unknown_currency(table: pa.Table, rng: np.random.Generator) -> pa.Table:
     return _set_column(table, "currency", values.combine_chunks())
 
 
+def _unknown_transactions(table: pa.Table, rng: np.random.Generator, day: date) -> pa.Table:
+    """Add :data:`UNKNOWN_TRANSACTIONS` fraud reports for transactions that never existed.
+
+    They copy the merchants, users and times of real chargebacks of the day (so they
+    would inflate those merchants' risk) under transaction ids no transaction has.
+    """
+    if table.num_rows == 0:
+        return table
+    picks = rng.integers(0, table.num_rows, UNKNOWN_TRANSACTIONS)
+    fakes = table.take(pa.array(picks, type=pa.int64()))
+    ids = [f"unknown-{day:%Y%m%d}-{i:04d}" for i in range(UNKNOWN_TRANSACTIONS)]
+    fakes = _set_column(fakes, "transaction_id", pa.array(ids, pa.string()))
+    fakes = _set_column(fakes, "is_fraud", pa.array([1] * UNKNOWN_TRANSACTIONS, pa.int64()))
+    both = pa.concat_tables([table, fakes.cast(table.schema)])
+    return both.sort_by([("label_ts", "ascending"), ("transaction_id", "ascending")])
+
+
+def landing_bytes(table: pa.Table, applied: tuple[BadBatch, ...]) -> bytes | None:
+    """The landing file's bytes when a defect is about the file itself, else ``None``."""
+    if any(bad.kind == "csv_as_parquet" for bad in applied):
+        import pyarrow.csv as pacsv
+
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        return bytes(sink.getvalue().to_pybytes())
+    return None
+
+
 def apply_bad_batch(table: pa.Table, bad: BadBatch, seed: int) -> pa.Table:
     """Corrupt a clean landing ``table`` as ``bad`` describes (deterministic per seed/day).
 
@@ -163,6 +206,8 @@ def apply_bad_batch(table: pa.Table, bad: BadBatch, seed: int) -> pa.Table:
         "negative_amount": "amount",
         "absurd_amount": "amount",
         "unknown_currency": "currency",
+        "nan_amount": "amount",
+        "inf_amount": "amount",
     }.get(bad.kind)
     if needed is not None and needed not in table.column_names:
         log.warning("bad batch %s skipped: column %s is missing", bad, needed)
@@ -187,4 +232,17 @@ def apply_bad_batch(table: pa.Table, bad: BadBatch, seed: int) -> pa.Table:
         return table.slice(0, 0)
     if bad.kind == "ts_outside_interval":
         return _shift_times(table, rng, bad.dataset)
+    if bad.kind == "nan_amount":
+        return _edit_float(table, "amount", _defect_rows(rng, n, 0.01), lambda a: a * np.nan)
+    if bad.kind == "inf_amount":
+        return _edit_float(
+            table,
+            "amount",
+            _defect_rows(rng, n, 0.01),
+            lambda a: np.where(np.arange(a.size) % 2 == 0, np.inf, -np.inf),
+        )
+    if bad.kind == "unknown_transactions":
+        return _unknown_transactions(table, rng, bad.day)
+    if bad.kind == "csv_as_parquet":
+        return table  # the rows are fine; landing_bytes writes them as CSV
     return _unknown_currency(table, rng)

@@ -13,13 +13,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from driftline.core import lake
+from driftline.core.atomic import write_atomic
 from driftline.core.interval import Interval
-from driftline.simulator.bad_batches import BadBatch, apply_bad_batch
+from driftline.simulator.bad_batches import BadBatch, apply_bad_batch, landing_bytes
 from driftline.simulator.config import SimulatorConfig
 from driftline.simulator.labels import simulate_labels
 from driftline.simulator.transactions import simulate_transactions
@@ -85,6 +87,15 @@ def write_parquet(uri: str, table: pa.Table) -> None:
     lake.write_file(uri, table)
 
 
+def _writer(payload: bytes) -> Callable[[IO[bytes]], None]:
+    """A :func:`write_atomic` callback writing ``payload`` as it is."""
+
+    def write(handle: IO[bytes]) -> None:
+        handle.write(payload)
+
+    return write
+
+
 def _broken(
     config: SimulatorConfig, table: pa.Table, dataset: str, day: date
 ) -> tuple[pa.Table, tuple[BadBatch, ...]]:
@@ -108,8 +119,13 @@ def _write_day(config: SimulatorConfig, lake_uri: str, day: date) -> DayResult:
         landing_path(lake_uri, "labels", day),
         truth_path(lake_uri, day),
     )
-    for path, table in zip(paths, (transactions, labels, truth), strict=True):
-        write_parquet(path, table)
+    files = ((transactions, bad_tx), (labels, bad_labels), (truth, ()))
+    for path, (table, applied) in zip(paths, files, strict=True):
+        payload = landing_bytes(table, applied)
+        if payload is None:
+            write_parquet(path, table)
+        else:
+            write_atomic(path, _writer(payload))
     log.info(
         "simulated %s: %d transactions (%d fraud), %d chargebacks",
         day,
