@@ -1,4 +1,4 @@
-"""Feast materialization: exactly the interval, rerun-safe, never back in time."""
+"""Feast materialization: exactly the interval, reruns rewrite, never back in time."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_out_of_order_backfill_keeps_newer_values(featured: Settings) -> None:
         )
 
 
-def test_online_values_equal_offline_and_rerun_changes_nothing(featured: Settings) -> None:
+def test_online_values_equal_offline_and_rerun_rewrites_the_same(featured: Settings) -> None:
     first = materialize_interval(DAY3, featured)
     offline = _latest_offline(featured, DAY3)
     users = offline.index[:25].tolist()
@@ -70,9 +70,10 @@ def test_online_values_equal_offline_and_rerun_changes_nothing(featured: Setting
             offline.loc[users, column].tolist()
         )
 
-    again = materialize_interval(DAY3, featured)
+    again = materialize_interval(DAY3, featured)  # same event times: rewritten, not skipped
     assert first.written["user_activity"] == len(offline)
-    assert again.written == {"user_activity": 0, "merchant_risk": 0}
+    assert again.written == again.replaced == first.written
+    assert again.skipped_older == {"user_activity": 0, "merchant_risk": 0}
     assert _online(featured, users).equals(online)
 
 

@@ -12,11 +12,17 @@ module:
 * applies the declared objects, pointing the file source at the settings' lake;
 * materializes exactly one data interval into the online store.
 
-Materialization guard: Feast's Redis store skips writes older than the stored event
-time, but its SQLite store (the embedded default) writes last-wins. So before
-writing, we read the stored event time of every entity and keep only rows that
-are strictly newer; a backfill of an older day never overwrites newer values, and
-rerunning a day writes nothing new.
+Materialization guard: Feast's SQLite store (the embedded default) writes last-wins,
+and its Redis store skips equal event times (driftline turns that check off, so both
+write what they are given). So before writing we read each entity's stored event time.
+A value from *after* the interval is newer and stays: a backfill of an older day never
+overwrites newer values. Anything else is replaced by the interval's latest row, in
+particular a value with the same event time: rerunning a day rewrites that day's own
+values, which repairs an online store holding wrong ones. (The interval's rows all lie
+inside it, so this is "newer or equal replaces, older never overwrites"; it also
+repairs a day whose corrected data no longer has the row that was last online.) The
+SQLite store keeps whole seconds, and interval edges are whole seconds, so comparing
+the stored time with the interval's end is exact.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 import os
 import runpy
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +95,11 @@ def _with_settings_stores(raw: dict[str, Any], settings: Settings) -> dict[str, 
     online = raw.get("online_store") or {}
     if online.get("type") == "sqlite":
         raw["online_store"] = {**online, "path": settings.feast_online_path}
+    elif online.get("type") == "redis":
+        # Feast's Redis store skips a row whose event time equals the stored one, which
+        # would stop a rerun from repairing its day; materialize_interval's guard decides
+        # what may be written, on every store alike (the Feast CLI keeps Feast's check).
+        raw["online_store"] = {**online, "skip_dedup": True}
     return raw
 
 
@@ -147,6 +158,8 @@ class MaterializeResult:
     interval: str
     written: dict[str, int]
     skipped_older: dict[str, int]
+    #: Of the rows written, those that replaced a stored value of this interval (a rerun).
+    replaced: dict[str, int] = field(default_factory=dict)
 
 
 def _entity_key(join_key: str, value: int) -> Any:
@@ -174,29 +187,36 @@ def latest_per_entity(table: pa.Table, join_key: str) -> pa.Table:
     return ordered.take(pa.array(sorted(first)))
 
 
-def _newer_than_stored(
-    store: FeatureStore, view: FeatureView, latest: pd.DataFrame, join_key: str
-) -> pd.DataFrame:
+def _not_older_than_stored(
+    store: FeatureStore, view: FeatureView, latest: pd.DataFrame, join_key: str, interval: Interval
+) -> tuple[pd.DataFrame, int]:
+    """The rows of ``latest`` to write, and how many replace a value of ``interval``."""
     stored = stored_event_times(store, view, join_key, latest[join_key].tolist())
     if not stored:
-        return latest
-    # Online stores may keep event times at second precision (SQLite does), so
-    # compare whole seconds: a rerun of the same rows is "not newer".
+        return latest, 0
+    # The SQLite store keeps whole seconds; the interval's end is a whole second, so
+    # "stored before the end" is exact at that precision.
     previous = pd.to_datetime(latest[join_key].map(stored), utc=True).dt.floor("s")
-    current = latest["event_timestamp"].dt.floor("s")
-    keep = previous.isna() | (current > previous)
-    return latest[keep.to_numpy()]
+    end = pd.Timestamp(interval.end)
+    keep = previous.isna() | (previous < end)
+    same_interval = previous.notna() & (previous >= pd.Timestamp(interval.start))
+    return latest[keep.to_numpy()], int((keep & same_interval).sum())
 
 
 def materialize_interval(interval: Interval, settings: Settings | None = None) -> MaterializeResult:
     """Load the interval's feature rows into the online store, never going back in time.
+
+    Each entity's latest row of the interval replaces its stored value unless that
+    value is from after the interval (see the module docstring): a rerun repairs, an
+    older interval never overwrites a newer one.
 
     Args:
         interval: Exactly the rows with ``event_timestamp`` in ``[start, end)`` are used.
         settings: Settings; defaults to :func:`get_settings`.
 
     Returns:
-        Rows written and rows skipped (older than what is online) per feature view.
+        Rows written (of which replaced: a stored value of this interval) and rows
+        skipped (a newer value is online) per feature view.
 
     Raises:
         FileNotFoundError: A feature partition of the interval does not exist.
@@ -209,24 +229,26 @@ def materialize_interval(interval: Interval, settings: Settings | None = None) -
     store = apply_definitions(cfg)
     written: dict[str, int] = {}
     skipped: dict[str, int] = {}
+    replaced: dict[str, int] = {}
     for view in store.get_feature_service(FEATURE_SERVICE).feature_view_projections:
         fv = store.get_feature_view(view.name)
         join_key = fv.entity_columns[0].name
         columns = [join_key, "event_timestamp", *[f.name for f in fv.features]]
         latest = latest_per_entity(table, join_key).select(columns).to_pandas()
-        fresh = _newer_than_stored(store, fv, latest, join_key)
+        fresh, replaced[fv.name] = _not_older_than_stored(store, fv, latest, join_key, interval)
         if len(fresh):
             store.write_to_online_store(fv.name, fresh)
         store.registry.apply_materialization(fv, store.project, interval.start, interval.end)
         written[fv.name], skipped[fv.name] = len(fresh), len(latest) - len(fresh)
         log.info(
-            "materialized %s %s: %d written, %d older skipped",
+            "materialized %s %s: %d written (%d replacing this interval's), %d older skipped",
             fv.name,
             interval,
             len(fresh),
+            replaced[fv.name],
             len(latest) - len(fresh),
         )
-    return MaterializeResult(str(interval), written, skipped)
+    return MaterializeResult(str(interval), written, skipped, replaced)
 
 
 def read_online(
