@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from driftline.core.logs import route_library_logs
 from driftline.core.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -26,7 +27,12 @@ STAGING, CANARY, CHAMPION = "staging", "canary", "champion"
 
 
 def client(settings: Settings) -> MlflowClient:
-    """An MLflow client for the configured tracking server and registry."""
+    """An MLflow client for the configured tracking server and registry.
+
+    MLflow's own stderr handler is turned off first (:func:`route_library_logs`), so
+    its INFO lines reach logging at INFO, not a task log's stderr at ``error``.
+    """
+    route_library_logs()
     from mlflow import MlflowClient
 
     return MlflowClient(
