@@ -35,11 +35,13 @@ Daily data plane of driftline. For its data interval (one UTC day):
   backfill, manual, cleared reruns) and however many run at once: a reprocessing
   backfill clears every day first, and each day's features still wait for the day
   before. A failed day holds the following days' features until it is fixed and rerun.
+  Because of it Airflow asks every backfill for a reprocess behaviour: `failed` (load
+  missing days, rerun failed ones) or `completed` (rerun everything in the range).
 - **`max_active_runs=1`** keeps one day at a time; it is a resource limit, not what makes
   the data right (the two points above are). A backfill takes its own
   `max_active_runs` (REST default 10, not the DAG's): pass `"max_active_runs": 1` in
-  `POST /api/v2/backfills` (the UI form and `airflow backfill create
-  --max-active-runs 1` too).
+  `POST /api/v2/backfills` (and in the UI form, or `airflow backfill create
+  --max-active-runs 1`).
 
 Every task calls one `driftline` function with the run's explicit data interval; reruns
 are idempotent.
