@@ -67,13 +67,9 @@ def _emit(result: Any) -> None:
 
 def _expected_failures() -> tuple[type[BaseException], ...]:
     """The data plane's expected failures: printed as a message, never a traceback."""
-    from driftline.data import features as feature_stage
     from driftline.data.errors import DataError
 
-    # MissingHistoryError: the feature stage's check of its look-back partitions.
-    missing_history = getattr(feature_stage, "MissingHistoryError", None)
-    found: tuple[type[BaseException], ...] = (DataError, FileNotFoundError)
-    return (*found, missing_history) if isinstance(missing_history, type) else found
+    return (DataError, FileNotFoundError)
 
 
 def _fail_on_gate(call: Callable[[], Any]) -> Any:

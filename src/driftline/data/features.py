@@ -47,6 +47,7 @@ from driftline.core.feature_spec import FEATURE_SPEC, MERCHANT_FEATURES, USER_FE
 from driftline.core.interval import Interval
 from driftline.core.schemas import LABELS, TIMESTAMP, TRANSACTIONS
 from driftline.core.settings import Settings, get_settings
+from driftline.data.errors import DataError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -212,7 +213,7 @@ def _spark_path(uri: str) -> str:
 RAW_DATASETS = ("transactions", "labels")
 
 
-class MissingHistoryError(Exception):
+class MissingHistoryError(DataError):
     """Raw partitions a feature run needs are missing (or were never validated).
 
     Attributes:
