@@ -171,7 +171,7 @@ def _failure_report(cluster: Scheduler, runs: list[dict[str, Any]]) -> str:
 
 def _wait_backfill(cluster: Scheduler, backfill_id: int, days: list[date]) -> list[dict]:
     """Wait until the backfill completed; its runs (one per day, oldest first)."""
-    deadline = time.monotonic() + 60 * len(days) + 120
+    deadline = time.monotonic() + 240 * len(days) + 180
     while time.monotonic() < deadline:
         cluster.stack.check_alive()
         done = cluster.api("GET", f"/api/v2/backfills/{backfill_id}")["completed_at"]
@@ -322,6 +322,7 @@ def test_a_rest_backfill_runs_on_postgres_bound_to_loopback(scheduler: Scheduler
 
 
 @pytest.mark.scheduler
+@pytest.mark.timeout(2400)  # two backfills of four days, Spark and Feast in each task
 def test_backfill_then_reprocessing_backfill_give_identical_correct_data(
     scheduler: Scheduler, tmp_path: Path
 ) -> None:
