@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from driftline.core.logs import LIBRARY_LOG_ENV
 from driftline.orchestration.processes import (
     Child,
     ProcessStartError,
@@ -89,6 +90,9 @@ def stack_env(config: StackConfig, base: Mapping[str, str] | None = None) -> dic
     """The environment of every process of the profile (over ``base``, default this one)."""
     binaries = str(Path(sys.executable).parent)
     env = dict(os.environ if base is None else base)
+    # Third-party output goes through logging in every task (no progress bars, MLflow's
+    # INFO at info level), unless the caller chose otherwise.
+    env.update({k: v for k, v in LIBRARY_LOG_ENV.items() if k not in env})
     env.update(
         {
             "AIRFLOW_HOME": str(config.airflow_home),
