@@ -344,8 +344,14 @@ def serve(
     import uvicorn
 
     from driftline.serving import create_app
+    from driftline.serving.app import InsecureSettingsError, check_api_keys
 
     cfg = get_settings()
+    try:
+        check_api_keys(cfg)  # before uvicorn, so the refusal is one clear line
+    except InsecureSettingsError as error:
+        console.print(f"[bold red]refusing to serve:[/] {error}", highlight=False)
+        raise typer.Exit(code=2) from error
     console.print(f"[bold]serving[/] {cfg.model_name} on http://{host}:{port} (docs: /docs)")
     uvicorn.run(lambda: create_app(cfg), factory=True, host=host, port=port, log_level="info")
 
@@ -457,11 +463,11 @@ def where() -> None:
 
 @app.command()
 def info() -> None:
-    """Show where everything lives (settings after defaults are applied)."""
+    """Show where everything lives (settings after defaults, secrets masked)."""
     cfg = get_settings()
     _emit(
         {
-            **cfg.model_dump(mode="json"),
+            **cfg.redacted(),
             "gx_data_docs": str(cfg.gx_state_dir),
             "airflow_home": str(cfg.airflow_home),
         }

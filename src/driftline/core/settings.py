@@ -11,14 +11,42 @@ Spark master.
 from __future__ import annotations
 
 import functools
-from datetime import date
+import re
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Repository root when running from a checkout (``src/driftline/settings.py`` -> root).
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+#: The environment of a checkout, where development defaults are allowed.
+LOCAL_ENVIRONMENT = "local"
+#: The development API key (documented; refused outside the local environment).
+DEV_API_KEY = "driftline-dev-key"
+#: What a masked secret shows.
+MASK = "***"
+_SECRET_NAME = re.compile(r"(_keys?$|password|secret|token)")
+_PASSWORD_PAIR = re.compile(r"(password=)[^,;&\s]+", re.IGNORECASE)
+
+
+def mask_secrets(value: str) -> str:
+    """``value`` with the password of a URI and ``password=`` pairs replaced by ``***``."""
+    masked = _PASSWORD_PAIR.sub(rf"\g<1>{MASK}", value)
+    try:
+        parts = urlsplit(masked)
+        password = parts.password
+    except ValueError:  # not a URI (an odd port, say): nothing more to find
+        return masked
+    if not password or password == MASK:
+        return masked
+    user = parts.username or ""
+    netloc = parts.netloc.replace(f"{user}:{password}@", f"{user}:{MASK}@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 class Settings(BaseSettings):
@@ -49,6 +77,12 @@ class Settings(BaseSettings):
             "Feast environment: local (feature_repo/feature_store.yaml) or another "
             "(feature_repo/environments/<env>/feature_store.yaml)."
         ),
+    )
+    environment: str = Field(
+        default="",
+        description="Deployment environment: local (a checkout; development defaults such as "
+        "the documented API key are allowed) or another name such as production. Empty: "
+        "the feast_env.",
     )
     feast_registry: str = Field(default="", description="Feast registry path or URI.")
     feast_online_path: str = Field(default="", description="SQLite online store file.")
@@ -117,9 +151,10 @@ class Settings(BaseSettings):
 
     # Serving --------------------------------------------------------------------------
     serve_api_keys: str = Field(
-        default="driftline-dev-key",
+        default=DEV_API_KEY,
         description="Comma-separated API keys accepted in X-API-Key (the default is a "
-        "documented development key; production sets its own from a secret).",
+        "documented development key, refused outside the local environment; production "
+        "sets its own from a secret).",
     )
     serve_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Scores at or above this are declined."
@@ -147,6 +182,15 @@ class Settings(BaseSettings):
     )
     serve_max_amount: float = Field(
         default=1_000_000.0, gt=0.0, description="Largest transaction amount accepted."
+    )
+    serve_min_timestamp: AwareDatetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="Earliest transaction time accepted (422 before; a plausibility bound, "
+        "so a typo cannot be scored and logged into a far-off day).",
+    )
+    serve_max_timestamp: AwareDatetime = Field(
+        default=datetime(2100, 1, 1, tzinfo=UTC),
+        description="Latest transaction time accepted (422 at or after).",
     )
 
     # Drift -----------------------------------------------------------------------------
@@ -274,10 +318,34 @@ class Settings(BaseSettings):
             "mlflow_artifact_uri": self.mlflow_artifact_uri
             or (home / "mlflow" / "artifacts").as_uri(),
             "optuna_storage": self.optuna_storage or str(home / "optuna" / "journal.log"),
+            "environment": self.environment or self.feast_env,
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
         return self
+
+    @property
+    def is_local(self) -> bool:
+        """Whether this is the local (development) environment."""
+        return self.environment == LOCAL_ENVIRONMENT
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON values with secrets masked (for ``driftline info``).
+
+        Fields named like a secret (``*_keys``, ``*password*``, ``*secret*``,
+        ``*token*``) are masked whole; any other string keeps its shape but loses the
+        password of a URI (``postgresql://user:***@host/db``) and ``password=`` pairs
+        (Redis connection strings).
+        """
+        shown: dict[str, Any] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if _SECRET_NAME.search(name) and value:
+                shown[name] = MASK
+            elif isinstance(value, str):
+                shown[name] = mask_secrets(value)
+            else:
+                shown[name] = value
+        return shown
 
     @property
     def gx_state_dir(self) -> Path:

@@ -12,6 +12,7 @@ import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
@@ -29,6 +30,15 @@ log = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that are runtime settings, so not in the schema: checked by the routes."""
+
+    max_amount: float
+    min_ts: datetime
+    max_ts: datetime
+
+
 @dataclass
 class Service:
     """What the routes share (one per app, on ``app.state.service``)."""
@@ -38,7 +48,7 @@ class Service:
     metrics: Metrics
     api_keys: tuple[str, ...]
     max_batch: int
-    max_amount: float
+    limits: Limits
     #: Who answers: ``instance_id`` (fixed at app creation), ``pid`` and ``home``.
     identity: dict[str, Any] = field(default_factory=dict)
 
@@ -119,19 +129,33 @@ def metrics(service: ServiceDep) -> Response:
 Located = tuple[tuple[str | int, ...], Transaction]
 
 
-def amount_errors(located: Sequence[Located], max_amount: float) -> list[dict[str, Any]]:
-    """Pydantic-style errors for amounts above ``max_amount`` (a runtime setting)."""
-    return [
-        {
-            "type": "less_than_equal",
-            "loc": (*loc, "amount"),
-            "msg": f"Input should be less than or equal to {max_amount}",
-            "input": txn.amount,
-            "ctx": {"le": max_amount},
-        }
-        for loc, txn in located
-        if txn.amount > max_amount
-    ]
+def range_errors(located: Sequence[Located], limits: Limits) -> list[dict[str, Any]]:
+    """Pydantic-style errors for amounts above and times outside the settings' bounds.
+
+    Aware datetimes compare without conversion, so a time such as
+    ``0001-01-01T00:00:00+05:00`` (which has no UTC form) is refused here, before the
+    scorer converts anything.
+    """
+    errors: list[dict[str, Any]] = []
+    for loc, txn in located:
+        if txn.amount > limits.max_amount:
+            errors.append(
+                {
+                    "type": "less_than_equal",
+                    "loc": (*loc, "amount"),
+                    "msg": f"Input should be less than or equal to {limits.max_amount}",
+                }
+            )
+        if not limits.min_ts <= txn.ts < limits.max_ts:
+            errors.append(
+                {
+                    "type": "timestamp_out_of_range",
+                    "loc": (*loc, "ts"),
+                    "msg": f"Input should be at or after {limits.min_ts.isoformat()} and "
+                    f"before {limits.max_ts.isoformat()}",
+                }
+            )
+    return errors
 
 
 def _score(service: Service, transactions: list[Transaction]) -> list[Score]:
@@ -144,7 +168,7 @@ def _score(service: Service, transactions: list[Transaction]) -> list[Score]:
 @scoring.post("/score")
 def score(transaction: Transaction, service: ServiceDep) -> Score:
     """Score one transaction."""
-    if errors := amount_errors([(("body",), transaction)], service.max_amount):
+    if errors := range_errors([(("body",), transaction)], service.limits):
         raise RequestValidationError(errors)
     return _score(service, [transaction])[0]
 
@@ -159,13 +183,11 @@ def score_batch(batch: Batch, service: ServiceDep) -> BatchScores:
                     "type": "too_long",
                     "loc": ("body", "transactions"),
                     "msg": f"List should have at most {service.max_batch} items",
-                    "input": len(batch.transactions),
-                    "ctx": {"max_length": service.max_batch},
                 }
             ]
         )
     located = [(("body", "transactions", i), t) for i, t in enumerate(batch.transactions)]
-    if errors := amount_errors(located, service.max_amount):
+    if errors := range_errors(located, service.limits):
         raise RequestValidationError(errors)
     return BatchScores(scores=_score(service, batch.transactions))
 

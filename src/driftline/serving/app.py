@@ -1,8 +1,10 @@
-"""The scoring app factory and the request-body size guard.
+"""The scoring app factory, the request-body size guard and the request counter.
 
 :func:`create_app` wires the feature source (Feast by default) behind its breaker, the
 model provider (MLflow aliases by default), the prediction log and the metrics into a
 FastAPI app; the model poller runs for the app's lifespan. Nothing is built at import.
+Validation errors are answered with the field's path, the error type and a message, never
+the input itself (it may not be encodable as JSON: NaN, lone surrogates).
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import Counter
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from driftline.core.settings import Settings
+from driftline.core.settings import DEV_API_KEY, Settings
 from driftline.data.predictions import PredictionLog
 from driftline.serving.api import (
     API_KEY_HEADER,
     PROTECTED,
+    Limits,
     Service,
     admin,
     api_key_problem,
@@ -92,6 +96,109 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class RequestCounter:
+    """ASGI middleware: count every response by route template and status code.
+
+    Outermost of the app's middleware, so 401/403 from the key check and 413 from the
+    body guard are counted too; an exception that escapes the app counts as the 500 the
+    server answers with (it is re-raised for that).
+    """
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        """Count the responses of ``app`` in ``counter`` (labels route, status)."""
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, noting the status it starts its response with."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def noting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting)
+        except Exception:
+            self.counter.labels(route_template(scope), str(status or 500)).inc()
+            raise
+        self.counter.labels(route_template(scope), str(status or 500)).inc()
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route ``scope`` matches (``unmatched`` if none).
+
+    Templates, never raw paths, so a client cannot grow the label set.
+    """
+    for route in scope["app"].router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(route.path)
+    return "unmatched"
+
+
+def _printable(value: str) -> str:
+    """``value`` made encodable (lone surrogates escaped as ``\\udxxx``)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def validation_body(error: RequestValidationError) -> dict[str, Any]:
+    """The 422 body: per error its ``type``, ``loc`` (the field's path) and ``msg``.
+
+    Unlike FastAPI's default it never echoes the input: a NaN, an infinity or a lone
+    surrogate cannot be encoded as JSON (the default handler fails with a 500 on them),
+    and a rejected value has no business in a response anyway.
+    """
+    return {
+        "detail": [
+            {
+                "type": str(item.get("type", "invalid")),
+                "loc": [
+                    part if isinstance(part, int) else _printable(str(part))
+                    for part in item.get("loc", ())
+                ],
+                "msg": _printable(str(item.get("msg", ""))),
+            }
+            for item in error.errors()
+        ]
+    }
+
+
+class InsecureSettingsError(ValueError):
+    """The serving settings are unsafe for this environment (the service must not start)."""
+
+
+def api_keys(settings: Settings) -> tuple[str, ...]:
+    """The accepted API keys (comma-separated in ``serve_api_keys``)."""
+    return tuple(key.strip() for key in settings.serve_api_keys.split(",") if key.strip())
+
+
+def check_api_keys(settings: Settings) -> tuple[str, ...]:
+    """The accepted API keys, refusing settings the service must not start with.
+
+    Raises:
+        InsecureSettingsError: No key is configured, or the documented development key
+            is accepted outside the local environment.
+    """
+    keys = api_keys(settings)
+    if not keys:
+        raise InsecureSettingsError(
+            "serve_api_keys is empty: set DRIFTLINE_SERVE_API_KEYS (comma-separated)"
+        )
+    if DEV_API_KEY in keys and not settings.is_local:
+        raise InsecureSettingsError(
+            f"the development API key is refused in environment {settings.environment!r}: "
+            "set DRIFTLINE_SERVE_API_KEYS from a secret (the key is only accepted when "
+            "DRIFTLINE_ENVIRONMENT is local)"
+        )
+    return keys
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that yields ``body`` once, then defers to the real one."""
     sent = False
@@ -117,11 +224,6 @@ def _warm_up(source: FeatureSource) -> None:
         log.warning("feature store warm-up failed; lookups will retry", exc_info=True)
 
 
-def api_keys(settings: Settings) -> tuple[str, ...]:
-    """The accepted API keys (comma-separated in ``serve_api_keys``)."""
-    return tuple(key.strip() for key in settings.serve_api_keys.split(",") if key.strip())
-
-
 def create_app(
     settings: Settings,
     *,
@@ -142,7 +244,11 @@ def create_app(
 
     Returns:
         The app; its lifespan starts and stops the model poller.
+
+    Raises:
+        InsecureSettingsError: See :func:`check_api_keys`.
     """
+    keys = check_api_keys(settings)
     provider = models or ModelProvider(settings)
     source = features or FeastFeatureSource(settings)
     breaker = CircuitBreaker(
@@ -178,9 +284,13 @@ def create_app(
         scorer=scorer,
         models=provider,
         metrics=metrics,
-        api_keys=api_keys(settings),
+        api_keys=keys,
         max_batch=settings.serve_max_batch,
-        max_amount=settings.serve_max_amount,
+        limits=Limits(
+            max_amount=settings.serve_max_amount,
+            min_ts=settings.serve_min_timestamp,
+            max_ts=settings.serve_max_timestamp,
+        ),
         identity={
             "instance_id": instance_id or os.environ.get(INSTANCE_ENV) or uuid.uuid4().hex,
             "pid": os.getpid(),
@@ -190,13 +300,12 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.serve_max_body_bytes)
 
     async def invalid(request: Request, error: Exception) -> Response:
-        """Count rejected requests, then answer with FastAPI's default 422 body."""
+        """Count rejected requests, then answer 422 naming each field (no input echoed)."""
         metrics.errors.labels("none", "invalid_request").inc()
         assert isinstance(error, RequestValidationError)
-        return await request_validation_exception_handler(request, error)
+        return JSONResponse(validation_body(error), status_code=422)
 
     app.add_exception_handler(RequestValidationError, invalid)
-    keys = api_keys(settings)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Callable[..., Any]) -> Response:
@@ -212,6 +321,7 @@ def create_app(
         response: Response = await call_next(request)
         return response
 
+    app.add_middleware(RequestCounter, counter=metrics.requests)  # outermost: counts all
     for router in (probes, scoring, admin):
         app.include_router(router)
     return app

@@ -80,6 +80,13 @@ class Metrics:
             buckets=SCORE_BUCKETS,
             registry=self.registry,
         )
+        self.requests = Counter(
+            "driftline_http_requests",
+            "HTTP requests by route template and status code (unhandled errors count as 500; "
+            "paths matching no route as route 'unmatched').",
+            ["route", "status"],
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "driftline_feature_fallback",
             "Predictions made with fallback features (store failed, slow or breaker open).",

@@ -2,16 +2,31 @@
 
 A transaction carries the fields of ``driftline.core.schemas.TRANSACTIONS``; categorical
 fields must hold one of the simulator's vocabularies, so a typo is a 422 naming the
-field rather than an "unknown" category the model silently scores. The amount's upper
-bound is a setting and is checked by the app (see ``app.amount_errors``).
+field rather than an "unknown" category the model silently scores.
+
+Types are strict (no coercion): a string or a boolean is never an amount or an id, though
+a JSON integer is a valid amount. Amounts must be finite (``NaN``, ``Infinity`` and
+``1e400``, which parses as infinity, are refused); ids must fit the store's int64 keys;
+strings must not hold control characters (lone surrogates are refused by pydantic as
+invalid unicode). The amount's upper bound and the plausible time range are settings and
+are checked by the routes (see ``api.range_errors``).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    Strict,
+    StrictStr,
+    StringConstraints,
+)
 
 from driftline.core.schemas import CHANNELS, CURRENCIES, MERCHANT_CATEGORIES
 
@@ -30,23 +45,37 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[str], str]:
     return check
 
 
-Id = Annotated[int, Field(gt=0)]
+def _printable(value: str) -> str:
+    """Refuse control characters and lone surrogates (not text; they break logs)."""
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(
+                f"must not contain control characters or lone surrogates (U+{ord(char):04X} "
+                f"at {position})"
+            )
+    return value
+
+
+#: Largest entity id: the feature store keys entities by int64.
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Strict(), Field(gt=0, le=MAX_ID)]
+Printable = AfterValidator(_printable)
 
 
 class Transaction(BaseModel):
     """One card transaction to score."""
 
-    transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    transaction_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64), Printable]
     ts: AwareDatetime
     user_id: Id
     card_id: Id
     merchant_id: Id
-    merchant_category: Annotated[str, AfterValidator(_one_of(MERCHANT_CATEGORIES))]
-    merchant_country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
-    amount: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    currency: Annotated[str, AfterValidator(_one_of(CURRENCIES))]
-    channel: Annotated[str, AfterValidator(_one_of(CHANNELS))]
-    device_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    merchant_category: Annotated[StrictStr, AfterValidator(_one_of(MERCHANT_CATEGORIES))]
+    merchant_country: Annotated[StrictStr, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    amount: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+    currency: Annotated[StrictStr, AfterValidator(_one_of(CURRENCIES))]
+    channel: Annotated[StrictStr, AfterValidator(_one_of(CHANNELS))]
+    device_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128), Printable]
 
 
 class Batch(BaseModel):
@@ -75,4 +104,4 @@ class BatchScores(BaseModel):
 class CanaryWeight(BaseModel):
     """Share of users routed to the canary."""
 
-    weight: Annotated[float, Field(ge=0.0, le=1.0)]
+    weight: Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
