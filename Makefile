@@ -39,7 +39,7 @@ DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_LABEL_MATURITY_DAYS=3 DR
 	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
 DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 
-.PHONY: install demo test test-scheduler lint bench airflow-init airflow-ui mlflow-ui dvc-repro clean
+.PHONY: install demo test test-fast test-scheduler lint bench airflow-init airflow-ui mlflow-ui dvc-repro clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,7 +73,15 @@ demo: install
 ## test: the whole suite but the long scheduler runs (`make test-scheduler`); pytest's
 ## "no tests collected" (exit 5) is a failure.
 test: install
-	$(PY) -m pytest -m "not scheduler"; rc=$$?; \
+	$(PY) -m pytest -m "not scheduler" -n 2 --dist loadfile --no-loadscope-reorder \
+		--durations=25; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+## test-fast: the tests that start no Spark, Airflow, KFP or demo loop (not marked `slow`),
+## on two workers like `make test`; exit 5 is a failure here too.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not scheduler" -n 2 --dist loadfile --no-loadscope-reorder \
+		--durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 ## test-scheduler: the DAGs under the real Airflow scheduler on PostgreSQL (REST

@@ -5,13 +5,58 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from driftline.core.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from tests.lakes import LakeTemplates
+
 REPO = Path(__file__).resolve().parents[1]
 ANCHOR = date(2026, 1, 1)
+
+#: Folders (under tests/) whose every test drives Airflow, Spark, KFP or the demo loop.
+HEAVY_FOLDERS = frozenset({"dags", "e2e"})
+#: Fixtures that start an engine (an embedded Airflow; the moto server that Terraform
+#: plans and applies against): a test using one, directly or not, is heavy.
+HEAVY_FIXTURES = frozenset({"airflow_home", "airflow_template", "moto_server"})
+#: The longest modules, in the order they start (longest first): with ``make test``'s
+#: two xdist workers (``--dist loadfile``, one module per worker at a time) the long
+#: ones overlap and the short ones fill in at the end. The rest keep collection order.
+LONGEST_FIRST = (
+    "e2e/test_closed_loop.py",
+    "dags/test_train_register.py",
+    "infra/test_infra_terraform.py",
+    "e2e/test_dvc_repro.py",
+    "dags/test_scheduler.py",
+    "dags/test_ingest_dag.py",
+    "dags/test_retrain_promote.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark heavy tests ``slow`` (before ``-m`` deselects) and start the longest first.
+
+    A test is heavy when its module says so (``pytestmark = pytest.mark.slow``), when it
+    lives in a heavy folder or when it uses a heavy fixture: ``make test-fast``
+    (``-m "not slow"``) then never starts Spark, Airflow or KFP by accident.
+    """
+    tests = REPO / "tests"
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+
+    def module(item: pytest.Item) -> str:
+        path = Path(str(item.path))
+        return path.relative_to(tests).as_posix() if path.is_relative_to(tests) else str(path)
+
+    for item in items:
+        folder = module(item).split("/", 1)[0]
+        if folder in HEAVY_FOLDERS or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    order = {id(item): index for index, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(module(item), len(rank)), order[id(item)]))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,6 +78,14 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def lake_templates(tmp_path_factory: pytest.TempPathFactory) -> LakeTemplates:
+    """Lakes built once per session; ``lake_templates.copy(settings, span, config)``."""
+    from tests.lakes import LakeTemplates
+
+    return LakeTemplates(tmp_path_factory.mktemp("lakes"))
 
 
 #: Environment variables ``mlflow.set_tracking_uri`` / ``set_registry_uri`` export.

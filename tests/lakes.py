@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
 
 from driftline.core.interval import Interval
-from driftline.core.settings import Settings
+from driftline.core.settings import Settings, get_settings
 from driftline.data.features import build_features
 from driftline.data.ingest import ingest, publish_validated
 from driftline.simulator import SimulatorConfig, write_landing
@@ -23,3 +27,38 @@ def populate_lake(settings: Settings, span: Interval, config: SimulatorConfig) -
     """:func:`publish_days`, then features from the second day (the first is history)."""
     publish_days(settings, span, config)
     build_features(Interval(span.start + timedelta(days=1), span.end), settings)
+
+
+class LakeTemplates:
+    """Lakes populated once per test session (per xdist worker), copied into each test.
+
+    :func:`populate_lake` costs seconds of simulation, validation and Spark; a test that
+    only reads the lake, or changes its own copy (Feast materializes into the state
+    folder), gets the same bytes from a copy of a lake built once with the same span and
+    simulator config. The state folder holds no absolute paths, so a copy is a lake.
+    """
+
+    def __init__(self, root: Path) -> None:
+        """Templates live under ``root`` (a session temporary folder)."""
+        self.root = root
+        self.built: dict[str, Path] = {}
+
+    def state(self, span: Interval, config: SimulatorConfig) -> Path:
+        """The state folder of the template lake of ``span`` and ``config``."""
+        key = f"{span!r}/{config!r}"
+        if key not in self.built:
+            state = self.root / f"lake-{len(self.built)}" / "state"
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("DRIFTLINE_HOME", str(state))
+                get_settings.cache_clear()
+                try:
+                    populate_lake(get_settings(), span, config)
+                finally:
+                    get_settings.cache_clear()
+            self.built[key] = state
+        return self.built[key]
+
+    def copy(self, settings: Settings, span: Interval, config: SimulatorConfig) -> Settings:
+        """Fill the (empty) state folder of ``settings`` with a copy of the template lake."""
+        shutil.copytree(self.state(span, config), settings.home, dirs_exist_ok=True)
+        return settings

@@ -2,11 +2,17 @@
 
 Airflow reads its configuration when first imported, so each run happens in a fresh
 process with ``AIRFLOW_HOME`` and the dags folder set, exactly as ``make demo`` does.
+
+``airflow db migrate`` + ``airflow dags reserialize`` run once per test session (per
+xdist worker) into a template home; each test gets a copy of the template's metadata
+database (``airflow.db``) in its own home. Only the database is copied: Airflow writes a
+fresh ``airflow.cfg`` into the new home (the template's holds the template's paths).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,10 +39,9 @@ def airflow_env(home: Path) -> dict[str, str]:
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture
-def airflow_home(tmp_path: Path) -> tuple[Path, Runner]:
-    """A migrated, reserialized embedded Airflow and a runner for commands in it."""
-    env = airflow_env(tmp_path)
+def runner(home: Path) -> Runner:
+    """Run commands in the embedded Airflow + driftline state of ``home``."""
+    env = airflow_env(home)
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -46,6 +51,35 @@ def airflow_home(tmp_path: Path) -> tuple[Path, Runner]:
             raise AssertionError(f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done
 
+    return run
+
+
+def migrate(home: Path) -> None:
+    """``airflow db migrate`` and ``airflow dags reserialize`` in ``home``."""
+    run = runner(home)
     run(str(BIN / "airflow"), "db", "migrate")
     run(str(BIN / "airflow"), "dags", "reserialize")
-    return tmp_path, run
+
+
+@pytest.fixture(scope="session")
+def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose Airflow metadata DB is migrated and holds the serialized DAGs.
+
+    Nothing runs in it after that: tests copy its database (:func:`copy_airflow_db`).
+    """
+    home = tmp_path_factory.mktemp("airflow-template")
+    migrate(home)
+    return home
+
+
+def copy_airflow_db(template: Path, home: Path) -> None:
+    """Give ``home`` a copy of the migrated, reserialized metadata DB of ``template``."""
+    (home / "airflow").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template / "airflow" / "airflow.db", home / "airflow" / "airflow.db")
+
+
+@pytest.fixture
+def airflow_home(tmp_path: Path, airflow_template: Path) -> tuple[Path, Runner]:
+    """A migrated, reserialized embedded Airflow and a runner for commands in it."""
+    copy_airflow_db(airflow_template, tmp_path)
+    return tmp_path, runner(tmp_path)

@@ -34,7 +34,7 @@ from driftline.training import packaging
 from driftline.training.dataset import load_split
 from driftline.training.evaluate import behavioural_checks, risky_examples
 from driftline.training.trainer import TrainedModel
-from tests.dags.conftest import BIN, REPO, airflow_env
+from tests.dags.conftest import BIN, REPO, airflow_env, copy_airflow_db
 from tests.lakes import populate_lake
 
 pytestmark = pytest.mark.slow
@@ -213,12 +213,13 @@ def test_rerunning_a_request_resumes_its_study_and_registers_no_copy(
     assert len(versions) == 1
 
 
-def test_dag_run_failing_a_gate_gets_no_alias(home: Path, first: dict[str, Any]) -> None:
+def test_dag_run_failing_a_gate_gets_no_alias(
+    home: Path, first: dict[str, Any], airflow_template: Path
+) -> None:
     settings = _settings(home)
     client = registry.client(settings)
     client.set_registered_model_alias(settings.model_name, "champion", first["version"])
-    _run(home, str(BIN / "airflow"), "db", "migrate")
-    _run(home, str(BIN / "airflow"), "dags", "reserialize")
+    copy_airflow_db(airflow_template, home)  # migrated and reserialized once per session
     conf = {"window_start": WINDOW[0], "window_end": WINDOW[1], "trials": 2, "workers": 1}
     done = _run(
         home,

@@ -17,19 +17,18 @@ from driftline.data.feast import (
 )
 from driftline.data.features import DATASET, USER_FEATURES
 from driftline.simulator import SimulatorConfig
-from tests.lakes import populate_lake
+from tests.lakes import LakeTemplates
 
 pytestmark = pytest.mark.slow
 DAY1, DAY3 = Interval.parse("2026-01-02"), Interval.parse("2026-01-04")
 
 
 @pytest.fixture
-def featured(settings: Settings) -> Settings:
-    """Three days of published features (2026-01-02 .. 2026-01-04)."""
-    populate_lake(
+def featured(settings: Settings, lake_templates: LakeTemplates) -> Settings:
+    """Three days of published features (2026-01-02 .. 2026-01-04), a copy per test."""
+    return lake_templates.copy(
         settings, Interval.parse("2026-01-01", "2026-01-05"), SimulatorConfig(rows_per_day=800)
     )
-    return settings
 
 
 def _latest_offline(settings: Settings, interval: Interval) -> pd.DataFrame:
