@@ -26,7 +26,8 @@ from driftline.lifecycle import registry
 from driftline.orchestration.processes import free_port, run_child
 from tests.dags.conftest import REPO, airflow_env
 
-pytestmark = pytest.mark.slow
+# The loop runs several minutes; on a loaded 2-core machine more than the global 900 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 DRIFT_DAY = date(2026, 1, 19)
 #: The smallest loop measured to pass: ``make demo``'s days with a shorter tail, 3000 rows a
