@@ -73,7 +73,7 @@ demo: install
 ## test: the whole suite but the long scheduler runs (`make test-scheduler`); pytest's
 ## "no tests collected" (exit 5) is a failure.
 test: install
-	$(PY) -m pytest -m "not scheduler" -n 2 --dist loadfile --no-loadscope-reorder \
+	$(PY) -m pytest -m "not scheduler" -n 3 --dist loadfile --no-loadscope-reorder \
 		--durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 # One thread per process for torch and BLAS, in the tests and every process they start
-# (set before anything imports torch): ``make test`` runs two xdist workers on two
+# (set before anything imports torch): ``make test`` runs three xdist workers on two
 # cores, and torch's default of one thread per core in each of them (and in their KFP
 # and tuning subprocesses) oversubscribes the cores; measured, the torch-heavy modules
 # took a third more CPU time that way. The models the tests train are the ones the
@@ -32,8 +32,11 @@ HEAVY_FOLDERS = frozenset({"dags", "e2e"})
 #: plans and applies against): a test using one, directly or not, is heavy.
 HEAVY_FIXTURES = frozenset({"airflow_home", "airflow_template", "moto_server"})
 #: The longest modules, in the order they start (longest first): with ``make test``'s
-#: two xdist workers (``--dist loadfile``, one module per worker at a time) the long
-#: ones overlap and the short ones fill in at the end. The rest keep collection order.
+#: xdist workers (``--dist loadfile``, one module per worker at a time) the long ones
+#: overlap and the short ones fill in at the end. The rest keep collection order. Three
+#: workers on two cores, because the Terraform apply against moto (about 200 s), the
+#: scheduler test and the demo loop spend much of their time waiting: measured on the
+#: same machine, 9 min 39 s with three workers and 10 min 43 s with two.
 LONGEST_FIRST = (
     "e2e/test_closed_loop.py",
     "dags/test_train_register.py",
