@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -62,3 +64,19 @@ class LakeTemplates:
         """Fill the (empty) state folder of ``settings`` with a copy of the template lake."""
         shutil.copytree(self.state(span, config), settings.home, dirs_exist_ok=True)
         return settings
+
+
+def lake_snapshot(state: Path) -> dict[str, str]:
+    """SHA-256 of every raw and feature partition file under ``state``'s lake."""
+    return {
+        str(p.relative_to(state)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for zone in ("raw", "features")
+        for p in sorted((state / "lake" / zone).rglob("*.parquet"))
+    }
+
+
+def online_snapshot(state: Path) -> list[tuple[object, ...]]:
+    """Every row of the SQLite online store under ``state``, sorted."""
+    with sqlite3.connect(state / "feast" / "online.db") as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+        return sorted(row for t in tables for row in db.execute(f'select * from "{t}"'))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.dags.conftest import BIN, REPO, Runner
+from tests.lakes import lake_snapshot, online_snapshot
 
 pytestmark = pytest.mark.slow
 DAG = "ingest_validate_materialize"
@@ -41,34 +40,20 @@ def _run_dag(run: Runner, start: str, end: str, check: bool = True) -> str:
     return done.stdout
 
 
-def _lake_snapshot(state: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(state)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for zone in ("raw", "features")
-        for p in sorted((state / "lake" / zone).rglob("*.parquet"))
-    }
-
-
-def _online_snapshot(state: Path) -> list[tuple[object, ...]]:
-    with sqlite3.connect(state / "feast" / "online.db") as db:
-        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
-        return sorted(row for t in tables for row in db.execute(f'select * from "{t}"'))
-
-
 def test_two_days_then_rerun_is_idempotent(airflow_home: tuple[Path, Runner]) -> None:
     home, run = airflow_home
     state = home / "state"
     _simulate(run)
     out = _run_dag(run, "2026-01-02", "2026-01-04")
     assert f"{DAG} 2026-01-02: success" in out and f"{DAG} 2026-01-03: success" in out
-    lake_before, online_before = _lake_snapshot(state), _online_snapshot(state)
+    lake_before, online_before = lake_snapshot(state), online_snapshot(state)
     assert any("features/transaction_features/dt=2026-01-03" in k for k in lake_before)
     assert len(online_before) > 100
 
     assert f"{DAG} 2026-01-03: success" in _run_dag(run, "2026-01-03", "2026-01-04")
 
-    assert _lake_snapshot(state) == lake_before
-    assert _online_snapshot(state) == online_before
+    assert lake_snapshot(state) == lake_before
+    assert online_snapshot(state) == online_before
     for name in lake_before:
         ids = pq.read_table(state / name, columns=["transaction_id"])["transaction_id"]
         assert len(ids) == len(set(ids.to_pylist())), f"duplicate rows in {name}"
@@ -81,7 +66,7 @@ def test_bad_batch_fails_the_run_and_downstream_never_runs(
     state = home / "state"
     _simulate(run, "--bad-batch", "duplicate_ids@2026-01-03")
     assert "success" in _run_dag(run, "2026-01-02", "2026-01-03")
-    good = _lake_snapshot(state)
+    good = lake_snapshot(state)
 
     failed = run(
         sys.executable,
@@ -98,6 +83,6 @@ def test_bad_batch_fails_the_run_and_downstream_never_runs(
     assert "expect_column_values_to_be_unique(transaction_id)" in log
     assert (state / "lake" / "quarantine" / "transactions" / "dt=2026-01-03").is_dir()
     assert not (state / "lake" / "features" / "transaction_features" / "dt=2026-01-03").exists()
-    after = _lake_snapshot(state)
+    after = lake_snapshot(state)
     assert {k: after[k] for k in good} == good  # earlier partitions untouched
     assert not (state / "lake" / "raw" / "transactions" / "dt=2026-01-03").exists()

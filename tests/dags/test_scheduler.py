@@ -17,12 +17,10 @@ partition equal to one computed with its whole look-back in place.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -45,6 +43,7 @@ from driftline.orchestration.airflow_stack import AirflowStack, StackConfig, air
 from driftline.orchestration.postgres import ensure_postgres, stop_postgres
 from driftline.orchestration.processes import free_port, group_alive
 from tests.dags.conftest import BIN, REPO
+from tests.lakes import lake_snapshot, online_snapshot
 
 pytestmark = pytest.mark.slow
 DAG = "ingest_validate_materialize"
@@ -239,20 +238,6 @@ def _listening_addresses(cluster: Scheduler) -> set[str]:
 # --------------------------------------------------------------------------------------
 
 
-def _lake_snapshot(state: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(state)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for zone in ("raw", "features")
-        for p in sorted((state / "lake" / zone).rglob("*.parquet"))
-    }
-
-
-def _online_snapshot(state: Path) -> list[tuple[object, ...]]:
-    with sqlite3.connect(state / "feast" / "online.db") as db:
-        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
-        return sorted(row for t in tables for row in db.execute(f'select * from "{t}"'))
-
-
 def _assert_online_equals_lake(state: Path) -> None:
     from driftline.core.settings import Settings
     from driftline.data.feast import latest_per_entity, read_online
@@ -294,7 +279,7 @@ def _reference_features(tmp_path: Path, scheduled: Path, days: list[date]) -> di
         publish_validated(dataset, span, settings)
     for day in days:
         build_features(Interval.for_day(day), settings)
-    return {k: v for k, v in _lake_snapshot(reference).items() if "features" in k}
+    return {k: v for k, v in lake_snapshot(reference).items() if "features" in k}
 
 
 # --------------------------------------------------------------------------------------
@@ -333,7 +318,7 @@ def test_backfill_then_reprocessing_backfill_give_identical_correct_data(
     first = _wait_backfill(scheduler, _backfill(scheduler, days[0], days[-1])["id"], days)
     first_s = time.monotonic() - started
     _assert_one_at_a_time(first)
-    lake_first, online_first = _lake_snapshot(scheduler.state), _online_snapshot(scheduler.state)
+    lake_first, online_first = lake_snapshot(scheduler.state), online_snapshot(scheduler.state)
     assert len([k for k in lake_first if "features" in k]) == len(days)
 
     started = time.monotonic()
@@ -344,8 +329,8 @@ def test_backfill_then_reprocessing_backfill_give_identical_correct_data(
     _assert_one_at_a_time(second)
     assert min(r["start_date"] for r in second) > max(r["end_date"] for r in first)
 
-    assert _lake_snapshot(scheduler.state) == lake_first
-    assert _online_snapshot(scheduler.state) == online_first
+    assert lake_snapshot(scheduler.state) == lake_first
+    assert online_snapshot(scheduler.state) == online_first
     for name in lake_first:
         ids = pq.read_table(scheduler.state / name, columns=["transaction_id"])["transaction_id"]
         assert len(ids) == len(set(ids.to_pylist())), f"duplicate rows in {name}"
