@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from driftline.orchestration.dag_runs import DagRunError
-from driftline.orchestration.demo import DemoError, DemoOptions, run_demo
+from driftline.orchestration.demo import DemoError, DemoOptions, narrate_to_stdout, run_demo
 from driftline.orchestration.processes import ProcessStartError
 
 
@@ -55,6 +55,7 @@ def main() -> int:
         port=args.port,
         out=args.out,
     )
+    narrate_to_stdout()
     try:
         run_demo(options)
     except (DemoError, DagRunError, ProcessStartError) as error:

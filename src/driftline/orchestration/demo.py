@@ -26,6 +26,7 @@ command line.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -45,9 +46,30 @@ class DemoError(RuntimeError):
     """The loop cannot go on (the message says which step failed)."""
 
 
+#: The demo's narration (the lines ``make demo`` shows); :func:`narrate_to_stdout` sends
+#: it to the terminal.
+NARRATION = logging.getLogger("driftline.demo.narration")
+
+
+def narrate_to_stdout() -> None:
+    """Write the narration, unformatted, to the real stdout.
+
+    ``dag.test`` redirects (and indents) ``sys.stdout``, so the handler holds
+    ``sys.__stdout__``; the narration does not propagate to the root logger, which
+    Airflow configures.
+    """
+    if not any(h.get_name() == "driftline-narration" for h in NARRATION.handlers):
+        handler = logging.StreamHandler(sys.__stdout__)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.set_name("driftline-narration")
+        NARRATION.addHandler(handler)
+    NARRATION.setLevel(logging.INFO)
+    NARRATION.propagate = False
+
+
 def say(*args: Any) -> None:
-    """Print to the real stdout: ``dag.test`` redirects (and indents) ``sys.stdout``."""
-    print(*args, file=sys.__stdout__, flush=True)
+    """One narration line (the words of ``args``, as ``print`` joins them)."""
+    NARRATION.info(" ".join(str(arg) for arg in args))
 
 
 def _say_line(line: str) -> None:
