@@ -47,6 +47,7 @@ from tests.lakes import lake_snapshot, online_snapshot
 
 pytestmark = pytest.mark.slow
 DAG = "ingest_validate_materialize"
+MONITOR = "monitor_drift"
 FIRST = date(2026, 1, 1)
 ROWS = 300
 TERMINAL = {"success", "failed"}
@@ -146,10 +147,29 @@ def _backfill(cluster: Scheduler, first: date, last: date, **options: Any) -> di
     return backfill
 
 
-def _runs(cluster: Scheduler) -> list[dict[str, Any]]:
-    answer = cluster.api("GET", f"/api/v2/dags/{DAG}/dagRuns?limit=100&order_by=logical_date")
+def _runs(cluster: Scheduler, dag_id: str = DAG) -> list[dict[str, Any]]:
+    answer = cluster.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")
     runs: list[dict[str, Any]] = answer["dag_runs"]
     return runs
+
+
+def _wait_monitor_run(cluster: Scheduler) -> dict[str, Any]:
+    """The first ``monitor_drift`` run the asset event started, once it has ended."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        cluster.stack.check_alive()
+        runs = [r for r in _runs(cluster, MONITOR) if r["run_type"] == "asset_triggered"]
+        if runs and runs[0]["state"] in TERMINAL:
+            return runs[0]
+        time.sleep(3)
+    raise AssertionError(f"no asset-triggered {MONITOR} run ended: {_runs(cluster, MONITOR)}")
+
+
+def _consumed_days(cluster: Scheduler, run: dict[str, Any]) -> list[str]:
+    """The ``extra.day`` of each asset event that started ``run``."""
+    path = f"/api/v2/dags/{MONITOR}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
+    events = cluster.api("GET", path)["asset_events"]
+    return sorted(str(event["extra"]["day"]) for event in events)
 
 
 def _failure_report(cluster: Scheduler, runs: list[dict[str, Any]]) -> str:
@@ -157,7 +177,7 @@ def _failure_report(cluster: Scheduler, runs: list[dict[str, Any]]) -> str:
     for run in runs:
         if run["state"] == "success":
             continue
-        path = f"/api/v2/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances"
+        path = f"/api/v2/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}/taskInstances"
         tis = cluster.api("GET", path)["task_instances"]
         lines.append(f"{run['dag_run_id']}: {run['state']}: ")
         lines.extend(f"  {ti['task_id']}: {ti['state']}" for ti in tis)
@@ -288,6 +308,7 @@ def _reference_features(tmp_path: Path, scheduled: Path, days: list[date]) -> di
 
 
 def test_a_rest_backfill_runs_on_postgres_bound_to_loopback(scheduler: Scheduler) -> None:
+    scheduler.api("PATCH", f"/api/v2/dags/{MONITOR}", {"is_paused": False})
     scheduler.api("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False})
     backfill = _backfill(scheduler, FIRST, FIRST)
     assert backfill["max_active_runs"] == 1
@@ -302,6 +323,15 @@ def test_a_rest_backfill_runs_on_postgres_bound_to_loopback(scheduler: Scheduler
     # Catch-up is off: unpausing started no run for the days since start_date.
     scheduled = [r for r in _runs(scheduler) if r["run_type"] == "scheduled"]
     assert len(scheduled) <= 1 and all(_day(r) > date(2026, 6, 1) for r in scheduled)
+    # Ordered by data: monitoring ran because, and after, the day's ingest succeeded,
+    # for that day only (no champion yet, so it judged nothing and asked for nothing).
+    monitor = _wait_monitor_run(scheduler)
+    assert monitor["state"] == "success", _failure_report(scheduler, [monitor])
+    path = f"/api/v2/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/materialize_features"
+    announced = scheduler.api("GET", path)  # the task whose outlet is the day's asset event
+    assert monitor["start_date"] > announced["end_date"]
+    assert _consumed_days(scheduler, monitor) == ["2026-01-01"]
+    assert len(_runs(scheduler, MONITOR)) == 1
     listening = _listening_addresses(scheduler)
     assert listening and listening <= {"0100007F"}, f"not only 127.0.0.1: {listening}"
 
