@@ -92,13 +92,13 @@ def _fail_on_gate(call: Callable[[], Any]) -> Any:
 
 
 def _scenarios(drift: list[str] | None) -> tuple[Any, ...]:
-    """Drift scenarios from ``NAME@YYYY-MM-DD`` options."""
+    """Drift scenarios from ``NAME[:INTENSITY]@YYYY-MM-DD`` options."""
     from driftline.simulator import DriftScenario
 
-    return tuple(
-        DriftScenario(name, date.fromisoformat(day))  # type: ignore[arg-type]
-        for name, day in (item.split("@", 1) for item in drift or [])
-    )
+    try:
+        return tuple(DriftScenario.parse(item) for item in drift or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--drift") from None
 
 
 @app.command()
@@ -110,7 +110,10 @@ def simulate(
     fraud_rate: Annotated[float, typer.Option(help="Approximate share of fraud.")] = 0.01,
     drift: Annotated[
         list[str] | None,
-        typer.Option(help="Drift scenario NAME@YYYY-MM-DD (covariate_shift, new_fraud_pattern)."),
+        typer.Option(
+            help="Drift scenario NAME[:INTENSITY]@YYYY-MM-DD (covariate_shift, "
+            "new_fraud_pattern; intensity 1 by default, e.g. covariate_shift:0.3@2026-01-22)."
+        ),
     ] = None,
     bad_batch: Annotated[
         list[str] | None,
@@ -379,7 +382,9 @@ def replay(
     seed: Annotated[int | None, typer.Option(help="Simulator seed (default: settings).")] = None,
     drift: Annotated[
         list[str] | None,
-        typer.Option(help="Drift scenario NAME@YYYY-MM-DD, as given to `driftline simulate`."),
+        typer.Option(
+            help="Drift scenario NAME[:INTENSITY]@YYYY-MM-DD, as given to `driftline simulate`."
+        ),
     ] = None,
 ) -> None:
     """Replay a simulated day of transactions against a running scoring service."""

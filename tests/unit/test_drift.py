@@ -379,11 +379,12 @@ def _performance_only(day: date, last_matured: date) -> DriftResult:
 
 
 def test_performance_drift_dates_the_window_by_the_matured_day() -> None:
-    history = [_performance_only(_day(n), _day(n - 3)) for n in (3, 4)]
+    # Days 3 and 5 judge matured days -1..0 and 1..2: independent evidence.
+    history = [_performance_only(_day(n), _day(n - 3)) for n in (3, 5)]
 
-    decision = _decide(history, 4)
+    decision = _decide(history, 5)
 
-    assert decision.trigger and "served PR-AUC 0.100 below 0.200" in decision.reason
+    assert decision.trigger and "served PR-AUC 0.100 significantly below 0.200" in decision.reason
     assert decision.window_start == _day(0)  # the labels of day 0 showed the drift first
 
 
@@ -419,7 +420,8 @@ def test_performance_check_flags_a_drop_below_the_floor() -> None:
     assert dropped["pr_auc"] < 0.6 and dropped["drifted"]
     assert (dropped["first_day"], dropped["last_day"]) == ("2026-02-01", "2026-02-02")
     assert canary_only["rows"] == 0 and not canary_only["drifted"]
-    assert "no performance verdict" in canary_only["note"]
+    assert canary_only["verdict"] == "insufficient_evidence"
+    assert "insufficient evidence" in canary_only["note"]
 
 
 def test_performance_check_needs_enough_frauds_and_a_reference() -> None:

@@ -252,6 +252,33 @@ class Settings(BaseSettings):
         ge=1,
         description="Labelled frauds needed among those days for a performance verdict.",
     )
+    drift_bootstrap_samples: int = Field(
+        default=400,
+        ge=50,
+        description="Resamples of the stratified bootstrap behind every PR-AUC interval "
+        "(performance drift, the new-regime gate, the canary's re-judgement; fixed seed).",
+    )
+    drift_confidence: float = Field(
+        default=0.9,
+        gt=0.5,
+        lt=1.0,
+        description="Two-sided level of those intervals: a drop counts only when the whole "
+        "interval lies below zero (one-sided (1 + this) / 2).",
+    )
+    drift_threshold_quantile: float = Field(
+        default=0.95,
+        gt=0.0,
+        le=1.0,
+        description="Per-input data-drift threshold: this quantile of the input's drift "
+        "statistic between one reference day and the other reference days (the no-drift "
+        "variability of the reference).",
+    )
+    drift_threshold_min: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="Smallest calibrated per-input threshold (an input that never varies "
+        "in the reference would otherwise drift on any change).",
+    )
 
     # Retrain and canary ----------------------------------------------------------------
     retrain_window_days: int = Field(
@@ -268,6 +295,23 @@ class Settings(BaseSettings):
         default=0.0,
         description="retrain_promote's gate: candidate holdout PR-AUC must exceed the "
         "champion's on the same most recent labelled days by more than this.",
+    )
+    gate_min_positives: int = Field(
+        default=20,
+        ge=1,
+        description="Promotion evidence: labelled frauds needed on the post-drift days the "
+        "candidate did not train on, else it is not promoted (insufficient evidence).",
+    )
+    gate_segment_min_positives: int = Field(
+        default=10,
+        ge=1,
+        description="Labelled frauds a segment (see gate_segments) needs to be judged; a "
+        "candidate significantly worse on a judged segment is not promoted.",
+    )
+    gate_segments: str = Field(
+        default="channel,merchant_category",
+        description="Comma-separated model inputs whose values form the segments the "
+        "promotion gate compares candidate and champion on.",
     )
     canary_min_requests: int = Field(
         default=300, ge=1, description="Transactions routed to the canary before it is judged."

@@ -18,14 +18,28 @@ they demand, and why:
   longer serves), and *beat* that champion's PR-AUC on those same days by more than
   ``retrain_min_improvement``. Replacing the serving model has to buy something, so
   being nearly as good is not enough here.
+* :func:`regime_gate` runs with :func:`retrain_gate` when the retrain was caused by
+  drift: the holdout above may hold a single post-drift day, so promotion also needs
+  evidence on the *new regime*. Both models score the same post-drift labelled rows
+  the candidate did not train on (:class:`RegimeEvidence`); there must be at least
+  ``gate_min_positives`` frauds among them (else: insufficient evidence, not
+  promoted), the candidate's PR-AUC must exceed the champion's by more than
+  ``retrain_min_improvement``, and on no segment with at least
+  ``gate_segment_min_positives`` frauds (each value of the ``gate_segments`` inputs)
+  may the candidate be significantly worse: the upper end of the paired bootstrap
+  interval of candidate minus champion (``drift_confidence``) below zero.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
+from driftline.core.evidence import Estimate, average_precision, paired_difference_interval
 from driftline.core.settings import Settings
 from driftline.lifecycle import registry
 
@@ -147,4 +161,137 @@ def retrain_gate(
         f"candidate PR-AUC {candidate_pr:.3f} {'beats' if passed else 'does not beat'} "
         f"champion {champion}'s {champion_pr:.3f} on the most recent labelled days "
         f"(margin {margin:+.3f}, needed > {settings.retrain_min_improvement:+.3f})",
+    )
+
+
+#: Characters an MLflow tag key may not hold (segment values become part of keys).
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class RegimeEvidence:
+    """Candidate and champion scored on the same post-drift labelled rows.
+
+    Attributes:
+        labels: 1 for a reported fraud, per row.
+        candidate: The candidate's scores of the rows.
+        champion: The champion's scores of the same rows.
+        segments: Per segment input (e.g. ``channel``), its value on each row.
+        days: The transaction days the rows cover (ISO dates).
+        drift_start: The first drifted day.
+    """
+
+    labels: np.ndarray
+    candidate: np.ndarray
+    champion: np.ndarray
+    segments: Mapping[str, np.ndarray] = field(default_factory=dict)
+    days: tuple[str, ...] = ()
+    drift_start: str = ""
+
+
+def _paired(
+    labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, settings: Settings
+) -> Estimate:
+    return paired_difference_interval(
+        labels,
+        candidate,
+        champion,
+        samples=settings.drift_bootstrap_samples,
+        confidence=settings.drift_confidence,
+    )
+
+
+def _span(estimate: Estimate) -> str:
+    if estimate.low is None or estimate.high is None:
+        return ""
+    return f" [{estimate.low:+.3f}, {estimate.high:+.3f}]"
+
+
+def _worse_segments(
+    evidence: RegimeEvidence, settings: Settings
+) -> tuple[list[str], dict[str, float]]:
+    """Segments with enough frauds where the candidate is significantly worse."""
+    worse: list[str] = []
+    metrics: dict[str, float] = {}
+    for column, values in evidence.segments.items():
+        for value in sorted({str(v) for v in values}):
+            rows = np.asarray([str(v) == value for v in values])
+            labels = evidence.labels[rows]
+            positives = int(labels.sum())
+            if positives < settings.gate_segment_min_positives or positives == labels.size:
+                continue
+            estimate = _paired(labels, evidence.candidate[rows], evidence.champion[rows], settings)
+            if estimate.value is None:
+                continue
+            metrics[f"segment.{column}.{_SAFE.sub('_', value)}.diff"] = estimate.value
+            if estimate.below_zero:
+                worse.append(
+                    f"{column}={value} ({positives} frauds): {estimate.value:+.3f}{_span(estimate)}"
+                )
+    return worse, metrics
+
+
+def regime_gate(evidence: RegimeEvidence, settings: Settings) -> GateResult:
+    """Promotion evidence on the new regime (see the module docstring).
+
+    Args:
+        evidence: Both models' scores on the same post-drift labelled rows the
+            candidate did not train on.
+        settings: ``gate_min_positives``, ``gate_segment_min_positives``,
+            ``retrain_min_improvement`` and the bootstrap (``drift_bootstrap_samples``,
+            ``drift_confidence``).
+
+    Returns:
+        The verdict; ``metrics`` holds ``regime.*`` numbers (rows, positives, both
+        PR-AUCs, the difference and its interval) and one ``segment.*`` difference per
+        judged segment.
+    """
+    labels = np.asarray(evidence.labels, dtype=np.int64)
+    positives = int(labels.sum())
+    where = (
+        f"post-drift days {', '.join(evidence.days) or 'none'} (drift from {evidence.drift_start})"
+    )
+    metrics: dict[str, float] = {
+        "regime.rows": float(labels.size),
+        "regime.positives": float(positives),
+    }
+    if positives < settings.gate_min_positives or positives == labels.size:
+        return GateResult(
+            False,
+            [
+                f"insufficient evidence on the new regime: {positives} labelled frauds on "
+                f"{where}, gate_min_positives is {settings.gate_min_positives}"
+            ],
+            metrics,
+        )
+    overall = _paired(labels, evidence.candidate, evidence.champion, settings)
+    candidate_pr = average_precision(labels, evidence.candidate) or 0.0
+    champion_pr = average_precision(labels, evidence.champion) or 0.0
+    difference = overall.value if overall.value is not None else candidate_pr - champion_pr
+    metrics.update(
+        {
+            "regime.candidate_pr_auc": candidate_pr,
+            "regime.champion_pr_auc": champion_pr,
+            "regime.diff": difference,
+        }
+    )
+    if overall.low is not None and overall.high is not None:
+        metrics.update({"regime.diff_low": overall.low, "regime.diff_high": overall.high})
+    worse, segment_metrics = _worse_segments(evidence, settings)
+    metrics.update(segment_metrics)
+    head = (
+        f"on {where}, {positives} frauds: candidate PR-AUC {candidate_pr:.3f} vs champion "
+        f"{champion_pr:.3f} ({difference:+.3f}{_span(overall)} at {settings.drift_confidence:.0%})"
+    )
+    reasons = []
+    if difference <= settings.retrain_min_improvement:
+        reasons.append(f"{head}: not better (needed > {settings.retrain_min_improvement:+.3f})")
+    if worse:
+        reasons.append(f"significantly worse on segments: {'; '.join(worse)}")
+    if reasons:
+        return GateResult(False, reasons, metrics)
+    return GateResult(
+        True,
+        [f"{head}: better, and not significantly worse on {len(segment_metrics)} judged segments"],
+        metrics,
     )

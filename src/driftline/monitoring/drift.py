@@ -6,13 +6,18 @@ Three questions are asked of one data interval of the prediction log
 :mod:`driftline.monitoring.reference`):
 
 * **Data drift** -- has the distribution of the model inputs moved? Evidently tests each
-  column of :data:`~driftline.core.columns.MODEL_INPUTS` (its method is chosen per
-  column type and reference size: normed Wasserstein distance for numeric and
-  Jensen-Shannon distance for categorical columns on references above 1,000 rows,
-  KS / chi-square p-values on smaller ones). The interval has data drift when the share of
-  drifted columns reaches ``settings.drift_share_threshold``. A column that is entirely
-  missing in the served rows but present in the reference (e.g. the feature store was
-  down all day) counts as drifted.
+  column of :data:`~driftline.core.columns.MODEL_INPUTS` with a fixed statistic (normed
+  Wasserstein distance for numeric, Jensen-Shannon distance for categorical inputs)
+  against a threshold *calibrated on the reference's own no-drift variability*: the
+  statistic between each reference day and the other days, its
+  ``drift_threshold_quantile`` (:mod:`~driftline.monitoring.calibration`). The interval
+  has data drift when the share of drifted columns reaches
+  ``settings.drift_share_threshold``; the result reports that share next to the
+  no-drift baseline (the share on reference days judged the same way). A column that is
+  entirely missing in the served rows but present in the reference counts as drifted.
+* **Fallback rows are set apart.** Rows scored with fallback features (the feature store
+  was unavailable: ``features_fallback`` in the log) describe the outage, not the
+  traffic: they are left out of every check and counted in ``fallback_rows``.
 * **Prediction drift** -- has the distribution of the served ``score`` moved? PSI
   (population stability index) of the champion's served scores against the reference's
   ``score`` column, drifted at or above ``settings.drift_prediction_threshold``. Canary
@@ -22,10 +27,15 @@ Three questions are asked of one data interval of the prediction log
   scores (same definitions as offline evaluation), overall and per variant.
 * **Performance drift** -- labels arrive late, so this judges older days: the champion's
   served scores on the ``drift_performance_days`` transaction days that ended
-  ``label_maturity_days`` before the interval, labelled with the chargebacks known by the
-  interval's end (:func:`performance_check`). Drifted when their PR-AUC falls below the
-  champion's PR-AUC on its drift reference times ``1 - drift_performance_drop``. This is what
-  sees *concept* drift, where the inputs look the same but fraud no longer does.
+  ``label_maturity_days`` before the interval (:func:`performance_check`). Like with
+  like: the served rows and the reference rows are labelled by the same rule (frauds
+  reported within ``label_maturity_days`` of the transaction's day), and only rows of
+  the same kind count (the champion's, not fallback; the reference's validation and
+  holdout days). ``degraded`` only when the served PR-AUC is below the floor (reference
+  times ``1 - drift_performance_drop``) *and* significantly below the reference (the
+  bootstrap interval of the difference lies below zero); otherwise, with a PR-AUC
+  below the floor or too few frauds, ``insufficient_evidence``. This is what sees
+  *concept* drift, where the inputs look the same but fraud no longer does.
 
 **One PSI.** The prediction-drift PSI is :func:`driftline.core.stats.psi` (10 quantile
 bins of the reference scores, empty bins floored at 1e-4), the same function the canary
@@ -59,6 +69,7 @@ from driftline.core.columns import CATEGORICAL, LABEL, MODEL_INPUTS, NUMERIC
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.core.stats import psi
+from driftline.monitoring.calibration import Calibration, calibrate, chunk_labels
 from driftline.monitoring.drift_report import report_folder, write_drift_report
 from driftline.monitoring.result import (
     STATUS_INSUFFICIENT,
@@ -77,6 +88,8 @@ TRANSACTION_ID = "transaction_id"
 VARIANT = "variant"
 #: Prediction-log column naming the registered version that answered.
 MODEL_VERSION = "model_version"
+#: Prediction-log flag of a row scored with fallback features (feature store unavailable).
+FALLBACK = "features_fallback"
 CHAMPION = "champion"
 #: Evidently stat test of prediction drift (a distance: drifted at or above the threshold).
 #: Evidently stat test of prediction drift: :func:`driftline.core.stats.psi`, registered
@@ -108,6 +121,11 @@ def _model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame[name].astype("object")
         out[name] = values.where(values.isna(), values.astype(str))
     return out
+
+
+def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The model inputs of prediction-log rows, typed as a model frame expects."""
+    return _model_inputs(frame)
 
 
 def _scores(frame: pd.DataFrame) -> pd.Series:
@@ -198,6 +216,20 @@ def performance_days(interval: Interval, settings: Settings) -> Interval:
     return Interval.parse(end - timedelta(days=settings.drift_performance_days), end)
 
 
+#: :func:`performance_check` verdicts.
+PERFORMANCE_OK = "ok"
+PERFORMANCE_DEGRADED = "degraded"
+PERFORMANCE_INSUFFICIENT = "insufficient_evidence"
+
+
+def _not_fallback(frame: pd.DataFrame) -> pd.Series:
+    """Rows scored with the features the store served (not fallback features)."""
+    if FALLBACK not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    flags = frame[FALLBACK]
+    return ~flags.fillna(False).astype(bool)
+
+
 def performance_check(
     served: pd.DataFrame,
     frauds: set[str],
@@ -206,23 +238,51 @@ def performance_check(
     reference_pr_auc: float | None,
     settings: Settings,
     version: str | None = None,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    label_rule: str = "",
 ) -> dict[str, Any]:
-    """PR-AUC of the champion's served scores on matured days against labels known now.
+    """Is the champion's served PR-AUC on matured days significantly below its reference?
+
+    Compares like with like: ``frauds`` and the reference labels should follow the same
+    label maturity (see :func:`driftline.monitoring.served.frauds_known_within`), and
+    only the champion's rows scored with stored features count (fallback rows are
+    counted apart). The verdict:
+
+    * ``insufficient_evidence`` -- no reference, fewer than ``drift_min_positives``
+      labelled frauds, or a served PR-AUC below the floor whose difference from the
+      reference is not significant: the upper end of the bootstrap interval
+      (``drift_confidence``, ``drift_bootstrap_samples``, fixed seed) of served minus
+      reference PR-AUC is not below zero;
+    * ``degraded`` (``drifted``) -- the served PR-AUC is below the floor (the reference
+      PR-AUC times ``1 - drift_performance_drop``: the drop matters) *and* significantly
+      below the reference;
+    * ``ok`` -- the served PR-AUC is at or above the floor.
 
     Args:
         served: Prediction-log rows of ``days`` (any variant; only the champion's count).
-        frauds: Transaction ids with a chargeback reported by now; every other served
-            transaction counts as legitimate (as in training sets).
+        frauds: Transaction ids with a chargeback known under the check's label rule;
+            every other served transaction counts as legitimate (as in training sets).
         days: The matured days ``served`` covers (see :func:`performance_days`).
-        reference_pr_auc: The champion's PR-AUC on its reference days (None: no verdict).
-        settings: ``drift_performance_drop`` and ``drift_min_positives``.
+        reference_pr_auc: The champion's reference PR-AUC, used when ``reference`` is
+            None (it is then taken as exact: only the served side's interval counts).
+        settings: ``drift_performance_drop``, ``drift_min_positives`` and the bootstrap.
         version: Only rows this champion version answered count (None: any champion).
+        reference: ``(labels, scores)`` of the reference rows the champion was not
+            fitted on, labelled under the same rule; the reference PR-AUC and the
+            difference's interval come from them.
+        label_rule: How the labels were chosen (recorded).
 
     Returns:
-        ``first_day``, ``last_day``, ``rows``, ``positives``, ``pr_auc`` (None when a
-        class is missing), ``reference_pr_auc``, ``floor``, ``drifted`` and ``note``.
+        ``first_day``, ``last_day``, ``rows``, ``positives``, ``fallback_rows``,
+        ``pr_auc``, ``reference_pr_auc``, ``reference_rows``, ``reference_positives``,
+        ``floor``, ``difference`` (estimate and interval), ``verdict``, ``drifted``,
+        ``label_rule`` and ``note``.
     """
+    from driftline.core.evidence import Estimate, difference_interval, pr_auc_interval
+
     rows = served[_served_by(served, version)] if len(served) else served
+    fallback = int((~_not_fallback(rows)).sum()) if len(rows) else 0
+    rows = rows[_not_fallback(rows)] if len(rows) else rows
     labels = (
         rows[TRANSACTION_ID].isin(frauds).to_numpy(dtype=np.int64)
         if len(rows)
@@ -230,6 +290,16 @@ def performance_check(
     )
     scores = _scores(rows).to_numpy() if len(rows) else np.zeros(0)
     block = _score_block(labels, scores)
+    samples, confidence = settings.drift_bootstrap_samples, settings.drift_confidence
+    reference_rows = reference_positives = None
+    if reference is not None:
+        ref_labels, ref_scores = reference
+        reference_rows, reference_positives = int(ref_labels.size), int(ref_labels.sum())
+        reference_pr_auc = (
+            None
+            if reference_positives in (0, reference_rows)
+            else _score_block(ref_labels, ref_scores)["pr_auc"]
+        )
     floor = (
         None
         if reference_pr_auc is None
@@ -240,24 +310,60 @@ def performance_check(
         "last_day": (days.end.date() - timedelta(days=1)).isoformat(),
         "rows": block["rows"],
         "positives": block["positives"],
+        "fallback_rows": fallback,
         "pr_auc": block["pr_auc"],
         "reference_pr_auc": reference_pr_auc,
+        "reference_rows": reference_rows,
+        "reference_positives": reference_positives,
         "floor": floor,
+        "difference": None,
+        "verdict": PERFORMANCE_INSUFFICIENT,
         "drifted": False,
+        "label_rule": label_rule,
     }
-    if floor is None:
-        result["note"] = "no reference PR-AUC for the champion: no performance verdict"
-    elif block["positives"] < settings.drift_min_positives or block["pr_auc"] is None:
+    if floor is None or reference_pr_auc is None:
+        result["note"] = "no reference PR-AUC for the champion: insufficient evidence"
+        return result
+    if block["positives"] < settings.drift_min_positives or block["pr_auc"] is None:
         result["note"] = (
             f"{block['positives']} labelled frauds on {days} < drift_min_positives "
-            f"{settings.drift_min_positives}: no performance verdict"
+            f"{settings.drift_min_positives}: insufficient evidence"
+        )
+        return result
+    served_pr = float(block["pr_auc"])
+    if reference is not None:
+        estimate = difference_interval(
+            (labels, scores), reference, samples=samples, confidence=confidence
         )
     else:
-        result["drifted"] = bool(block["pr_auc"] < floor)
-        result["note"] = (
-            f"served PR-AUC {block['pr_auc']:.3f} on {days} vs floor {floor:.3f} "
-            f"(offline {reference_pr_auc:.3f})"
+        alone = pr_auc_interval(labels, scores, samples=samples, confidence=confidence)
+        estimate = Estimate(
+            served_pr - reference_pr_auc,
+            None if alone.low is None else alone.low - reference_pr_auc,
+            None if alone.high is None else alone.high - reference_pr_auc,
+            alone.confidence,
+            alone.positives,
         )
+    result["difference"] = estimate.to_dict()
+    interval = (
+        f"served - reference {estimate.value:+.3f}, interval "
+        f"[{estimate.low:+.3f}, {estimate.high:+.3f}] at {estimate.confidence:.0%}"
+        if estimate.value is not None and estimate.low is not None and estimate.high is not None
+        else "no interval"
+    )
+    head = (
+        f"served PR-AUC {served_pr:.3f} on {days} ({block['positives']} frauds) vs "
+        f"reference {reference_pr_auc:.3f} (floor {floor:.3f}); {interval}"
+    )
+    if served_pr >= floor:
+        result["verdict"] = PERFORMANCE_OK
+        result["note"] = f"{head}: no drop"
+    elif estimate.below_zero:
+        result["verdict"] = PERFORMANCE_DEGRADED
+        result["drifted"] = True
+        result["note"] = f"{head}: significant drop"
+    else:
+        result["note"] = f"{head}: below the floor, not significant: insufficient evidence"
     return result
 
 
@@ -267,8 +373,13 @@ def _run_evidently(
     columns: list[str],
     with_scores: bool,
     settings: Settings,
+    calibration: Calibration | None = None,
 ) -> tuple[Any, dict[str, dict[str, Any]]]:
-    """Run the Evidently report; return the snapshot and the per-column test outcomes."""
+    """Run the Evidently report; return the snapshot and the per-column test outcomes.
+
+    With a ``calibration`` each input is judged by its calibrated method and threshold;
+    without one (a reference too small to split) Evidently's defaults apply.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
@@ -277,7 +388,17 @@ def _run_evidently(
     categorical = [c for c in CATEGORICAL if c in columns]
     metrics: list[Any] = []
     if columns:
-        metrics.append(DataDriftPreset(columns=columns, drift_share=settings.drift_share_threshold))
+        calibrated: dict[str, Any] = {}
+        if calibration is not None:
+            calibrated = {
+                "per_column_method": {c: calibration.methods[c] for c in columns},
+                "per_column_threshold": {c: calibration.thresholds[c] for c in columns},
+            }
+        metrics.append(
+            DataDriftPreset(
+                columns=columns, drift_share=settings.drift_share_threshold, **calibrated
+            )
+        )
     if with_scores:
         numeric.append(SCORE)
         metrics.append(
@@ -467,6 +588,14 @@ def measure_drift(
         "performance_check": checked,
         "performance_drift": bool(checked and checked.get("drifted")),
     }
+    fallback = int((~_not_fallback(current)).sum()) if len(current) else 0
+    extra["fallback_rows"] = fallback
+    if fallback:
+        notes.append(
+            f"{fallback} of {len(current)} rows scored with fallback features: left out of "
+            "drift (they describe the feature store's outage, not the traffic)"
+        )
+        current = current[_not_fallback(current)]
     if len(current) < settings.drift_min_rows:
         return _insufficient(reference, current, interval, settings, notes, extra)
 
@@ -476,13 +605,31 @@ def measure_drift(
     ref, cur = _model_inputs(reference), _model_inputs(current)
     judged, missing_served = _judgeable(ref, cur, notes)
     with_scores = _add_scores(ref, cur, reference, current, notes, champion_version)
+    chunks, chunking = chunk_labels(reference, settings)
+    calibration = calibrate(ref, chunks, judged, chunking, settings)
+    if calibration is None:
+        notes.append("reference too small to calibrate thresholds: Evidently's defaults used")
+    elif calibration.chunking != "day":
+        notes.append(
+            "the reference does not date its rows: thresholds calibrated on random chunks "
+            "(sampling noise only, day-to-day variability not measured)"
+        )
+    extra["calibration"] = calibration.summary() if calibration is not None else None
 
-    snapshot, outcomes = _run_evidently(ref, cur, judged, with_scores, settings)
+    snapshot, outcomes = _run_evidently(ref, cur, judged, with_scores, settings, calibration)
     column_scores = {name: outcomes[name] for name in judged}
     column_scores.update({name: _missing_column_score() for name in missing_served})
     drifted = [name for name in MODEL_INPUTS if column_scores.get(name, {}).get("drifted")]
     share = len(drifted) / len(column_scores) if column_scores else 0.0
     score_outcome = outcomes.get(SCORE) if with_scores else None
+    if calibration is not None:
+        notes.append(
+            f"drift share {share:.2f} ({len(drifted)} of {len(column_scores)} inputs) vs "
+            f"no-drift baseline {calibration.baseline_share:.2f} (largest "
+            f"{calibration.baseline_share_max:.2f}) over {calibration.chunks} reference "
+            f"{'days' if calibration.chunking == 'day' else 'chunks'}; data drift at "
+            f"{settings.drift_share_threshold:.2f}"
+        )
 
     result = DriftResult(
         interval=str(interval),

@@ -60,6 +60,38 @@ def _latest_by_day(history: Iterable[DriftResult | Mapping[str, Any]]) -> dict[d
     return by_day
 
 
+def evidence_days(result: DriftResult) -> frozenset[date]:
+    """The transaction days ``result`` judged drifted.
+
+    The interval's own day for data or prediction drift; for performance drift alone,
+    every matured day of its performance window (labels lag the interval).
+    """
+    check = result.performance_check
+    if result.dataset_drift or result.prediction_drift or not check:
+        return frozenset({result.start_day})
+    first = date.fromisoformat(str(check.get("first_day", check["last_day"])))
+    last = date.fromisoformat(str(check["last_day"]))
+    return frozenset(first + timedelta(days=n) for n in range((last - first).days + 1))
+
+
+def independent_evidence(streak: Sequence[DriftResult]) -> list[DriftResult]:
+    """The results of ``streak`` (newest first) that count as independent evidence.
+
+    Newest first, a result counts only when none of its :func:`evidence_days` was
+    already judged by a counted result: two monitoring days whose performance windows
+    share a matured day are one piece of evidence, not two.
+    """
+    seen: set[date] = set()
+    counted = []
+    for result in streak:
+        days = evidence_days(result)
+        if days & seen:
+            continue
+        seen |= days
+        counted.append(result)
+    return counted
+
+
 def _describe(result: DriftResult) -> str:
     parts = []
     if result.dataset_drift:
@@ -69,7 +101,7 @@ def _describe(result: DriftResult) -> str:
     if result.performance_drift and result.performance_check:
         check = result.performance_check
         parts.append(
-            f"served PR-AUC {check['pr_auc']:.3f} below {check['floor']:.3f} "
+            f"served PR-AUC {check['pr_auc']:.3f} significantly below {check['floor']:.3f} "
             f"on {check['first_day']}..{check['last_day']}"
         )
     return " and ".join(parts)
@@ -115,7 +147,12 @@ def decide(
       with no result or with insufficient data never triggers -- but it does not break a
       streak either: it is skipped, as is a day missing from the history.
     * **Debounce.** The last ``drift_debounce_days`` results with enough data (up to and
-      including today) must all have drifted.
+      including today) must all have drifted, each on evidence of its own: results
+      whose judged days overlap (two performance windows sharing a matured day) count
+      once (:func:`independent_evidence`).
+    * **Drift start.** The streak's first drifted day itself (its oldest result's
+      :attr:`~driftline.monitoring.result.DriftResult.evidence_day`), never an earlier
+      window a later result judged.
     * **Labels.** A retrain only helps once the training split holds labelled days of
       the drift: the trigger waits until at least ``retrain_min_drift_days`` days since
       the streak's first evidence fall before :func:`train_split_end` of today's end.
@@ -162,7 +199,10 @@ def decide(
         if not past.drifted:
             break
         streak.append(past)
-    window_start = min(r.evidence_day for r in streak)
+    # The drift starts on the first drifted day itself: the streak's oldest result.
+    # A later result judging older matured days does not move it back.
+    window_start = streak[-1].evidence_day
+    independent = independent_evidence(streak)
     window_end = today.end.date()
     if last_trigger_day is not None:
         next_allowed = last_trigger_day + timedelta(days=settings.drift_cooldown_days)
@@ -176,11 +216,14 @@ def decide(
                 window_end,
             )
     needed = settings.drift_debounce_days
-    if len(streak) < needed:
+    if len(independent) < needed:
+        shared = len(streak) - len(independent)
         return TriggerDecision(
             False,
-            f"{day}: drift ({_describe(result)}) on {len(streak)} of {needed} consecutive "
-            "intervals needed (debounce)",
+            f"{day}: drift ({_describe(result)}) on {len(independent)} of {needed} "
+            "consecutive intervals with independent evidence needed (debounce"
+            + (f"; {shared} share evidence days with a newer one" if shared else "")
+            + ")",
             window_start,
             window_end,
         )
@@ -194,7 +237,8 @@ def decide(
         )
     return TriggerDecision(
         True,
-        f"drift on {len(streak)} consecutive intervals since {window_start} "
+        f"drift on {len(streak)} consecutive intervals ({len(independent)} independent) "
+        f"since {window_start} "
         f"(today: {_describe(result)})",
         window_start,
         window_end,

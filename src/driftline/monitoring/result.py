@@ -33,8 +33,17 @@ class DriftResult:
             None without labels.
         performance_check: Result of :func:`~driftline.monitoring.drift.performance_check`
             on matured days, if run.
-        performance_drift: ``performance_check`` found the PR-AUC drop.
-        column_scores: Per judged column: ``method``, ``threshold``, ``score``, ``drifted``.
+        performance_drift: ``performance_check`` found a significant PR-AUC drop
+            (verdict ``degraded``).
+        column_scores: Per judged column: ``method``, ``threshold`` (calibrated on the
+            reference, see :mod:`~driftline.monitoring.calibration`), ``score``,
+            ``drifted``.
+        fallback_rows: Served rows scored with fallback features, left out of every
+            check (``rows`` counts the others).
+        calibration: The thresholds' calibration: ``chunks``, ``chunking``,
+            ``baseline_share`` and ``baseline_share_max`` (the share of drifted inputs
+            on reference days without drift), ``thresholds``, ``methods``; None when
+            the reference was too small or the interval had insufficient data.
         notes: Human-readable remarks (skipped checks, columns not judged, ...).
         report_html: Path of Evidently's HTML report, None when none was written.
         report_json: Path of the ``drift.json`` summary, None when none was written.
@@ -55,6 +64,8 @@ class DriftResult:
     performance_drift: bool = False
     column_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fallback_rows: int = 0
+    calibration: dict[str, Any] | None = None
     report_html: str | None = None
     report_json: str | None = None
 

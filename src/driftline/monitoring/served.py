@@ -53,3 +53,28 @@ def reported_frauds(settings: Settings, first_day: date, known_by: date) -> set[
     table = lake.read_partitions(settings.lake_uri, "raw", "labels", report_days, LABELS)
     frauds = table.filter(pc.equal(table["is_fraud"], 1))
     return set(frauds["transaction_id"].to_pylist())
+
+
+def frauds_known_within(
+    settings: Settings, first_day: date, last_day: date, within_days: int
+) -> set[str]:
+    """Transaction ids on ``[first_day, last_day]`` whose chargeback was reported at most
+    ``within_days`` days after the transaction's day (report day - transaction day).
+
+    This is a label maturity that is the same for every transaction, whatever its day,
+    so two sets of days labelled this way (the served days a monitor judges and the
+    reference days it compares them with) are labelled alike.
+    """
+    if last_day < first_day:
+        return set()
+    report_days = Interval.parse(first_day, last_day + timedelta(days=within_days + 1)).days()
+    table = lake.read_partitions(settings.lake_uri, "raw", "labels", report_days, LABELS)
+    frauds = table.filter(pc.equal(table["is_fraud"], 1)).to_pandas()
+    if frauds.empty:
+        return set()
+    tx_day = pd.to_datetime(frauds["transaction_ts"], utc=True).dt.normalize()
+    report_day = pd.to_datetime(frauds["label_ts"], utc=True).dt.normalize()
+    first = pd.Timestamp(first_day, tz="UTC")
+    last = pd.Timestamp(last_day, tz="UTC")
+    kept = (tx_day >= first) & (tx_day <= last) & ((report_day - tx_day).dt.days <= within_days)
+    return set(frauds.loc[kept, "transaction_id"].astype(str))

@@ -10,6 +10,7 @@ rerun instead of being lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import date, timedelta
 from typing import Any
@@ -20,36 +21,90 @@ import pandas as pd
 from driftline.core.columns import LABEL
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
+from driftline.data.features import LOOKBACK
 from driftline.data.predictions import read_predictions
 from driftline.lifecycle import registry
+from driftline.monitoring.calibration import MIN_CHUNKS
 from driftline.monitoring.drift import measure_drift, performance_check, performance_days
 from driftline.monitoring.drift_log import DriftLog
 from driftline.monitoring.drift_report import report_folder, write_drift_report
 from driftline.monitoring.policy import TriggerDecision, decide
 from driftline.monitoring.reference import load_reference
-from driftline.monitoring.served import read_served, reported_frauds
+from driftline.monitoring.regime import rejudge_provisional
+from driftline.monitoring.served import frauds_known_within, read_served
 
 log = logging.getLogger(__name__)
 
+#: Reference columns that identify and date a row (references logged since they exist).
+TRANSACTION_ID = "transaction_id"
+EVENT_TIME = "event_timestamp"
 
-def _reference_pr_auc(reference: pd.DataFrame, tags: dict[str, str]) -> float | None:
-    """The champion's PR-AUC on the days of its reference it was not fitted on.
 
-    Those are the validation and holdout days (the train days would flatter it). Falls
-    back to the holdout PR-AUC tag when the reference lacks them, labels or a class.
+def _reference_evidence(
+    reference: pd.DataFrame, settings: Settings
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """The champion's reference rows it was not fitted on, labelled like the served check.
+
+    Those are the validation and holdout days (the train days would flatter it). When
+    the reference dates its rows, their labels are the chargebacks reported within
+    ``label_maturity_days`` of the transaction's day -- the rule the served check uses
+    -- instead of the training labels, which were known at a later cut-off (a
+    comparison biased low before any drift). Returns ``(labels, scores)`` (None without
+    scores, or both classes) and the label rule used.
     """
     unseen = reference
     if "split" in reference.columns:
         unseen = reference[reference["split"].isin(["valid", "holdout"])]
-    if {LABEL, "score"} <= set(unseen.columns) and 0 < unseen[LABEL].sum() < len(unseen):
-        from driftline.training.evaluate import score_metrics
+    if "score" not in unseen.columns or unseen.empty:
+        return None, "no reference scores"
+    scores = unseen["score"].to_numpy(dtype=np.float64)
+    if {TRANSACTION_ID, EVENT_TIME} <= set(unseen.columns):
+        days = pd.to_datetime(unseen[EVENT_TIME], utc=True).dt.date
+        frauds = frauds_known_within(settings, min(days), max(days), settings.label_maturity_days)
+        labels = unseen[TRANSACTION_ID].astype(str).isin(frauds).to_numpy(dtype=np.int64)
+        rule = _label_rule(settings)
+    elif LABEL in unseen.columns:
+        labels = unseen[LABEL].to_numpy(dtype=np.int64)
+        rule = "reference: training labels (the reference does not date its rows)"
+    else:
+        return None, "no reference labels"
+    if not 0 < labels.sum() < labels.size:
+        return None, rule
+    return (labels, scores), rule
 
-        metrics = score_metrics(
-            unseen[LABEL].to_numpy(dtype=np.int64), unseen["score"].to_numpy(dtype=np.float64)
+
+def _label_rule(settings: Settings) -> str:
+    return (
+        f"chargebacks reported within {settings.label_maturity_days} days of the "
+        "transaction's day (served and reference alike)"
+    )
+
+
+def regime_reference(reference: pd.DataFrame, tags: dict[str, str]) -> tuple[pd.DataFrame, str]:
+    """The part of a version's reference that describes the regime it was trained for.
+
+    A version retrained because of drift carries ``retrain.drift_start``: its
+    reference keeps only the days from that day on when they make at least
+    :data:`~driftline.monitoring.calibration.MIN_CHUNKS` dated days, so monitoring
+    after the promotion judges the traffic against post-drift data, not against the
+    older regime. Otherwise the whole reference, with a note why.
+    """
+    start = tags.get("retrain.drift_start")
+    if not start:
+        return reference, ""
+    if EVENT_TIME not in reference.columns:
+        return reference, (
+            f"reference of a retrain after drift from {start} does not date its rows: "
+            "judged against all of it"
         )
-        return float(metrics["pr_auc"])
-    value = tags.get("candidate.pr_auc")
-    return float(value) if value else None
+    days = pd.to_datetime(reference[EVENT_TIME], utc=True).dt.date
+    since = reference[days >= date.fromisoformat(start)]
+    if days[days >= date.fromisoformat(start)].nunique() < MIN_CHUNKS:
+        return reference, (
+            f"fewer than {MIN_CHUNKS} reference days since the drift start {start}: "
+            "judged against the whole reference"
+        )
+    return since, f"reference restricted to the post-drift days since {start} ({len(since)} rows)"
 
 
 def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
@@ -59,27 +114,46 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         interval: One day ``[day, day + 1)``; labels reported up to that day count.
         settings: Thresholds and locations.
 
+    A provisionally promoted champion whose canary days have matured is re-judged on
+    their labels first (:func:`~driftline.monitoring.regime.rejudge_provisional`; it
+    may roll back), so the day is judged against the champion that then serves.
+
     Returns:
         ``day``, ``champion`` (version or None), ``drift`` (the
-        :class:`~driftline.monitoring.result.DriftResult` as a dict) and ``decision``
+        :class:`~driftline.monitoring.result.DriftResult` as a dict), ``canary_rejudged``
+        (the re-judgement, None when none was due) and ``decision``
         (:class:`~driftline.monitoring.policy.TriggerDecision` as a dict). Without a champion
         nothing is judged and the decision is not to retrain.
     """
     day = interval.start.date()
+    rejudged = rejudge_provisional(settings, day, actor="monitor_drift")
     champion = registry.version_by_alias(settings, registry.CHAMPION)
     if champion is None:
         decision = TriggerDecision(False, f"{day}: no champion serving, nothing to monitor")
-        return {"day": day.isoformat(), "champion": None, "drift": None, **_out(decision)}
+        return {
+            "day": day.isoformat(),
+            "champion": None,
+            "drift": None,
+            "canary_rejudged": rejudged,
+            **_out(decision),
+        }
     version = str(champion.version)
-    reference = load_reference(settings, version)
+    tags = dict(champion.tags or {})
+    reference, scope = regime_reference(load_reference(settings, version), tags)
     matured = performance_days(interval, settings)
+    evidence, rule = _reference_evidence(reference, settings)
+    last_matured = matured.end.date() - timedelta(days=1)
     check = performance_check(
         read_served(settings, matured.days()),
-        reported_frauds(settings, matured.start.date(), day),
+        frauds_known_within(
+            settings, matured.start.date(), last_matured, settings.label_maturity_days
+        ),
         days=matured,
-        reference_pr_auc=_reference_pr_auc(reference, dict(champion.tags or {})),
+        reference_pr_auc=None,
         settings=settings,
         version=version,
+        reference=evidence,
+        label_rule=rule,
     )
     measurement = measure_drift(
         reference,
@@ -89,6 +163,13 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         performance=check,
         champion_version=version,
     )
+    if scope:
+        measurement = dataclasses.replace(
+            measurement,
+            result=dataclasses.replace(
+                measurement.result, notes=[scope, *measurement.result.notes]
+            ),
+        )
     result = write_drift_report(measurement, report_folder(settings, day))
     drift_log = DriftLog.load(settings)
     drift_log.record(result)
@@ -104,6 +185,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         "day": day.isoformat(),
         "champion": version,
         "drift": result.to_dict(),
+        "canary_rejudged": rejudged,
         **_out(decision),
     }
 
@@ -127,12 +209,32 @@ def record_trigger(day: date, decision: dict[str, Any], settings: Settings) -> N
     drift_log.save()
 
 
+def complete_history_start(settings: Settings) -> date | None:
+    """First day whose look-back features are complete: ``data_start`` + the look-back.
+
+    Before it the 7- and 14-day windows cover days before the first day of data, so the
+    features are smaller than they will ever be again (a merchant's 14-day count grows
+    for two weeks); no model should learn them. None when ``data_start`` is not set.
+    """
+    return None if settings.data_start is None else settings.data_start + LOOKBACK
+
+
+def training_window_start(end: date, settings: Settings) -> date:
+    """First day of a retrain's window ending at ``end``: ``retrain_window_days`` back,
+    but never before :func:`complete_history_start`."""
+    start = end - timedelta(days=settings.retrain_window_days)
+    complete = complete_history_start(settings)
+    return start if complete is None or complete < start else min(complete, end - timedelta(days=1))
+
+
 def retrain_request(check: dict[str, Any], settings: Settings) -> dict[str, str]:
     """The retrain request of a triggering :func:`check_interval` result.
 
     The training window ends at the decision's window end (the label cut-off: the
     checked day's end) and spans ``retrain_window_days``, so it covers the labelled days
-    of the drift. The drift window, the reason and the day's drift report go along.
+    of the drift, but starts no earlier than the first day with complete look-back
+    features (:func:`complete_history_start`). The drift window, the reason and the
+    day's drift report go along.
     """
     decision = check["decision"]
     end = date.fromisoformat(decision["window_end"])
@@ -140,7 +242,7 @@ def retrain_request(check: dict[str, Any], settings: Settings) -> dict[str, str]
     return {
         "drift_start": decision["window_start"],
         "drift_day": check["day"],
-        "window_start": (end - timedelta(days=settings.retrain_window_days)).isoformat(),
+        "window_start": training_window_start(end, settings).isoformat(),
         "window_end": end.isoformat(),
         "reason": str(decision["reason"]),
         "drift_report": str(drift.get("report_html") or drift.get("report_json") or ""),

@@ -85,7 +85,7 @@ class DemoOptions:
         serve_from: First served day (the first model trains on the days before).
         end: Day after the last one.
         train_start: First training day of the first model.
-        drift: Drift scenarios, ``NAME@YYYY-MM-DD``.
+        drift: Drift scenarios, ``NAME[:INTENSITY]@YYYY-MM-DD``.
         rows: Transactions per day.
         fraud_rate: Simulator share of fraud.
         trials: Tuning trials per training.
@@ -335,10 +335,7 @@ def first_champion(options: DemoOptions, timeline: Timeline) -> None:
 def simulate(options: DemoOptions) -> SimulatorConfig:
     """Write the landing files of the whole period; return the simulator config."""
     settings = get_settings()
-    scenarios = tuple(
-        DriftScenario(name, date.fromisoformat(day))  # type: ignore[arg-type]
-        for name, day in (item.split("@", 1) for item in options.drift)
-    )
+    scenarios = tuple(DriftScenario.parse(item) for item in options.drift)
     config = SimulatorConfig(
         seed=settings.seed,
         rows_per_day=options.rows,

@@ -27,6 +27,7 @@ from typing import Any
 from driftline.core.settings import Settings
 from driftline.lifecycle import gates, promotion, registry
 from driftline.lifecycle.gates import GateResult
+from driftline.monitoring import canary_labels
 from driftline.monitoring.canary import CanaryReport, analyse_canary
 from driftline.monitoring.served import logged_days, read_served, reported_frauds
 
@@ -62,6 +63,11 @@ def retrain_gate(
         None if champion is None else str(champion.version),
         settings,
     )
+    drift_start = (context or {}).get("retrain.drift_start")
+    if result.passed and champion is not None and drift_start:
+        result = _with_regime_gate(
+            settings, result, str(champion.version), date.fromisoformat(drift_start), day
+        )
     promotion.record_decision(
         settings,
         str(version),
@@ -73,6 +79,30 @@ def retrain_gate(
     )
     log.info("retrain gate for version %s: %s", version, result.reason)
     return result
+
+
+def _with_regime_gate(
+    settings: Settings, result: GateResult, champion: str, drift_start: date, cutoff: date
+) -> GateResult:
+    """``result`` (passed) combined with :func:`driftline.lifecycle.gates.regime_gate`:
+    a retrain caused by drift must also win on the post-drift labelled days."""
+    from driftline.monitoring.regime import regime_evidence
+
+    evidence = regime_evidence(
+        settings,
+        candidate=str(result.version),
+        champion=champion,
+        drift_start=drift_start,
+        cutoff=cutoff,
+    )
+    regime = gates.regime_gate(evidence, settings)
+    return GateResult(
+        regime.passed,
+        [*result.reasons, *regime.reasons],
+        {**result.metrics, **regime.metrics},
+        result.version,
+        result.champion,
+    )
 
 
 def begin_canary(settings: Settings, gate: GateResult, *, actor: str, day: date) -> dict[str, Any]:
@@ -154,6 +184,11 @@ def conclude_canary(
         transition = promotion.promote(
             settings, reason=f"canary passed: {reason}", actor=actor, metrics=metrics, now=now
         )
+        if not canary_labels.labels_judged(report.get("labels") or {}, settings):
+            # Labels lag the canary by days: promoted provisionally, re-judged by
+            # monitor_drift once the canary's days mature (monitoring.canary_labels).
+            tags = canary_labels.provisional_tags(report.get("days") or [day.isoformat()], settings)
+            registry.tag_version(settings, str(canary["version"]), tags)
     else:
         transition = promotion.abort_canary(
             settings, reason=f"canary failed: {reason}", actor=actor, metrics=metrics, now=now

@@ -11,27 +11,69 @@ from driftline.simulator.bad_batches import BadBatch
 ScenarioName = Literal["covariate_shift", "new_fraud_pattern"]
 
 
+#: Largest intensity a scenario accepts (``new_fraud_pattern`` at 3 is 90% ``bust_out``).
+MAX_INTENSITY = 3.0
+
+
 @dataclass(frozen=True)
 class DriftScenario:
-    """A named drift that is active from ``start`` (inclusive) on.
+    """A named drift that is active from ``start`` (inclusive) on, at an intensity.
 
     Attributes:
-        name: ``covariate_shift`` (amounts inflate ~30%, more online spending and a
-            shifted category mix) or ``new_fraud_pattern`` (concept drift: the
-            ``bust_out`` fraud pattern appears).
+        name: ``covariate_shift`` (spending moves: at intensity 1 amounts inflate 30%,
+            the online share of other purchases rises by 25 points and 15% of purchases
+            move to a shifted category mix) or ``new_fraud_pattern`` (concept drift: the
+            ``bust_out`` fraud pattern appears, at intensity 1 as 30% of the fraud).
         start: First day the drift is active.
+        intensity: How strong the drift is, scaling every one of those effects
+            linearly: 1 is the full drift above (the default), 0.3 a mild one, 0 none
+            (the data equals a run without the scenario); at most :data:`MAX_INTENSITY`.
     """
 
     name: ScenarioName
     start: date
+    intensity: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in get_args(ScenarioName):
-            raise ValueError(f"unknown drift scenario {self.name!r}")
+            raise ValueError(
+                f"unknown drift scenario {self.name!r} (one of {', '.join(get_args(ScenarioName))})"
+            )
+        if not 0.0 <= self.intensity <= MAX_INTENSITY:
+            raise ValueError(
+                f"drift intensity {self.intensity} of {self.name} must lie in [0, {MAX_INTENSITY}]"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> DriftScenario:
+        """A scenario from ``NAME[:INTENSITY]@YYYY-MM-DD``, e.g. ``covariate_shift:0.3@2026-01-22``.
+
+        Raises:
+            ValueError: If the text does not have that form, or names an unknown
+                scenario, a bad date or an intensity out of range.
+        """
+        head, at, day = text.strip().partition("@")
+        name, colon, level = head.partition(":")
+        if not at or not name or not day or (colon and not level):
+            raise ValueError(
+                f"drift scenario {text!r}: expected NAME[:INTENSITY]@YYYY-MM-DD, "
+                "e.g. covariate_shift:0.3@2026-01-22"
+            )
+        try:
+            start = date.fromisoformat(day)
+            intensity = float(level) if colon else 1.0
+        except ValueError as error:
+            raise ValueError(f"drift scenario {text!r}: {error}") from None
+        return cls(name, start, intensity)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        """The form :meth:`parse` reads."""
+        level = "" if self.intensity == 1.0 else f":{self.intensity:g}"
+        return f"{self.name}{level}@{self.start.isoformat()}"
 
     def active(self, day: date) -> bool:
-        """Whether the drift is active on ``day``."""
-        return day >= self.start
+        """Whether the drift is active on ``day`` (at any intensity above 0)."""
+        return day >= self.start and self.intensity > 0.0
 
 
 @dataclass(frozen=True)
@@ -88,3 +130,9 @@ class SimulatorConfig:
     def drift_active(self, name: ScenarioName, day: date) -> bool:
         """Whether any scenario called ``name`` is active on ``day``."""
         return any(s.name == name and s.active(day) for s in self.scenarios)
+
+    def drift_intensity(self, name: ScenarioName, day: date) -> float:
+        """Intensity of drift ``name`` on ``day``: the strongest active scenario's, else 0."""
+        return max(
+            (s.intensity for s in self.scenarios if s.name == name and s.active(day)), default=0.0
+        )

@@ -73,7 +73,7 @@ def day_rows(config: SimulatorConfig, day: date) -> Rows:
         pop,
         np.random.default_rng(legit_seed),
         max(0, total - round(budget)),
-        config.drift_active("covariate_shift", day),
+        config.drift_intensity("covariate_shift", day),
     )
     fraud = fraud_transactions(config, pop, np.random.default_rng(fraud_seed), day, budget)
     rows = Rows.concat([legit, fraud])

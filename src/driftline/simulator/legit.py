@@ -1,6 +1,6 @@
 """Legit spending: per-user habits (favourite merchants, home country, known devices,
 lognormal amounts around a typical spend), optionally under the ``covariate_shift``
-drift."""
+drift at an intensity (0: none, 1: the full shift)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from driftline.simulator.population import (
 from driftline.simulator.rows import LEGIT, Rows, sample_times
 from driftline.simulator.units import FloatArray, IntArray
 
+#: Effects of the covariate shift at intensity 1 (each scales linearly with the intensity).
+_SHIFT_AMOUNT = 0.3
+_SHIFT_ONLINE = 0.25
+_SHIFT_MOVED = 0.15
 #: Log of the amount multiplier per category (relative to the user's typical spend).
 _CATEGORY_LOG_AMOUNT = np.log(np.array([1.0, 0.8, 1.3, 4.0, 3.0, 1.6, 0.3, 0.4, 0.6, 1.8]))
 _FAVOURITE_CDF = np.cumsum([0.3, 0.22, 0.17, 0.13, 0.1, 0.08])
@@ -39,7 +43,7 @@ def _legit_amounts(
 
 
 def _legit_merchants(
-    pop: Population, rng: np.random.Generator, users: IntArray, shifted: bool
+    pop: Population, rng: np.random.Generator, users: IntArray, shift: float
 ) -> IntArray:
     """Mostly favourite merchants; otherwise local shops, online shops or travel."""
     n = len(users)
@@ -48,26 +52,32 @@ def _legit_merchants(
     u = rng.random(n)
     other = u >= _SHARE_FAVOURITE
     travel = u >= 1.0 - _SHARE_TRAVEL
-    online_share = _SHARE_ONLINE_OTHER + (0.25 if shifted else 0.0)
+    online_share = min(_SHARE_ONLINE_OTHER + _SHIFT_ONLINE * shift, 1.0)
     to_online = other & ~travel & (rng.random(n) < online_share)
     local = other & ~travel & ~to_online
     merchants[to_online] = pop.online[rng.integers(0, len(pop.online), int(to_online.sum()))]
     merchants[local] = pop.pos_by_country.pick(rng, pop.user_country[users[local]])
     abroad = rng.integers(0, len(schemas.COUNTRIES), int(travel.sum()))
     merchants[travel] = pop.pos_by_country.pick(rng, abroad)
-    if shifted and len(pop.shift_targets):
-        moved = rng.random(n) < 0.15
+    if shift > 0.0 and len(pop.shift_targets):
+        moved = rng.random(n) < min(_SHIFT_MOVED * shift, 1.0)
         merchants[moved] = pop.shift_targets[
             rng.integers(0, len(pop.shift_targets), int(moved.sum()))
         ]
     return merchants
 
 
-def legit_transactions(pop: Population, rng: np.random.Generator, n: int, shifted: bool) -> Rows:
-    """``n`` legit transactions following the users' habits."""
+def shift_inflation(shift: float) -> float:
+    """Amount multiplier of the covariate shift at intensity ``shift`` (1.3 at 1)."""
+    return 1.0 + _SHIFT_AMOUNT * shift
+
+
+def legit_transactions(pop: Population, rng: np.random.Generator, n: int, shift: float) -> Rows:
+    """``n`` legit transactions following the users' habits, under a covariate shift of
+    intensity ``shift`` (0: none)."""
     users = sample_users(pop, rng, n)
-    merchants = _legit_merchants(pop, rng, users, shifted)
-    amount = _legit_amounts(pop, rng, users, merchants) * (1.3 if shifted else 1.0)
+    merchants = _legit_merchants(pop, rng, users, shift)
+    amount = _legit_amounts(pop, rng, users, merchants) * shift_inflation(shift)
     secondary = rng.random(n) < _SHARE_SECONDARY_DEVICE
     return Rows(
         user=users,

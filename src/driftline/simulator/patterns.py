@@ -14,6 +14,7 @@ from datetime import date
 import numpy as np
 
 from driftline.simulator.config import SimulatorConfig
+from driftline.simulator.legit import shift_inflation
 from driftline.simulator.population import (
     POPULATION_STREAM,
     Population,
@@ -32,6 +33,7 @@ from driftline.simulator.units import DAY_US, MINUTE_US, SECOND_US, IntArray
 
 #: Fraud budget split (share of fraud rows, mean rows per event).
 _FRAUD_MIX = {CARD_TESTING: 0.3, ACCOUNT_TAKEOVER: 0.3, MERCHANT_COMPROMISE: 0.4}
+#: Share of the fraud budget ``bust_out`` takes at intensity 1 (at most 0.9).
 _BUST_OUT_SHARE = 0.3
 
 
@@ -172,9 +174,10 @@ def fraud_transactions(
     config: SimulatorConfig, pop: Population, rng: np.random.Generator, day: date, budget: float
 ) -> Rows:
     """All fraud of ``day``: about ``budget`` rows split among the active patterns."""
-    inflate = 1.3 if config.drift_active("covariate_shift", day) else 1.0
-    bust = config.drift_active("new_fraud_pattern", day)
-    scale = (1.0 - _BUST_OUT_SHARE) if bust else 1.0
+    inflate = shift_inflation(config.drift_intensity("covariate_shift", day))
+    share = min(_BUST_OUT_SHARE * config.drift_intensity("new_fraud_pattern", day), 0.9)
+    bust = share > 0.0
+    scale = 1.0 - share
     mix = {k: v * scale * budget for k, v in _FRAUD_MIX.items()}
     parts = [
         _card_testing(pop, rng, day, int(rng.poisson(mix[CARD_TESTING] / 12.5))),
@@ -188,5 +191,5 @@ def fraud_transactions(
         ),
     ]
     if bust:
-        parts.append(_bust_out(pop, rng, int(rng.poisson(_BUST_OUT_SHARE * budget / 2.0)), inflate))
+        parts.append(_bust_out(pop, rng, int(rng.poisson(share * budget / 2.0)), inflate))
     return Rows.concat(parts)
