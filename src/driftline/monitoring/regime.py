@@ -37,6 +37,9 @@ from driftline.monitoring.served import (
 
 log = logging.getLogger(__name__)
 
+#: Registered-model tag naming the champion a promotion replaced (``lifecycle.promotion``).
+PREVIOUS_CHAMPION_TAG = "champion.previous"
+
 
 def _usable(served: pd.DataFrame) -> pd.DataFrame:
     """Served rows scored with stored features, one per transaction."""
@@ -106,7 +109,7 @@ def rejudge_provisional(settings: Settings, day: date, *, actor: str) -> dict[st
     if not canary_labels.due(tags, day) or span is None:
         return None
     model_tags = registry.client(settings).get_registered_model(settings.model_name).tags or {}
-    previous = model_tags.get(registry.PREVIOUS_CHAMPION_TAG, "")
+    previous = model_tags.get(PREVIOUS_CHAMPION_TAG, "")
     first, last = span
     served = _usable(
         read_served(settings, [first + timedelta(days=n) for n in range((last - first).days + 1)])
