@@ -274,7 +274,11 @@ def evaluate(
 
 @app.command()
 def models() -> None:
-    """List the registered model's versions: aliases, gate verdicts, holdout metrics."""
+    """List the registered model's versions: aliases, gate verdicts, holdout metrics.
+
+    A version scored in shadow (alias ``shadow``) also shows how its scores compare with
+    the served champion's on the same transactions (from the shadow log).
+    """
     from driftline.lifecycle import registry
 
     cfg = get_settings()
@@ -293,11 +297,41 @@ def models() -> None:
             f"ROC-AUC {row['roc_auc']}, recall@1%FPR {row['recall_at_fpr']}; "
             f"window {row['data_interval']}"
         )
+    shadows = _shadow_reports(cfg)
+    for report in shadows:
+        console.print(
+            f"  shadow version {report['shadow_version']}: {report['rows']} rows scored in "
+            f"shadow on {', '.join(report['days'])} ({report['errors']} failed); vs the served "
+            f"champion: score PSI {_number(report['score_psi'])}, mean |diff| "
+            f"{_number(report['mean_abs_diff'])}, decisions agree "
+            f"{_number(report['decision_agreement'])}"
+        )
     console.print(
         f"[bold]MLflow UI[/] make mlflow-ui  (mlflow ui --backend-store-uri "
         f"{cfg.mlflow_tracking_uri})"
     )
-    _emit(rows)
+    by_version = {report["shadow_version"]: report for report in shadows}
+    _emit(
+        [
+            row | {"shadow": by_version[row["version"]]} if row["version"] in by_version else row
+            for row in rows
+        ]
+    )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _shadow_reports(cfg: Any) -> list[dict[str, Any]]:
+    """Per version found in the shadow log: its comparison with the served scores."""
+    from driftline.monitoring.canary import analyse_shadow, read_shadow, shadow_days
+
+    rows = read_shadow(cfg, shadow_days(cfg))
+    if rows.empty:
+        return []
+    versions = sorted(set(rows["shadow_version"].astype(str)), key=lambda v: (len(v), v))
+    return [analyse_shadow(rows, shadow_version=v).to_dict() for v in versions]
 
 
 def _version_row(version: Any, aliases: dict[str, list[str]]) -> dict[str, Any]:

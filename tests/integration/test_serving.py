@@ -343,6 +343,10 @@ def test_failed_load_keeps_the_old_model_and_a_failing_canary_falls_back(
     assert reply.status_code == 200
     assert (reply.json()["variant"], reply.json()["model_version"]) == ("champion", "1")
 
+    # Drop the canary first: a version already loaded (as canary) is promoted without a
+    # load, and this is about a champion whose load fails.
+    point(registered, champion="1", canary=None)
+    service.models.refresh()
     broken["load"] = True
     point(registered, champion="2", canary=None)
     assert service.models.refresh().champion.version == "1"  # type: ignore[union-attr]

@@ -163,7 +163,25 @@ class Settings(BaseSettings):
         default=0.1, ge=0.0, le=1.0, description="Share of users routed to the canary model."
     )
     serve_poll_seconds: float = Field(
-        default=5.0, gt=0.0, description="Seconds between polls of the champion/canary aliases."
+        default=0.5,
+        gt=0.0,
+        description="Seconds between polls of the serving aliases (one cheap registry "
+        "read; versions are loaded in the background before they are swapped in).",
+    )
+    serve_batch_window_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="Longest wait to merge concurrent requests into one forward pass "
+        "(only while other requests are on their way to the model); 0 turns it off.",
+    )
+    serve_batch_max_rows: int = Field(
+        default=512, ge=1, description="Most rows in one merged forward pass."
+    )
+    serve_shadow_queue: int = Field(
+        default=1024,
+        ge=1,
+        description="Requests waiting for the shadow model; beyond it copies are dropped "
+        "(and counted), never the answer delayed.",
     )
     serve_feature_timeout_ms: int = Field(
         default=50, ge=1, description="Online feature lookups slower than this count as failed."

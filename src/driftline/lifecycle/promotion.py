@@ -10,6 +10,8 @@ decision as tags, so the registry alone answers "who moved what, when and why":
 * :func:`abort_canary` drops the canary; the champion is untouched.
 * :func:`rollback` restores the remembered champion and forgets it, so a second
   rollback without a new promotion is refused instead of ping-ponging.
+* :func:`start_shadow` / :func:`stop_shadow` set and remove ``shadow``: a version the
+  scoring service scores on a copy of the traffic, never answering with it.
 
 Version tags written (``<action>`` is ``canary``, ``promote``, ``rollback``,
 ``rolled_back_from`` or ``restored``):
@@ -36,6 +38,8 @@ from driftline.core.settings import Settings
 from driftline.lifecycle.registry import (
     CANARY,
     CHAMPION,
+    PREVIOUS_CHAMPION_TAG,
+    SHADOW,
     client,
     set_alias,
     tag_version,
@@ -44,10 +48,8 @@ from driftline.lifecycle.registry import (
 
 log = logging.getLogger(__name__)
 
-Action = Literal["canary", "promote", "abort", "rollback"]
+Action = Literal["canary", "promote", "abort", "rollback", "shadow", "unshadow"]
 
-#: Registered-model tag naming the champion that :func:`rollback` would restore.
-PREVIOUS_CHAMPION_TAG = "champion.previous"
 #: Version tag on a champion naming the champion it replaced.
 PREVIOUS_CHAMPION_VERSION_TAG = "previous_champion"
 
@@ -370,3 +372,47 @@ def rollback(
         "rollback: %s champion %s -> %s (restored) by %s: %s", name, current, restore, actor, reason
     )
     return Transition("rollback", restore, current, reason, actor, {}, now)
+
+
+def start_shadow(
+    settings: Settings, version: str, *, reason: str, actor: str, now: datetime | None = None
+) -> Transition:
+    """Point ``shadow`` at ``version``: scored beside the champion, never answering.
+
+    Returns:
+        The transition (``previous`` is the version that held ``shadow`` before).
+
+    Raises:
+        ValueError: An empty reason or actor.
+    """
+    _check_reason(reason, actor)
+    version = str(version)
+    replaced = _alias_version(settings, SHADOW)
+    set_alias(settings, SHADOW, version)
+    tag_version(settings, version, _decision_tags("shadow", reason, actor, None, now))
+    log.info(
+        "shadow: %s version %s (replaced %s) by %s: %s",
+        settings.model_name,
+        version,
+        replaced,
+        actor,
+        reason,
+    )
+    return Transition("shadow", version, replaced, reason, actor, {}, now)
+
+
+def stop_shadow(
+    settings: Settings, *, reason: str, actor: str, now: datetime | None = None
+) -> Transition:
+    """Remove ``shadow`` (tagged ``decision.unshadow`` on the version it held).
+
+    Raises:
+        PromotionError: No version holds ``shadow``.
+    """
+    _check_reason(reason, actor)
+    version = _alias_version(settings, SHADOW)
+    if version is None:
+        raise PromotionError(f"no shadow: alias {SHADOW!r} is not set on {settings.model_name!r}")
+    _delete_alias(settings, SHADOW)
+    tag_version(settings, version, _decision_tags("unshadow", reason, actor, None, now))
+    return Transition("unshadow", version, None, reason, actor, {}, now)

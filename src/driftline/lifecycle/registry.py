@@ -3,8 +3,9 @@
 A trained model is logged as an MLflow ``pyfunc`` that wraps the torch module *and*
 its fitted preprocessor, so anything that loads ``models:/<name>@<alias>`` applies
 exactly the training transform. Registry states are the aliases ``staging``,
-``canary`` and ``champion``; legacy stages are never used. Every decision (gate passed
-or failed, why, the numbers compared) is a tag on the model version.
+``canary``, ``champion`` and ``shadow`` (:data:`ALIASES`); legacy stages are never
+used. Every decision (gate passed or failed, why, the numbers compared) is a tag on the
+model version.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from driftline.core.logs import route_library_logs
@@ -23,7 +25,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGING, CANARY, CHAMPION = "staging", "canary", "champion"
+STAGING, CANARY, CHAMPION, SHADOW = "staging", "canary", "champion", "shadow"
+#: Every registry state, the one list of them: ``shadow`` is scored on a copy of the
+#: traffic without ever answering (see ``driftline.serving.shadow``).
+ALIASES: tuple[str, ...] = (STAGING, CANARY, CHAMPION, SHADOW)
+#: Registered-model tag naming the champion that a rollback would restore.
+PREVIOUS_CHAMPION_TAG = "champion.previous"
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -95,6 +102,39 @@ def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
         if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
             return None
         raise
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What the scoring service follows, read in one registry call.
+
+    Attributes:
+        aliases: ``alias -> version`` for every alias that is set.
+        previous_champion: The champion a rollback would restore (registered-model tag
+            ``champion.previous``), or ``None``.
+    """
+
+    aliases: dict[str, str]
+    previous_champion: str | None
+
+
+def serving_state(settings: Settings) -> ServingState:
+    """Every alias and the recorded previous champion (one ``get_registered_model``).
+
+    Cheap enough to poll every fraction of a second: no model is touched. A model not
+    registered yet has no aliases.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client(settings).get_registered_model(settings.model_name)
+    except MlflowException as error:
+        if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            return ServingState({}, None)
+        raise
+    aliases = {str(alias): str(version) for alias, version in (model.aliases or {}).items()}
+    previous = (model.tags or {}).get(PREVIOUS_CHAMPION_TAG) or None
+    return ServingState(aliases, previous)
 
 
 def tag_version(settings: Settings, version: str, tags: Mapping[str, Any]) -> None:

@@ -27,11 +27,21 @@ routed to with the champion's rows of the same days:
 
 The verdict is ``promote`` when every judged check passes, else ``rollback``, with one
 reason per check and the numbers as :meth:`CanaryReport.metrics`.
+
+**Shadow evidence.** A version under the ``shadow`` alias is scored by the service on a
+copy of the traffic, never answering (the shadow log, ``predictions/shadow/``).
+:func:`analyse_shadow` compares its scores with what was served *on the same
+transactions* (score PSI, mean absolute difference, decision agreement, errors,
+latency, PR-AUC on reported frauds); ``driftline models`` prints it per shadow version.
+A canary that was shadowed first carries that report (``CanaryReport.shadow``), and
+when no offline PSI is known, the shadow's live PSI against the champion is the
+expected score shift.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Any, Literal
 
 import numpy as np
@@ -39,6 +49,7 @@ import pandas as pd
 
 from driftline.core.settings import Settings
 from driftline.core.stats import psi
+from driftline.data.predictions import day_folder, read_predictions
 
 Verdict = Literal["promote", "rollback", "wait"]
 
@@ -64,6 +75,8 @@ class CanaryReport:
         labels: Per variant ``rows``, ``positives``, ``pr_auc`` where judged.
         verdict: ``promote``, ``rollback`` or ``wait`` (not enough traffic yet).
         reasons: One line per check.
+        shadow: The canary version's :class:`ShadowReport` (as a dict) when it was
+            scored in shadow on the same days, else None.
     """
 
     canary_version: str
@@ -82,6 +95,7 @@ class CanaryReport:
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     verdict: Verdict = "wait"
     reasons: list[str] = field(default_factory=list)
+    shadow: dict[str, Any] | None = None
 
     @property
     def reason(self) -> str:
@@ -208,6 +222,7 @@ def analyse_canary(
     settings: Settings,
     frauds: set[str] | None = None,
     expected_psi: float | None = None,
+    shadow: pd.DataFrame | None = None,
 ) -> CanaryReport:
     """Judge the canary on the served rows of the days since it started.
 
@@ -218,7 +233,9 @@ def analyse_canary(
         settings: The ``canary_*`` thresholds.
         frauds: Transaction ids with a reported chargeback (None: no label check).
         expected_psi: PSI between the two versions' scores measured offline on the same
-            holdout (None: judge the live PSI on its own).
+            holdout (None: the shadow's live PSI if known, else judge the live PSI alone).
+        shadow: Shadow-log rows of those days (:func:`read_shadow`); the canary
+            version's rows among them become the report's ``shadow``.
 
     Returns:
         The report; ``verdict`` is ``wait`` until ``canary_min_requests`` rows were
@@ -244,6 +261,13 @@ def analyse_canary(
         }
     days = sorted({str(ts.date()) for ts in served["ts"]}) if len(served) else []
     error_rate = errors / routed if routed else 0.0
+    shadowed = None
+    if shadow is not None and len(shadow):
+        mine = shadow[shadow["shadow_version"].astype(str) == str(canary_version)]
+        if len(mine):
+            shadowed = analyse_shadow(mine, shadow_version=str(canary_version), frauds=frauds)
+            if expected_psi is None:
+                expected_psi = shadowed.score_psi
     numbers["expected_psi"] = expected_psi
     verdict, reasons = _verdict(routed, error_rate, score_psi, numbers, labels, settings)
     return CanaryReport(
@@ -263,6 +287,7 @@ def analyse_canary(
         labels=labels,
         verdict=verdict,
         reasons=reasons,
+        shadow=None if shadowed is None else shadowed.to_dict(),
     )
 
 
@@ -291,3 +316,121 @@ def _verdict(
     failed = [f"FAILED {text}" for ok, text in checks if not ok]
     passed = [text for ok, text in checks if ok]
     return ("rollback" if failed else "promote"), failed + passed
+
+
+@dataclass(frozen=True)
+class ShadowReport:
+    """A shadow version's scores against what was served on the same transactions.
+
+    Only rows the champion answered are compared (fallback answers and canary rows
+    are other models' scores).
+
+    Attributes:
+        shadow_version: The version scored in shadow.
+        days: Transaction days covered (ISO dates).
+        rows: Transactions the shadow was given.
+        errors: Of them, those it failed on (no score).
+        error_rate: ``errors / rows``.
+        compared: Scored rows the champion answered (the comparison's rows).
+        served_versions: Champion versions those rows were answered by, with counts.
+        score_psi: PSI of the shadow's scores against the served ones (None if none).
+        mean_abs_diff: Mean absolute score difference per transaction.
+        decision_agreement: Share of compared rows where both decide alike.
+        shadow_decline_rate: Share the shadow would decline.
+        served_decline_rate: Share the champion declined.
+        shadow_p99_ms: p99 of the shadow's forward-pass time (per merged pass).
+        labels: ``shadow`` and ``served`` blocks (rows, positives, pr_auc) with frauds.
+    """
+
+    shadow_version: str
+    days: list[str]
+    rows: int
+    errors: int
+    error_rate: float
+    compared: int
+    served_versions: dict[str, int]
+    score_psi: float | None
+    mean_abs_diff: float | None
+    decision_agreement: float | None
+    shadow_decline_rate: float | None
+    served_decline_rate: float | None
+    shadow_p99_ms: float | None
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def analyse_shadow(
+    shadow: pd.DataFrame, *, shadow_version: str, frauds: set[str] | None = None
+) -> ShadowReport:
+    """Compare one shadow version's logged scores with the served ones.
+
+    Args:
+        shadow: Shadow-log rows (:func:`read_shadow`); rows of other versions are ignored.
+        shadow_version: The version to report on.
+        frauds: Transaction ids with a reported chargeback (None: no label blocks).
+    """
+    rows = (
+        shadow[shadow["shadow_version"].astype(str) == str(shadow_version)]
+        if len(shadow)
+        else shadow
+    )
+    scored = rows[rows["shadow_score"].notna()] if len(rows) else rows
+    compared = scored[scored["answered_by"] == "champion"] if len(scored) else scored
+    errors = len(rows) - len(scored)
+    mine = compared["shadow_score"].to_numpy(dtype=np.float64) if len(compared) else np.empty(0)
+    served = compared["score"].to_numpy(dtype=np.float64) if len(compared) else np.empty(0)
+    labels: dict[str, dict[str, Any]] = {}
+    if frauds is not None and len(compared):
+        labels = {
+            "shadow": _label_block(compared.assign(score=compared["shadow_score"]), frauds),
+            "served": _label_block(compared, frauds),
+        }
+    agree = None
+    if len(compared):
+        agree = float((compared["shadow_decision"] == compared["decision"]).mean())
+    return ShadowReport(
+        shadow_version=str(shadow_version),
+        days=sorted({str(ts.date()) for ts in rows["ts"]}) if len(rows) else [],
+        rows=len(rows),
+        errors=errors,
+        error_rate=errors / len(rows) if len(rows) else 0.0,
+        compared=len(compared),
+        served_versions=(
+            {
+                str(k): int(v)
+                for k, v in compared["model_version"].astype(str).value_counts().items()
+            }
+            if len(compared)
+            else {}
+        ),
+        score_psi=psi(served, mine) if mine.size else None,
+        mean_abs_diff=float(np.mean(np.abs(mine - served))) if mine.size else None,
+        decision_agreement=agree,
+        shadow_decline_rate=(
+            float((compared["shadow_decision"] == "decline").mean()) if len(compared) else None
+        ),
+        served_decline_rate=_decline_rate(compared),
+        shadow_p99_ms=_p99(_column(rows, "shadow_latency_ms")) if len(rows) else None,
+        labels=labels,
+    )
+
+
+def read_shadow(settings: Settings, days: list[date]) -> pd.DataFrame:
+    """The shadow-log rows of ``days`` in one frame (empty if none)."""
+    frames = [f for day in days if len(f := read_predictions(settings, day, shadow=True))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def shadow_days(settings: Settings) -> list[date]:
+    """Transaction days with shadow-log lines, oldest first."""
+    root = day_folder(settings, date(2000, 1, 1), shadow=True).parent
+    if not root.is_dir():
+        return []
+    return sorted(
+        date.fromisoformat(path.name.removeprefix("dt="))
+        for path in root.glob("dt=*")
+        if path.is_dir() and any(path.glob("*.jsonl"))
+    )

@@ -28,7 +28,7 @@ from driftline.core.settings import Settings
 from driftline.lifecycle import gates, promotion, registry
 from driftline.lifecycle.gates import GateResult
 from driftline.monitoring import canary_labels
-from driftline.monitoring.canary import CanaryReport, analyse_canary
+from driftline.monitoring.canary import CanaryReport, analyse_canary, read_shadow
 from driftline.monitoring.served import logged_days, read_served, reported_frauds
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def canary_evidence(settings: Settings, canary: dict[str, Any]) -> CanaryReport:
         settings=settings,
         frauds=frauds,
         expected_psi=registry.float_tag(details.tags or {}, "candidate.score_psi_vs_champion"),
+        shadow=read_shadow(settings, days),
     )
     log.info("canary %s: %s (%s)", canary["version"], report.verdict, report.reason)
     return report

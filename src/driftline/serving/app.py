@@ -267,6 +267,9 @@ def create_app(
         metrics=metrics,
         threshold=settings.serve_threshold,
         canary_weight=settings.serve_canary_weight,
+        batch_window_ms=settings.serve_batch_window_ms,
+        batch_max_rows=settings.serve_batch_max_rows,
+        shadow_queue=settings.serve_shadow_queue,
     )
 
     @asynccontextmanager
@@ -277,6 +280,7 @@ def create_app(
             yield
         finally:
             provider.stop()
+            scorer.close()
             guarded.close()
 
     app = FastAPI(title="driftline scoring", version="1", lifespan=lifespan)

@@ -31,6 +31,9 @@ from pydantic import (
 from driftline.core.schemas import CHANNELS, CURRENCIES, MERCHANT_CATEGORIES
 
 Variant = Literal["champion", "canary"]
+#: Who answered a row: the routed model, or a link of the fallback chain when the
+#: champion failed on it (the previous champion, then the rule-based score).
+AnsweredBy = Literal["champion", "canary", "previous_champion", "rules"]
 Decision = Literal["decline", "approve"]
 
 
@@ -85,13 +88,19 @@ class Batch(BaseModel):
 
 
 class Score(BaseModel):
-    """The verdict on one transaction."""
+    """The verdict on one transaction.
+
+    ``variant`` is the variant the row was served as; ``answered_by`` who produced the
+    score (``previous_champion`` or ``rules`` when the champion failed on it) and
+    ``model_version`` that model's version (``rules-1`` for the rules).
+    """
 
     transaction_id: str
     score: Annotated[float, Field(ge=0.0, le=1.0)]
     decision: Decision
     model_version: str
     variant: Variant
+    answered_by: AnsweredBy
     features_fallback: bool
 
 

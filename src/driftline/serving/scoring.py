@@ -1,78 +1,183 @@
-"""Score transactions: model frame, canary split, prediction, log and metrics.
+"""Score transactions: model inputs, canary split, fallback chain, shadow, log and metrics.
 
-The model frame holds the request-time fields of each transaction plus the store
-features of its user and merchant (``driftline.core.columns``); the pyfunc applies
-the preprocessing saved with the model. Each request takes one snapshot of the serving
-models, so a swap during the request never mixes versions within it.
+The model inputs of each transaction are its request-time fields plus the store
+features of its user and merchant (``driftline.core.columns``), built as plain column
+arrays straight from the validated transactions and the lookup rows (no pandas per
+request); the loaded model (its lean form, see :mod:`driftline.training.lean`) applies
+the preprocessing saved with it. Concurrent requests on one variant share a forward
+pass (:mod:`driftline.serving.batching`). Each request takes one snapshot of the
+serving models, so a swap during the request never mixes versions within it.
+
+Who answers a row (the response's and the log's ``answered_by``):
+
+1. the routed variant (``champion``, or ``canary`` for its share of users); rows the
+   canary fails on go to the champion (logged with ``canary_failed_version`` and
+   ``canary_error``);
+2. when the champion fails, the ``previous_champion`` (kept loaded by the provider);
+3. when that fails too or there is none, the documented rule-based score
+   (:mod:`driftline.serving.rules`, ``model_version`` ``rules-1``).
+
+A failure is an exception or a non-finite score; each is counted in
+``driftline_errors_total{variant, kind="predict"}`` and logged on the row
+(``champion_failed_version``/``champion_error``, ``previous_failed_version``/
+``previous_error``). After the answer, a copy of the request goes to the ``shadow``
+version, if one is loaded (:mod:`driftline.serving.shadow`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from driftline.core.columns import MODEL_INPUTS, NUMERIC, REQUEST_CATEGORICAL, STORE_NUMERIC
 from driftline.data.predictions import PredictionLog
+from driftline.serving import rules
+from driftline.serving.batching import MicroBatcher
 from driftline.serving.lookup import FeatureRow, GuardedFeatures
 from driftline.serving.metrics import Metrics
 from driftline.serving.models import ModelProvider, ModelSet
 from driftline.serving.routing import choose_variant
-from driftline.serving.schemas import Score, Transaction, Variant
-from driftline.training import packaging
+from driftline.serving.schemas import AnsweredBy, Score, Transaction, Variant
+from driftline.serving.shadow import ShadowJob, ShadowScorer
 
 log = logging.getLogger(__name__)
+
+#: Who may answer, in the order the chain tries them after the routed variant.
+ANSWERERS: tuple[AnsweredBy, ...] = ("champion", "canary", "previous_champion", "rules")
 
 
 class NotReadyError(RuntimeError):
     """No champion model is loaded yet."""
 
 
+class ModelOutputError(RuntimeError):
+    """A model returned scores that are not finite (or the wrong number of them)."""
+
+
+def model_columns(
+    transactions: Sequence[Transaction], features: Sequence[FeatureRow]
+) -> dict[str, Any]:
+    """The ``MODEL_INPUTS`` of each transaction as columns (numbers float64, NaN missing).
+
+    Numeric inputs are float64 arrays; categorical inputs are lists of strings.
+    """
+    n = len(transactions)
+    columns: dict[str, Any] = {
+        "amount": np.fromiter((t.amount for t in transactions), dtype=np.float64, count=n),
+        "hour_of_day": np.fromiter(
+            (t.ts.astimezone(UTC).hour for t in transactions), dtype=np.float64, count=n
+        ),
+    }
+    for name in STORE_NUMERIC:
+        columns[name] = np.fromiter((row[name] for row in features), dtype=np.float64, count=n)
+    for name in REQUEST_CATEGORICAL:
+        columns[name] = [getattr(t, name) for t in transactions]
+    return columns
+
+
 def model_frame(
     transactions: Sequence[Transaction], features: Sequence[FeatureRow]
 ) -> pd.DataFrame:
-    """The ``MODEL_INPUTS`` of each transaction (numeric columns as float64)."""
-    rows: list[dict[str, Any]] = []
-    for txn, stored in zip(transactions, features, strict=True):
-        row: dict[str, Any] = {
-            "amount": txn.amount,
-            "hour_of_day": float(txn.ts.astimezone(UTC).hour),
-            **{name: stored[name] for name in STORE_NUMERIC},
-            **{name: getattr(txn, name) for name in REQUEST_CATEGORICAL},
-        }
-        rows.append(row)
-    frame = pd.DataFrame.from_records(rows, columns=list(MODEL_INPUTS))
+    """The model inputs as a pandas model frame (what an MLflow pyfunc takes).
+
+    Not used per request; for comparisons with ``mlflow models serve`` and the pyfunc.
+    """
+    frame = pd.DataFrame(model_columns(transactions, features), columns=list(MODEL_INPUTS))
     return frame.astype(dict.fromkeys(NUMERIC, "float64"))
 
 
-@dataclass(frozen=True)
+def _take(columns: dict[str, Any], rows: list[int], total: int) -> dict[str, Any]:
+    """The ``rows`` of ``columns`` (the columns themselves when that is all of them)."""
+    if len(rows) == total:
+        return columns
+    index = np.asarray(rows, dtype=np.int64)
+    return {
+        name: values[index] if isinstance(values, np.ndarray) else [values[i] for i in rows]
+        for name, values in columns.items()
+    }
+
+
+def _checked(scores: np.ndarray, rows: int) -> np.ndarray:
+    """``scores`` if there is one finite score per row, else :class:`ModelOutputError`."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.shape[0] != rows or not np.all(np.isfinite(scores)):
+        raise ModelOutputError(f"model returned {scores.shape[0]} scores for {rows} rows or NaN")
+    return scores
+
+
+def _message(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+@dataclass
 class Prediction:
-    """What the models said about one request's rows.
+    """What answered each row of one request, and how.
 
     Attributes:
         scores: Fraud probability per row, clipped to [0, 1].
-        variants: Variant that answered each row (a failed canary row says ``champion``).
-        model_ms: Time of the answering model's predict call for the row's variant
-            (one call per variant and request), in milliseconds.
-        canary_errors: ``(canary version, error)`` for rows routed to the canary that
-            it failed to score (the champion answered them), else None.
+        variants: Variant each row was served as (a failed canary row says ``champion``).
+        answered_by: Who produced each score (see the module docstring).
+        versions: Version that answered each row (``rules-1`` for the rules).
+        model_ms: Time of the answering call for the row's group, in milliseconds.
+        canary_errors: ``(canary version, error)`` for rows the canary failed on.
+        champion_errors: ``(champion version, error)`` for rows the champion failed on.
+        previous_errors: ``(previous version, error)`` where the previous champion failed.
     """
 
     scores: np.ndarray
     variants: list[Variant]
+    answered_by: list[AnsweredBy]
+    versions: list[str]
     model_ms: np.ndarray
     canary_errors: list[tuple[str, str] | None]
+    champion_errors: list[tuple[str, str] | None]
+    previous_errors: list[tuple[str, str] | None]
+
+    @classmethod
+    def empty(cls, variants: list[Variant]) -> Prediction:
+        """Nothing answered yet for rows routed as ``variants``."""
+        n = len(variants)
+        return cls(
+            scores=np.zeros(n, dtype=np.float64),
+            variants=list(variants),
+            answered_by=["champion"] * n,
+            versions=[""] * n,
+            model_ms=np.zeros(n, dtype=np.float64),
+            canary_errors=[None] * n,
+            champion_errors=[None] * n,
+            previous_errors=[None] * n,
+        )
+
+    def answer(
+        self, rows: list[int], scores: np.ndarray, who: AnsweredBy, version: str, ms: float
+    ) -> None:
+        """Record that ``who`` (``version``) answered ``rows`` with ``scores``."""
+        self.scores[rows] = scores
+        self.model_ms[rows] = ms
+        for i in rows:
+            self.answered_by[i] = who
+            self.versions[i] = version
 
 
 @dataclass
 class Scorer:
-    """Everything one scoring call needs; ``canary_weight`` may change at runtime."""
+    """Everything one scoring call needs; ``canary_weight`` may change at runtime.
+
+    Attributes:
+        batch_window_ms: Longest wait to merge concurrent requests (0: never merge).
+        batch_max_rows: Most rows in one merged forward pass.
+        shadow: Scores copies for the ``shadow`` alias (built on first use if None).
+        shadow_queue: Queue size of the default shadow scorer.
+    """
 
     features: GuardedFeatures
     models: ModelProvider
@@ -80,6 +185,27 @@ class Scorer:
     metrics: Metrics
     threshold: float
     canary_weight: float
+    batch_window_ms: float = 2.0
+    batch_max_rows: int = 512
+    shadow: ShadowScorer | None = None
+    shadow_queue: int = 1024
+    answered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ANSWERERS, 0))
+
+    def __post_init__(self) -> None:
+        """One batcher per variant; counters exposed on the app's metrics registry."""
+        self.batchers = {
+            variant: MicroBatcher(
+                variant, window_seconds=self.batch_window_ms / 1000.0, max_rows=self.batch_max_rows
+            )
+            for variant in ("champion", "canary")
+        }
+        if self.shadow is None:
+            self.shadow = ShadowScorer(
+                self.predictions.shadow_log(),
+                queue_size=self.shadow_queue,
+                threshold=self.threshold,
+            )
+        self.metrics.registry.register(_ScoringCollector(self))
 
     def score(self, transactions: Sequence[Transaction]) -> list[Score]:
         """Score ``transactions`` (one request), log them and update the metrics.
@@ -91,100 +217,233 @@ class Scorer:
         snapshot = self.models.models
         if snapshot.champion is None:
             raise NotReadyError("no champion model loaded")
-        lookup = self.features.lookup([(t.user_id, t.merchant_id) for t in transactions])
-        frame = model_frame(transactions, lookup.rows)
         weight, has_canary = self.canary_weight, snapshot.canary is not None
         variants = [choose_variant(t.user_id, weight, has_canary) for t in transactions]
-        outcome = self._predict(snapshot, frame, variants)
+        routed = sorted(set(variants))
+        for variant in routed:
+            self.batchers[variant].announce()
+        try:
+            lookup = self.features.lookup([(t.user_id, t.merchant_id) for t in transactions])
+            columns = model_columns(transactions, lookup.rows)
+        except BaseException:
+            for variant in routed:
+                self.batchers[variant].withdraw()
+            raise
+        outcome = self._predict(snapshot, columns, variants, routed)
         latency = time.perf_counter() - started
         results = [
             Score(
                 transaction_id=txn.transaction_id,
                 score=float(score),
                 decision="decline" if score >= self.threshold else "approve",
-                model_version=_version(snapshot, variant),
+                model_version=version,
                 variant=variant,
+                answered_by=who,
                 features_fallback=lookup.fallback,
             )
-            for txn, score, variant in zip(
-                transactions, outcome.scores, outcome.variants, strict=True
+            for txn, score, variant, who, version in zip(
+                transactions,
+                outcome.scores,
+                outcome.variants,
+                outcome.answered_by,
+                outcome.versions,
+                strict=True,
             )
         ]
-        self.predictions.append(_records(transactions, frame, results, latency, outcome))
+        self.predictions.append(_records(transactions, lookup.rows, results, latency, outcome))
         self._observe(results, latency, lookup.fallback)
+        self._offer_shadow(snapshot, transactions, columns, results)
         return results
 
     def _predict(
-        self, snapshot: ModelSet, frame: pd.DataFrame, variants: list[Variant]
+        self,
+        snapshot: ModelSet,
+        columns: dict[str, Any],
+        variants: list[Variant],
+        routed: list[Variant],
     ) -> Prediction:
-        """Scores per row; rows whose canary fails are scored by the champion instead."""
-        scores = np.empty(len(frame), dtype=np.float64)
-        model_ms = np.zeros(len(frame), dtype=np.float64)
-        canary_errors: list[tuple[str, str] | None] = [None] * len(frame)
-        for variant in ("canary", "champion"):
-            rows = [i for i, v in enumerate(variants) if v == variant]
+        """Scores per row: canary rows it fails go to the champion, then down the chain."""
+        n = len(variants)
+        outcome = Prediction.empty(variants)
+        order: tuple[Variant, ...] = ("canary", "champion")  # failed canary rows go on
+        for variant in order:
+            rows = [i for i, v in enumerate(outcome.variants) if v == variant]
             loaded = snapshot.get(variant)
             if not rows or loaded is None:
+                if variant in routed:
+                    self.batchers[variant].withdraw()
                 continue
-            started = time.perf_counter()
+            part = _take(columns, rows, n)
+            call = time.perf_counter()
             try:
-                scores[rows] = packaging.predict_frame(loaded.model, frame.iloc[rows])
+                if variant in routed:
+                    scores = self.batchers[variant].predict(loaded.model, part, len(rows))
+                else:  # failed canary rows: the champion was not announced for them
+                    scores = loaded.model.predict_columns(part)
+                scores = _checked(scores, len(rows))
             except Exception as error:
                 self.metrics.errors.labels(variant, "predict").inc()
-                if variant == "champion":
-                    raise
-                log.exception("canary version %s failed; champion answers", loaded.version)
-                message = f"{type(error).__name__}: {error}"[:200]
+                message = (loaded.version, _message(error))
+                if variant == "canary":
+                    log.exception("canary version %s failed; champion answers", loaded.version)
+                    for i in rows:
+                        outcome.canary_errors[i] = message
+                        outcome.variants[i] = "champion"
+                    continue
+                log.exception("champion version %s failed; fallback chain answers", loaded.version)
                 for i in rows:
-                    canary_errors[i] = (loaded.version, message)
-                failed = set(rows)
-                variants = ["champion" if i in failed else v for i, v in enumerate(variants)]
+                    outcome.champion_errors[i] = message
+                self._fall_back(snapshot, part, rows, outcome)
                 continue
-            model_ms[rows] = (time.perf_counter() - started) * 1000.0
-        return Prediction(np.clip(scores, 0.0, 1.0), variants, model_ms, canary_errors)
+            outcome.answer(rows, scores, variant, loaded.version, _ms(call))
+        outcome.scores = np.clip(outcome.scores, 0.0, 1.0)
+        return outcome
+
+    def _fall_back(
+        self, snapshot: ModelSet, part: dict[str, Any], rows: list[int], outcome: Prediction
+    ) -> None:
+        """The champion failed on ``rows``: the previous champion answers, else the rules."""
+        previous = snapshot.previous_champion
+        if previous is not None:
+            call = time.perf_counter()
+            try:
+                scores = _checked(previous.model.predict_columns(part), len(rows))
+            except Exception as error:
+                self.metrics.errors.labels("previous_champion", "predict").inc()
+                log.exception("previous champion %s failed too; rules answer", previous.version)
+                for i in rows:
+                    outcome.previous_errors[i] = (previous.version, _message(error))
+            else:
+                outcome.answer(rows, scores, "previous_champion", previous.version, _ms(call))
+                return
+        call = time.perf_counter()
+        outcome.answer(rows, rules.score(part), "rules", rules.VERSION, _ms(call))
 
     def _observe(self, results: list[Score], latency: float, fallback: bool) -> None:
         for variant in {r.variant for r in results}:
             self.metrics.latency.labels(variant).observe(latency)
         for result in results:
             self.metrics.scores.labels(result.variant).observe(result.score)
+            self.answered[result.answered_by] += 1
         if fallback:
             self.metrics.fallbacks.inc(len(results))
 
+    def _offer_shadow(
+        self,
+        snapshot: ModelSet,
+        transactions: Sequence[Transaction],
+        columns: dict[str, Any],
+        results: list[Score],
+    ) -> None:
+        """Queue a copy for the shadow version (never blocks, never raises)."""
+        shadow = snapshot.shadow
+        if shadow is None or self.shadow is None:
+            return
+        try:
+            self.shadow.offer(
+                ShadowJob(shadow.version, shadow.model, list(transactions), columns, results)
+            )
+        except Exception:  # the answer is already made; the shadow must not change it
+            log.exception("could not queue the shadow copy")
 
-def _version(snapshot: ModelSet, variant: Variant) -> str:
-    loaded = snapshot.get(variant)
-    assert loaded is not None  # a variant is only chosen when its model is loaded
-    return loaded.version
+    def close(self) -> None:
+        """Stop the batchers' and the shadow's threads (queued shadow copies are logged)."""
+        for batcher in self.batchers.values():
+            batcher.close()
+        if self.shadow is not None:
+            self.shadow.close()
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+class _ScoringCollector(Collector):
+    """Answers by who answered, merged forward passes and shadow counts, at scrape time."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+
+    def collect(self) -> Iterator[Metric]:
+        answered = CounterMetricFamily(
+            "driftline_answers",
+            "Rows answered, by who answered (champion, canary, previous_champion after a "
+            "champion failure, rules when no model could answer).",
+            labels=["answered_by"],
+        )
+        for who, count in self._scorer.answered.items():
+            answered.add_metric([who], count)
+        yield answered
+        passes = CounterMetricFamily(
+            "driftline_forward_passes",
+            "Model forward passes by variant (one per merged batch or lone request).",
+            labels=["variant"],
+        )
+        merged = CounterMetricFamily(
+            "driftline_merged_requests",
+            "Requests whose rows shared a forward pass with other requests, by variant.",
+            labels=["variant"],
+        )
+        for variant, batcher in self._scorer.batchers.items():
+            passes.add_metric([variant], batcher.passes)
+            merged.add_metric([variant], batcher.merged_requests)
+        yield passes
+        yield merged
+        shadow = self._scorer.shadow
+        if shadow is not None:
+            yield CounterMetricFamily(
+                "driftline_shadow_scored", "Rows scored by the shadow model.", value=shadow.scored
+            )
+            yield CounterMetricFamily(
+                "driftline_shadow_dropped",
+                "Requests not shadow-scored because the shadow queue was full.",
+                value=shadow.dropped,
+            )
+            yield CounterMetricFamily(
+                "driftline_shadow_errors",
+                "Shadow forward passes that failed (the answers were unaffected).",
+                value=shadow.errors,
+            )
+
+
+def _error_fields(prefix: str, error: tuple[str, str] | None) -> dict[str, str | None]:
+    return {
+        f"{prefix}_failed_version": error and error[0],
+        f"{prefix}_error": error and error[1],
+    }
 
 
 def _records(
     transactions: Sequence[Transaction],
-    frame: pd.DataFrame,
+    features: Sequence[FeatureRow],
     results: list[Score],
     latency: float,
     outcome: Prediction,
 ) -> list[dict[str, Any]]:
-    """Prediction-log records: keys, time, model inputs, verdict, latencies, canary error."""
-    inputs = frame.to_dict(orient="records")
-    return [
-        {
-            "transaction_id": txn.transaction_id,
-            "ts": txn.ts.astimezone(UTC),
-            "user_id": txn.user_id,
-            "merchant_id": txn.merchant_id,
-            **values,
-            "score": result.score,
-            "decision": result.decision,
-            "variant": result.variant,
-            "model_version": result.model_version,
-            "latency_ms": round(latency * 1000.0, 3),
-            "model_latency_ms": round(float(model_ms), 3),
-            "canary_failed_version": canary_error and canary_error[0],
-            "canary_error": canary_error and canary_error[1],
-            "features_fallback": result.features_fallback,
-        }
-        for txn, values, result, model_ms, canary_error in zip(
-            transactions, inputs, results, outcome.model_ms, outcome.canary_errors, strict=True
+    """Prediction-log records: keys, time, model inputs, verdict, who answered, errors."""
+    records = []
+    for i, (txn, stored, result) in enumerate(zip(transactions, features, results, strict=True)):
+        records.append(
+            {
+                "transaction_id": txn.transaction_id,
+                "ts": txn.ts.astimezone(UTC),
+                "user_id": txn.user_id,
+                "merchant_id": txn.merchant_id,
+                "amount": float(txn.amount),
+                "hour_of_day": float(txn.ts.astimezone(UTC).hour),
+                **{name: stored[name] for name in STORE_NUMERIC},
+                **{name: getattr(txn, name) for name in REQUEST_CATEGORICAL},
+                "score": result.score,
+                "decision": result.decision,
+                "variant": result.variant,
+                "answered_by": result.answered_by,
+                "model_version": result.model_version,
+                "latency_ms": round(latency * 1000.0, 3),
+                "model_latency_ms": round(float(outcome.model_ms[i]), 3),
+                **_error_fields("canary", outcome.canary_errors[i]),
+                **_error_fields("champion", outcome.champion_errors[i]),
+                **_error_fields("previous", outcome.previous_errors[i]),
+                "features_fallback": result.features_fallback,
+            }
         )
-    ]
+    return records

@@ -230,6 +230,45 @@ def _numeric_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+#: Columns of :func:`numeric_table`, in order.
+NUMERIC_TABLE: tuple[str, ...] = NUMERIC + DERIVED
+
+
+def numeric_table(columns: Mapping[str, Any]) -> np.ndarray:
+    """The NumPy twin of the numeric table :meth:`Preprocessor.transform` builds.
+
+    Same arithmetic, in the same order, as ``_numeric_table`` (so the same float64
+    bits): contract numeric columns as float64 with non-finite values as NaN, then the
+    :data:`DERIVED` columns. Serving calls it on plain column arrays, without pandas.
+
+    Args:
+        columns: At least every :data:`~driftline.core.columns.NUMERIC` name -> one
+            number per row (NaN or None where missing).
+
+    Returns:
+        float64 ``[n, len(NUMERIC_TABLE)]``, columns in :data:`NUMERIC_TABLE` order.
+    """
+    rows = len(columns[NUMERIC[0]])
+    table = np.empty((rows, len(NUMERIC_TABLE)), dtype=np.float64)
+    for j, name in enumerate(NUMERIC):
+        table[:, j] = columns[name]
+    contract = table[:, : len(NUMERIC)]
+    contract[~np.isfinite(contract)] = np.nan
+    at = {name: j for j, name in enumerate(NUMERIC_TABLE)}
+    angle = 2.0 * math.pi * table[:, at["hour_of_day"]] / 24.0
+    table[:, at["hour_sin"]] = np.sin(angle)
+    table[:, at["hour_cos"]] = np.cos(angle)
+    amount = table[:, at["amount"]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name, base in (
+            ("amount_vs_user_mean_7d", "user_amount_mean_7d"),
+            ("amount_vs_user_max_24h", "user_amount_max_24h"),
+        ):
+            values = table[:, at[base]]
+            table[:, at[name]] = amount / np.where(values > 0, values, np.nan)
+    return table
+
+
 def _signed_log1p(values: np.ndarray) -> np.ndarray:
     """``sign(x) * log1p(|x|)``: log scale for heavy tails, defined for negatives."""
     return cast(np.ndarray, np.sign(values) * np.log1p(np.abs(values)))

@@ -2,11 +2,15 @@
 
 A trained model is logged as a ``pyfunc`` that wraps the torch module *and* its fitted
 preprocessor, so anything that loads ``models:/<name>@<alias>`` applies exactly the
-training transform.
+training transform. The same model folder also carries the lean serving form
+(:mod:`driftline.training.lean`, artifact ``lean``), exported and checked against the
+pyfunc's scores before anything is logged: a model whose lean form scores differently
+is refused.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,25 +48,41 @@ def _fraud_model_class() -> type:
 
 
 def log_pyfunc(model_dir: Path, example: pd.DataFrame) -> str:
-    """Log the saved model in ``model_dir`` into the active MLflow run; return its URI."""
+    """Log the saved model in ``model_dir`` into the active MLflow run; return its URI.
+
+    The lean form is exported first and checked on ``example`` (see
+    :func:`driftline.training.lean.export_checked`).
+
+    Raises:
+        driftline.training.lean.LeanMismatchError: The lean form's scores differ from
+            the pyfunc's by more than 1e-6; nothing is logged.
+    """
     import mlflow
     import torch
     from mlflow.models import infer_signature
 
+    from driftline.training import lean
     from driftline.training.trainer import TrainedModel
 
     model = TrainedModel.load(model_dir)
     inputs = example[list(MODEL_INPUTS)].head(5).reset_index(drop=True)
     signature = infer_signature(inputs, model.predict_proba(inputs))
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=_fraud_model_class()(),
-        artifacts={ARTIFACT_KEY: str(model_dir)},
-        signature=signature,
-        input_example=inputs,
-        code_paths=[str(Path(__file__).resolve().parents[1])],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pandas", "scikit-learn"],
-    )
+    with tempfile.TemporaryDirectory(prefix="driftline-lean-") as scratch:
+        lean_dir = Path(scratch) / lean.LEAN_KEY
+        lean.export_checked(model, lean_dir, example)  # raises LeanMismatchError
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_fraud_model_class()(),
+            artifacts={ARTIFACT_KEY: str(model_dir), lean.LEAN_KEY: str(lean_dir)},
+            signature=signature,
+            input_example=inputs,
+            code_paths=[str(Path(__file__).resolve().parents[1])],
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                "pandas",
+                "scikit-learn",
+            ],
+        )
     return str(info.model_uri)
 
 
