@@ -8,13 +8,62 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 
+from driftline.core import lake
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings, get_settings
-from driftline.data.features import build_features
+from driftline.data.feast import latest_per_entity, read_online
+from driftline.data.features import (
+    DATASET,
+    FEATURES,
+    MERCHANT_FEATURES,
+    USER_FEATURES,
+    build_features,
+)
 from driftline.data.ingest import ingest, publish_validated
 from driftline.simulator import SimulatorConfig, write_landing
+
+#: Feature view -> (join key, its features).
+VIEWS = {
+    "user_activity": ("user_id", USER_FEATURES),
+    "merchant_risk": ("merchant_id", MERCHANT_FEATURES),
+}
+
+
+def lake_latest(settings: Settings, days: list[Interval], join_key: str) -> pd.DataFrame:
+    """Each entity's newest feature row over ``days``, as the lake has it."""
+    files = [
+        lake.partition_file(settings.lake_uri, "features", DATASET, next(day.days()))
+        for day in days
+    ]
+    table = pa.concat_tables([lake.read_file(f).cast(FEATURES) for f in files])
+    return latest_per_entity(table, join_key).to_pandas().set_index(join_key)
+
+
+def online_features(settings: Settings, join_key: str, keys: list[int]) -> pd.DataFrame:
+    """The online store's values of the entities ``keys`` of ``join_key``."""
+    other = "merchant_id" if join_key == "user_id" else "user_id"
+    rows = [{join_key: int(k), other: 0} for k in keys]
+    return pd.DataFrame(read_online(rows, settings)).set_index(join_key)
+
+
+def assert_online_equals_lake(settings: Settings, days: list[Interval]) -> None:
+    """Every entity's online values equal its newest feature row in the lake over ``days``."""
+    for join_key, features in VIEWS.values():
+        expected = lake_latest(settings, days, join_key)
+        online = online_features(settings, join_key, expected.index.tolist())
+        for column in features:
+            np.testing.assert_allclose(
+                online.loc[expected.index, column].to_numpy(dtype=float),
+                expected[column].to_numpy(dtype=float),
+                rtol=1e-9,
+                equal_nan=True,
+                err_msg=f"online {join_key} {column} differs from the lake's latest",
+            )
 
 
 def publish_days(settings: Settings, span: Interval, config: SimulatorConfig) -> None:

@@ -32,18 +32,17 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from driftline.core.interval import Interval
+from driftline.core.settings import Settings
 from driftline.orchestration import assets
 from driftline.orchestration.airflow_stack import AirflowStack, StackConfig, airflow_stack
 from driftline.orchestration.postgres import ensure_postgres, stop_postgres
 from driftline.orchestration.processes import free_port, group_alive
 from tests.dags.conftest import BIN, REPO
-from tests.lakes import lake_snapshot, online_snapshot
+from tests.lakes import assert_online_equals_lake, lake_snapshot, online_snapshot
 
 pytestmark = pytest.mark.slow
 DAG = "ingest_validate_materialize"
@@ -188,7 +187,7 @@ def _failure_report(cluster: Scheduler, runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _wait_backfill(cluster: Scheduler, backfill_id: int, days: list[date]) -> list[dict]:
+def _wait_backfill(cluster: Scheduler, backfill_id: int, days: list[date]) -> list[dict[str, Any]]:
     """Wait until the backfill completed; its runs (one per day, oldest first)."""
     deadline = time.monotonic() + 240 * len(days) + 180
     while time.monotonic() < deadline:
@@ -256,31 +255,6 @@ def _listening_addresses(cluster: Scheduler) -> set[str]:
 # --------------------------------------------------------------------------------------
 # What the runs left
 # --------------------------------------------------------------------------------------
-
-
-def _assert_online_equals_lake(state: Path) -> None:
-    from driftline.core.settings import Settings
-    from driftline.data.feast import latest_per_entity, read_online
-    from driftline.data.features import FEATURES, MERCHANT_FEATURES, USER_FEATURES
-
-    settings = Settings(home=state)
-    files = sorted((state / "lake" / "features").rglob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f).cast(FEATURES) for f in files])
-    for join_key, other, features in (
-        ("user_id", "merchant_id", USER_FEATURES),
-        ("merchant_id", "user_id", MERCHANT_FEATURES),
-    ):
-        expected = latest_per_entity(table, join_key).to_pandas().set_index(join_key)
-        rows = [{join_key: int(key), other: 0} for key in expected.index]
-        online = pd.DataFrame(read_online(rows, settings)).set_index(join_key)
-        for column in features:
-            np.testing.assert_allclose(
-                online.loc[expected.index, column].to_numpy(dtype=float),
-                expected[column].to_numpy(dtype=float),
-                rtol=1e-9,
-                equal_nan=True,
-                err_msg=f"online {join_key} {column} differs from the lake's latest",
-            )
 
 
 def _reference_features(tmp_path: Path, scheduled: Path, days: list[date]) -> dict[str, str]:
@@ -364,7 +338,7 @@ def test_backfill_then_reprocessing_backfill_give_identical_correct_data(
     for name in lake_first:
         ids = pq.read_table(scheduler.state / name, columns=["transaction_id"])["transaction_id"]
         assert len(ids) == len(set(ids.to_pylist())), f"duplicate rows in {name}"
-    _assert_online_equals_lake(scheduler.state)
+    assert_online_equals_lake(Settings(home=scheduler.state), [Interval.for_day(d) for d in days])
     # No partition was built on an incomplete look-back: each equals the one built with
     # the whole history in place.
     assert {k: v for k, v in lake_first.items() if "features" in k} == _reference_features(

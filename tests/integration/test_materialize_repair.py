@@ -4,61 +4,25 @@ from __future__ import annotations
 
 from datetime import date
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pytest
 
-from driftline.core import lake
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.data.feast import (
     _with_settings_stores,
     get_store,
-    latest_per_entity,
     materialize_interval,
-    read_online,
 )
-from driftline.data.features import DATASET, FEATURES, MERCHANT_FEATURES, USER_FEATURES
 from driftline.simulator import SimulatorConfig
-from tests.lakes import populate_lake
+from tests.lakes import (
+    VIEWS,
+    assert_online_equals_lake,
+    lake_latest,
+    online_features,
+    populate_lake,
+)
 
 DAYS = [Interval.for_day(date(2026, 1, d)) for d in (2, 3, 4)]
-#: Feature view -> (join key, its features).
-VIEWS = {
-    "user_activity": ("user_id", USER_FEATURES),
-    "merchant_risk": ("merchant_id", MERCHANT_FEATURES),
-}
-
-
-def _lake_latest(settings: Settings, days: list[Interval], join_key: str) -> pd.DataFrame:
-    """Each entity's newest feature row over ``days``, as the lake has it."""
-    files = [
-        lake.partition_file(settings.lake_uri, "features", DATASET, next(day.days()))
-        for day in days
-    ]
-    table = pa.concat_tables([lake.read_file(f).cast(FEATURES) for f in files])
-    return latest_per_entity(table, join_key).to_pandas().set_index(join_key)
-
-
-def _online(settings: Settings, join_key: str, keys: list[int]) -> pd.DataFrame:
-    other = "merchant_id" if join_key == "user_id" else "user_id"
-    rows = [{join_key: int(k), other: 0} for k in keys]
-    return pd.DataFrame(read_online(rows, settings)).set_index(join_key)
-
-
-def _assert_online_equals_lake(settings: Settings, days: list[Interval]) -> None:
-    for join_key, features in VIEWS.values():
-        expected = _lake_latest(settings, days, join_key)
-        online = _online(settings, join_key, expected.index.tolist())
-        for column in features:
-            np.testing.assert_allclose(
-                online.loc[expected.index, column].to_numpy(dtype=float),
-                expected[column].to_numpy(dtype=float),
-                rtol=1e-9,
-                equal_nan=True,
-                err_msg=f"{join_key} {column}",
-            )
 
 
 def _corrupt(settings: Settings, day: Interval) -> int:
@@ -66,7 +30,7 @@ def _corrupt(settings: Settings, day: Interval) -> int:
     store = get_store(settings)
     corrupted = 0
     for view, (join_key, features) in VIEWS.items():
-        latest = _lake_latest(settings, [day], join_key).reset_index()
+        latest = lake_latest(settings, [day], join_key).reset_index()
         wrong = latest[[join_key, "event_timestamp", *features]].copy()
         for column in features:
             wrong[column] = -7 if wrong[column].dtype.kind == "i" else -7.5
@@ -84,28 +48,28 @@ def test_rerun_repairs_a_corrupted_day_and_an_older_rerun_keeps_newer_values(
     )
     for day in DAYS:
         materialize_interval(day, settings)
-    _assert_online_equals_lake(settings, DAYS)
+    assert_online_equals_lake(settings, DAYS)
 
     newest = DAYS[-1]
     assert _corrupt(settings, newest) > 0
-    users = _lake_latest(settings, [newest], "user_id")
-    broken = _online(settings, "user_id", users.index.tolist())
+    users = lake_latest(settings, [newest], "user_id")
+    broken = online_features(settings, "user_id", users.index.tolist())
     assert (broken["user_txn_count_7d"] == -7).all()  # the corruption really is online
 
     repair = materialize_interval(newest, settings)
     for view, (join_key, _) in VIEWS.items():
-        rows = len(_lake_latest(settings, [newest], join_key))
+        rows = len(lake_latest(settings, [newest], join_key))
         assert repair.written[view] == repair.replaced[view] == rows
         assert repair.skipped_older[view] == 0
-    _assert_online_equals_lake(settings, DAYS)
+    assert_online_equals_lake(settings, DAYS)
 
     oldest = DAYS[0]
     late = materialize_interval(oldest, settings)  # rerun of an older day
-    old_users = set(_lake_latest(settings, [oldest], "user_id").index)
-    newer_users = set(_lake_latest(settings, DAYS[1:], "user_id").index)
+    old_users = set(lake_latest(settings, [oldest], "user_id").index)
+    newer_users = set(lake_latest(settings, DAYS[1:], "user_id").index)
     assert late.skipped_older["user_activity"] == len(old_users & newer_users) > 0
     assert late.written["user_activity"] == len(old_users - newer_users)
-    _assert_online_equals_lake(settings, DAYS)
+    assert_online_equals_lake(settings, DAYS)
 
 
 def test_redis_store_leaves_the_ordering_to_the_guard(settings: Settings) -> None:
