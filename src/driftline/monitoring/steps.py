@@ -10,7 +10,6 @@ rerun instead of being lost.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import date, timedelta
 from typing import Any
@@ -24,7 +23,6 @@ from driftline.core.settings import Settings
 from driftline.data.features import LOOKBACK
 from driftline.data.predictions import read_predictions
 from driftline.lifecycle import registry
-from driftline.monitoring.calibration import MIN_CHUNKS
 from driftline.monitoring.drift import measure_drift, performance_check, performance_days
 from driftline.monitoring.drift_log import DriftLog
 from driftline.monitoring.drift_report import report_folder, write_drift_report
@@ -80,33 +78,6 @@ def _label_rule(settings: Settings) -> str:
     )
 
 
-def regime_reference(reference: pd.DataFrame, tags: dict[str, str]) -> tuple[pd.DataFrame, str]:
-    """The part of a version's reference that describes the regime it was trained for.
-
-    A version retrained because of drift carries ``retrain.drift_start``: its
-    reference keeps only the days from that day on when they make at least
-    :data:`~driftline.monitoring.calibration.MIN_CHUNKS` dated days, so monitoring
-    after the promotion judges the traffic against post-drift data, not against the
-    older regime. Otherwise the whole reference, with a note why.
-    """
-    start = tags.get("retrain.drift_start")
-    if not start:
-        return reference, ""
-    if EVENT_TIME not in reference.columns:
-        return reference, (
-            f"reference of a retrain after drift from {start} does not date its rows: "
-            "judged against all of it"
-        )
-    days = pd.to_datetime(reference[EVENT_TIME], utc=True).dt.date
-    since = reference[days >= date.fromisoformat(start)]
-    if days[days >= date.fromisoformat(start)].nunique() < MIN_CHUNKS:
-        return reference, (
-            f"fewer than {MIN_CHUNKS} reference days since the drift start {start}: "
-            "judged against the whole reference"
-        )
-    return since, f"reference restricted to the post-drift days since {start} ({len(since)} rows)"
-
-
 def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
     """Drift of one day's served traffic, recorded in the drift log, and the decision.
 
@@ -138,8 +109,10 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
             **_out(decision),
         }
     version = str(champion.version)
-    tags = dict(champion.tags or {})
-    reference, scope = regime_reference(load_reference(settings, version), tags)
+    # After a promotion this is the new champion's reference: its newest labelled week,
+    # which holds at least retrain_min_drift_days + valid_days + holdout_days post-drift
+    # days when the retrain waited for labels (policy.decide).
+    reference = load_reference(settings, version)
     matured = performance_days(interval, settings)
     evidence, rule = _reference_evidence(reference, settings)
     last_matured = matured.end.date() - timedelta(days=1)
@@ -163,13 +136,6 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         performance=check,
         champion_version=version,
     )
-    if scope:
-        measurement = dataclasses.replace(
-            measurement,
-            result=dataclasses.replace(
-                measurement.result, notes=[scope, *measurement.result.notes]
-            ),
-        )
     result = write_drift_report(measurement, report_folder(settings, day))
     drift_log = DriftLog.load(settings)
     drift_log.record(result)
