@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from driftline.orchestration import assets
 from tests.dags.conftest import REPO, airflow_env
@@ -34,9 +35,10 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
 """
 
 
-def test_dags_import_without_errors_db_or_slowness(tmp_path: Path) -> None:
+def _probe(code: str, argument: str, tmp_path: Path) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter with the Airflow test env; its last JSON line."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO / "dags")],
+        [sys.executable, "-c", code, argument],
         env=airflow_env(tmp_path),
         capture_output=True,
         text=True,
@@ -44,7 +46,12 @@ def test_dags_import_without_errors_db_or_slowness(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_dags_import_without_errors_db_or_slowness(tmp_path: Path) -> None:
+    report = _probe(PROBE, str(REPO / "dags"), tmp_path)
     assert report["errors"] == {}
     assert set(report["dags"]) == {
         "ingest_validate_materialize",
@@ -126,16 +133,7 @@ print(json.dumps({
 
 
 def test_train_register_takes_its_window_from_the_newest_request_event(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", ASSET_PROBE, str(REPO / "dags" / "train_register.py")],
-        env=airflow_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = _probe(ASSET_PROBE, str(REPO / "dags" / "train_register.py"), tmp_path)
     assert report["from_event"] == {"window_start": "2026-02-01", "window_end": "2026-02-20"}
     assert report["no_event"] == {}
     assert report["schedule"] == assets.TRAINING_REQUESTS
@@ -164,16 +162,7 @@ print(json.dumps({
 
 
 def test_monitor_drift_requests_are_what_retrain_promote_is_scheduled_on(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", RETRAIN_PROBE, str(REPO / "dags")],
-        env=airflow_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = _probe(RETRAIN_PROBE, str(REPO / "dags"), tmp_path)
     assert report["emitted"] == report["consumed"] == assets.RETRAIN_REQUESTS
     assert report["from_event"]["window_start"] == "2026-01-07"
     assert report["from_event"]["drift_report"] == "/r.html"
