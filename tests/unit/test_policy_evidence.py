@@ -436,3 +436,71 @@ def test_a_no_drift_loop_never_asks_for_a_retrain() -> None:
 
     assert not any(d.trigger for d in decisions), [d.reason for d in decisions]
     assert not any(r.drifted for r in history)
+
+
+# --------------------------------------------------------------------------------------
+# Like with like: the same label maturity for served and reference days
+# --------------------------------------------------------------------------------------
+
+
+def _chargebacks(settings: Settings, rows: list[tuple[str, str, str]]) -> None:
+    """Raw label partitions per report day: (transaction id, transaction day, report day)."""
+    import pyarrow as pa
+
+    from driftline.core import lake
+    from driftline.core.schemas import LABELS
+
+    by_report: dict[str, list[tuple[str, str]]] = {}
+    for tx_id, tx_day, report_day in rows:
+        by_report.setdefault(report_day, []).append((tx_id, tx_day))
+    for report_day, items in by_report.items():
+        stamp = pd.Timestamp(report_day, tz="UTC") + pd.Timedelta(hours=12)
+        table = pa.table(
+            {
+                "transaction_id": [tx for tx, _ in items],
+                "user_id": [1] * len(items),
+                "merchant_id": [1] * len(items),
+                "transaction_ts": [
+                    pd.Timestamp(d, tz="UTC") + pd.Timedelta(hours=9) for _, d in items
+                ],
+                "label_ts": [stamp] * len(items),
+                "is_fraud": [1] * len(items),
+            }
+        ).cast(LABELS)
+        lake.replace_partition(
+            settings.lake_uri, "raw", "labels", date.fromisoformat(report_day), table
+        )
+
+
+def test_served_and_reference_days_are_labelled_with_the_same_maturity(settings: Settings) -> None:
+    from driftline.monitoring.served import frauds_known_within
+    from driftline.monitoring.steps import _reference_evidence
+
+    settings = settings.model_copy(update={"label_maturity_days": 3})
+    _chargebacks(
+        settings,
+        [
+            ("a", "2026-02-10", "2026-02-11"),  # 1 day late: known
+            ("b", "2026-02-10", "2026-02-13"),  # 3 days: known
+            ("c", "2026-02-10", "2026-02-14"),  # 4 days: not yet, under a 3-day maturity
+            ("d", "2026-02-11", "2026-02-20"),  # 9 days: not yet
+            ("e", "2026-02-09", "2026-02-10"),  # before the first day asked for
+        ],
+    )
+    reference = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b", "c", "d", "x", "y"],
+            "event_timestamp": pd.to_datetime(["2026-02-10"] * 3 + ["2026-02-11"] * 3, utc=True),
+            "split": ["holdout"] * 6,
+            "label": [1, 1, 1, 1, 0, 0],  # the training labels, known at a later cut-off
+            "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.1],
+        }
+    )
+
+    known = frauds_known_within(settings, date(2026, 2, 10), date(2026, 2, 11), 3)
+    evidence, rule = _reference_evidence(reference, settings)
+
+    assert known == {"a", "b"}
+    assert evidence is not None
+    assert evidence[0].tolist() == [1, 1, 0, 0, 0, 0]  # relabelled, not the training labels
+    assert "within 3 days" in rule
