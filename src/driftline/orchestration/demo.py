@@ -212,6 +212,8 @@ def monitor(day: date, timeline: Timeline) -> dict[str, Any] | None:
         "drifted_columns": drift.get("drifted_columns"),
         "drift_share": drift.get("drift_share"),
         "score_psi": drift.get("prediction_drift_score"),
+        "baseline_share": (drift.get("calibration") or {}).get("baseline_share"),
+        "fallback_rows": drift.get("fallback_rows", 0),
         "performance": performance,
         "decision": (check.get("decision") or {}).get("reason"),
         "report": drift.get("report_html"),
@@ -234,7 +236,7 @@ def drift_reason(drift: dict[str, Any]) -> str:
     if drift.get("performance_drift"):
         check = drift["performance_check"]
         parts.append(
-            f"served PR-AUC {check['pr_auc']:.3f} < {check['floor']:.3f} "
+            f"served PR-AUC {check['pr_auc']:.3f} significantly < {check['floor']:.3f} "
             f"on {check['first_day']}..{check['last_day']}"
         )
     return "; ".join(parts)
@@ -365,8 +367,10 @@ def print_days(days: dict[str, dict[str, Any]]) -> None:
     for day, info in sorted(days.items()):
         served, monitored = info.get("served") or {}, info.get("monitor") or {}
         performance = monitored.get("performance") or {}
+        verdict = {"ok": "ok", "degraded": "DROP", "insufficient_evidence": "n/e"}
         matured = (
-            f"{_fmt(performance.get('pr_auc'))} ({performance.get('last_day', '')[5:]})"
+            f"{_fmt(performance.get('pr_auc'))} ({performance.get('last_day', '')[5:]}) "
+            f"{verdict.get(performance.get('verdict', ''), '')}"
             if performance
             else "-"
         )
