@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
-from driftline.core.settings import Settings
+from driftline.cli import app as cli
+from driftline.core.settings import Settings, get_settings
 from driftline.lifecycle import promotion, registry
 from driftline.monitoring.canary import analyse_shadow, read_shadow
 from driftline.serving import ModelProvider, create_app
@@ -104,7 +106,7 @@ def _answers(client: TestClient, ids: range) -> list[dict[str, Any]]:
 
 
 def test_shadow_never_changes_or_holds_an_answer_and_is_logged_beside_it(
-    serve: Start, settings: Settings
+    serve: Start, settings: Settings, registered: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, service, loader, cfg = serve()
     clear_aliases(cfg)
@@ -139,6 +141,18 @@ def test_shadow_never_changes_or_holds_an_answer_and_is_logged_beside_it(
         float(np.mean(np.abs(got - [a["score"] for a in baseline]))), abs=1e-9
     )
     assert "driftline_shadow_scored_total 6.0" in client.get("/metrics").text
+
+    # `driftline models` shows the comparison on the shadow version's row.
+    monkeypatch.setenv("DRIFTLINE_MLFLOW_TRACKING_URI", registered.mlflow_tracking_uri)
+    monkeypatch.setenv("DRIFTLINE_MLFLOW_ARTIFACT_URI", registered.mlflow_artifact_uri)
+    get_settings.cache_clear()
+    done = CliRunner().invoke(cli, ["models"])
+    get_settings.cache_clear()
+    assert done.exit_code == 0, done.output
+    rows = {row["version"]: row for row in json.loads(done.stdout)}
+    assert "shadow" in rows["2"]["aliases"] and "shadow" not in rows["1"]
+    assert rows["2"]["shadow"]["rows"] == 6
+    assert rows["2"]["shadow"]["mean_abs_diff"] == pytest.approx(report.mean_abs_diff)
 
 
 def test_a_failing_or_overloaded_shadow_costs_no_answer(serve: Start, settings: Settings) -> None:
