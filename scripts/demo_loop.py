@@ -29,7 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--serve-from", type=day, required=True, help="First served day.")
     parser.add_argument("--end", type=day, required=True, help="Day after the last one.")
     parser.add_argument("--train-start", type=day, required=True, help="First training day.")
-    parser.add_argument("--drift", action="append", default=[], help="NAME@YYYY-MM-DD.")
+    parser.add_argument("--drift", action="append", default=[], help="NAME[:INTENSITY]@YYYY-MM-DD.")
     parser.add_argument("--rows", type=int, default=4000, help="Transactions per day.")
     parser.add_argument("--fraud-rate", type=float, default=0.02)
     parser.add_argument("--trials", type=int, default=8)
