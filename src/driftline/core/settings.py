@@ -184,7 +184,10 @@ class Settings(BaseSettings):
         "(and counted), never the answer delayed.",
     )
     serve_feature_timeout_ms: int = Field(
-        default=50, ge=1, description="Online feature lookups slower than this count as failed."
+        default=50,
+        ge=1,
+        description="Online-store calls slower than this (from the call's start; waiting "
+        "for a worker is not counted) count as failed.",
     )
     serve_breaker_failures: int = Field(
         default=3, ge=1, description="Consecutive feature-store failures that open the breaker."
@@ -209,6 +212,42 @@ class Settings(BaseSettings):
     serve_max_timestamp: AwareDatetime = Field(
         default=datetime(2100, 1, 1, tzinfo=UTC),
         description="Latest transaction time accepted (422 at or after).",
+    )
+    serve_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        description="Scoring requests served at once; more wait in the admission queue.",
+    )
+    serve_max_queued: int = Field(
+        default=128,
+        ge=0,
+        description="Scoring requests waiting for a slot; beyond it 503 with Retry-After.",
+    )
+    serve_queue_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="Longest wait in the admission queue; past it 503 with Retry-After.",
+    )
+    serve_feature_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Threads reading the online store; each reads every pending lookup at "
+        "once (one store call for all of them).",
+    )
+    serve_feature_queue_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="Longest a lookup waits for a free feature worker (only when all are "
+        "stuck in store calls); not counted as a store failure.",
+    )
+    serve_rate_limit_per_second: float = Field(
+        default=1000.0,
+        ge=0.0,
+        description="Scoring requests per second per API key (token bucket; 429 with "
+        "Retry-After beyond it); 0 turns the limit off.",
+    )
+    serve_rate_limit_burst: int = Field(
+        default=2000, ge=1, description="Token-bucket size of the per-key rate limit."
     )
 
     # Drift -----------------------------------------------------------------------------

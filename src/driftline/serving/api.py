@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from driftline.serving.admission import Admission, RateLimiter
 from driftline.serving.metrics import Metrics
 from driftline.serving.models import ModelProvider
 from driftline.serving.schemas import Batch, BatchScores, CanaryWeight, Score, Transaction
@@ -49,6 +50,9 @@ class Service:
     api_keys: tuple[str, ...]
     max_batch: int
     limits: Limits
+    #: Admission control and the per-key rate limit (applied by the app's middleware).
+    admission: Admission | None = None
+    limiter: RateLimiter | None = None
     #: Who answers: ``instance_id`` (fixed at app creation), ``pid`` and ``home``.
     identity: dict[str, Any] = field(default_factory=dict)
 
@@ -159,10 +163,13 @@ def range_errors(located: Sequence[Located], limits: Limits) -> list[dict[str, A
 
 
 def _score(service: Service, transactions: list[Transaction]) -> list[Score]:
+    """Score and count the rows answered (the fallback rate's denominator)."""
     try:
-        return service.scorer.score(transactions)
+        scores = service.scorer.score(transactions)
     except NotReadyError as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
+    service.metrics.rows.inc(len(scores))
+    return scores
 
 
 @scoring.post("/score")

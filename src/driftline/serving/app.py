@@ -1,14 +1,19 @@
 """The scoring app factory, the request-body size guard and the request counter.
 
-:func:`create_app` wires the feature source (Feast by default) behind its breaker, the
-model provider (MLflow aliases by default), the prediction log and the metrics into a
-FastAPI app; the model poller runs for the app's lifespan. Nothing is built at import.
+:func:`create_app` wires the feature source (Feast by default) behind its coalescing
+lookups and breaker, the model provider (MLflow aliases by default), the prediction log,
+admission control, the per-key rate limit and the metrics into a FastAPI app; the model
+poller runs for the app's lifespan. Nothing is built at import.
+A ``/v1/`` request passes, in order: the request counter, the API-key check (401/403),
+the per-key rate limit (429), the body-size guard (413), admission control (503 when
+shed), then validation (422) and scoring.
 Validation errors are answered with the field's path, the error type and a message, never
 the input itself (it may not be encodable as JSON: NaN, lone surrogates).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -26,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from driftline.core.settings import DEV_API_KEY, Settings
 from driftline.data.predictions import PredictionLog
+from driftline.serving.admission import Admission, AdmissionGuard, RateLimit, RateLimiter
 from driftline.serving.api import (
     API_KEY_HEADER,
     PROTECTED,
@@ -258,8 +264,16 @@ def create_app(
         source,
         timeout_seconds=settings.serve_feature_timeout_ms / 1000.0,
         breaker=breaker,
+        workers=settings.serve_feature_workers,
+        queue_seconds=settings.serve_feature_queue_ms / 1000.0,
     )
-    metrics = Metrics(provider, breaker)
+    admission = Admission(
+        settings.serve_max_in_flight,
+        settings.serve_max_queued,
+        settings.serve_queue_timeout_ms / 1000.0,
+    )
+    limiter = RateLimiter(settings.serve_rate_limit_per_second, settings.serve_rate_limit_burst)
+    metrics = Metrics(provider, breaker, features=guarded, admission=admission, limiter=limiter)
     scorer = Scorer(
         features=guarded,
         models=provider,
@@ -276,9 +290,15 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         _warm_up(source)
         provider.start()
+        # Everything imported and opened so far lives as long as the process: out of the
+        # collector's sight, a full collection no longer stops every thread for a
+        # third of a second (measured: 370 ms over 368k objects on the 2-core machine),
+        # which otherwise made in-flight feature lookups time out.
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             provider.stop()
             scorer.close()
             guarded.close()
@@ -295,13 +315,18 @@ def create_app(
             min_ts=settings.serve_min_timestamp,
             max_ts=settings.serve_max_timestamp,
         ),
+        admission=admission,
+        limiter=limiter,
         identity={
             "instance_id": instance_id or os.environ.get(INSTANCE_ENV) or uuid.uuid4().hex,
             "pid": os.getpid(),
             "home": str(settings.home),
         },
     )
+    # Innermost first (Starlette wraps each added middleware around the previous ones).
+    app.add_middleware(AdmissionGuard, admission=admission)
     app.add_middleware(BodyLimit, max_bytes=settings.serve_max_body_bytes)
+    app.add_middleware(RateLimit, limiter=limiter, key_header=API_KEY_HEADER)
 
     async def invalid(request: Request, error: Exception) -> Response:
         """Count rejected requests, then answer 422 naming each field (no input echoed)."""

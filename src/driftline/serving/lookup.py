@@ -1,13 +1,24 @@
-"""Online features for scoring, guarded by a timeout, a circuit breaker and a cache.
+"""Online features for scoring: coalesced store reads behind a timeout, a breaker and a cache.
 
 :class:`FeatureSource` is what the scorer needs from a feature store: the
 ``STORE_NUMERIC`` values of each (user, merchant) pair. :class:`FeastFeatureSource`
 reads them from the Feast online store (feature service ``fraud_v1``).
 :class:`GuardedFeatures` wraps any source so that a failing or slow store degrades
-scores instead of failing requests: a call that raises or exceeds the timeout is a
-failure; enough consecutive failures open a :class:`CircuitBreaker`; while the store
-cannot answer, each entity gets its last known features (an in-memory LRU of recent
-successful lookups) or missing values, which the model's preprocessor handles.
+scores instead of failing requests, and so that load alone never does:
+
+* **Coalescing.** Each request's entities wait in one queue; a free worker thread takes
+  everything pending (whole requests, distinct entity pairs) and answers it with one
+  ``fetch``: 64 concurrent single-row requests make a handful of store reads, not 64.
+* **A timeout on the store call only.** The deadline starts when the worker starts the
+  call, so waiting for a worker (bounded by the service's admission control, which caps
+  requests in flight) never counts as slowness of the store. A call past its deadline
+  fails once for its whole batch, and the worker stuck in it is replaced. When the
+  waiter itself wakes well after the deadline, the whole process was stalled (a garbage
+  collection, CPU starvation), not known to be the store: the call gets one more period.
+* **A circuit breaker.** Enough consecutive failed calls open a :class:`CircuitBreaker`;
+  while the store cannot answer, each entity gets its last known features (an in-memory
+  LRU of recent successful lookups) or missing values, which the model's preprocessor
+  handles. Opening, half-opening and closing are logged with the reason.
 """
 
 from __future__ import annotations
@@ -16,10 +27,9 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from driftline.core.columns import STORE_NUMERIC
@@ -38,6 +48,8 @@ FeatureRow = dict[str, float]
 BreakerState = Literal["closed", "open", "half_open"]
 #: Gauge value of each breaker state.
 BREAKER_STATE_VALUE: dict[BreakerState, int] = {"closed": 0, "open": 1, "half_open": 2}
+#: Upper bounds (seconds) of the store-call duration histogram.
+READ_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class FeatureSource(Protocol):
@@ -87,7 +99,7 @@ class FeastFeatureSource:
         self.fetch([(0, 0)])
 
     def fetch(self, entities: Sequence[EntityKey]) -> list[FeatureRow]:
-        """Read the ``fraud_v1`` features of the entity pairs from the online store."""
+        """Read the ``fraud_v1`` features of the entity pairs: one ``get_online_features``."""
         store, service = self._open()
         rows = [{"user_id": user, "merchant_id": merchant} for user, merchant in entities]
         found = store.get_online_features(features=service, entity_rows=rows).to_dict()
@@ -98,7 +110,10 @@ class CircuitBreaker:
     """Consecutive-failure breaker: closed -> open (for ``reset_seconds``) -> half-open.
 
     Half-open lets exactly one trial call through; its success closes the breaker, its
-    failure opens it again. ``clock`` is injectable so tests need not sleep.
+    failure opens it again. Every transition is logged with its reason, and
+    :attr:`state` is the state as of now (an open breaker whose reset period has passed
+    reads half-open even when no call has come since). ``clock`` is injectable so tests
+    need not sleep.
     """
 
     def __init__(
@@ -119,33 +134,55 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The current state (``open`` turns ``half_open`` only when a call is allowed)."""
-        return self._state
+        """The current state, with an expired open period already turned half-open."""
+        with self._lock:
+            self._expire()
+            return self._state
+
+    def _expire(self) -> None:
+        """Turn ``open`` into ``half_open`` once the reset period is over (lock held)."""
+        if self._state == "open" and self._clock() - self._opened_at >= self._reset:
+            self._state, self._trial_running = "half_open", False
+            log.info(
+                "feature store breaker half-open after %.1f s: the next call is a trial",
+                self._reset,
+            )
 
     def allow(self) -> bool:
-        """Whether a call may go to the store now."""
+        """Whether a call may go to the store now (half-open: only the one trial)."""
         with self._lock:
+            self._expire()
             if self._state == "closed":
                 return True
-            if self._state == "open" and self._clock() - self._opened_at >= self._reset:
-                self._state, self._trial_running = "half_open", False
             if self._state == "half_open" and not self._trial_running:
                 self._trial_running = True
                 return True
             return False
 
     def record_success(self) -> None:
-        """A call succeeded: close."""
+        """A call succeeded: close (logged when it was not closed)."""
         with self._lock:
+            if self._state != "closed":
+                log.info(
+                    "feature store breaker closes: a trial call succeeded %.1f s after it opened",
+                    self._clock() - self._opened_at,
+                )
             self._state, self._failures, self._trial_running = "closed", 0, False
 
-    def record_failure(self) -> None:
+    def record_failure(self, reason: str = "failed call") -> None:
         """A call failed: open after ``failures`` in a row, or at once when half-open."""
         with self._lock:
             self._failures += 1
             if self._state == "half_open" or self._failures >= self._threshold:
                 if self._state != "open":
-                    log.warning("feature store breaker opens after %d failures", self._failures)
+                    log.warning(
+                        "feature store breaker opens for %.1f s after %d consecutive "
+                        "failure(s)%s; last: %s",
+                        self._reset,
+                        self._failures,
+                        " (the half-open trial failed)" if self._state == "half_open" else "",
+                        reason,
+                    )
                 self._state, self._opened_at, self._trial_running = "open", self._clock(), False
 
 
@@ -183,11 +220,86 @@ class Lookup:
     fallback: bool
 
 
-class GuardedFeatures:
-    """A :class:`FeatureSource` behind a timeout, a circuit breaker and a last-known cache.
+@dataclass
+class LookupStats:
+    """Counts since start (read by the metrics at scrape time; monotonic)."""
 
-    The call runs on a small thread pool so a hung store costs the request at most the
-    timeout; a call still running after it finishes in the background and is ignored.
+    #: Requests' lookups (one per scoring request).
+    lookups: int = 0
+    #: Rows looked up (all of them) and rows answered from the fallback.
+    rows: int = 0
+    fallback_rows: int = 0
+    #: Store calls made, and the distinct entity pairs they asked for.
+    store_reads: int = 0
+    store_entities: int = 0
+    #: Store calls finished (answered or raised) per :data:`READ_BUCKETS` bound (not
+    #: cumulative; the last entry counts those above every bound), and their total time.
+    read_buckets: list[int] = field(default_factory=lambda: [0] * (len(READ_BUCKETS) + 1))
+    read_seconds: float = 0.0
+    #: Failed store calls by reason: ``timeout``, ``error``.
+    store_failures: dict[str, int] = field(default_factory=lambda: {"timeout": 0, "error": 0})
+    #: Lookups answered from the fallback by reason: ``store_failed``, ``breaker_open``,
+    #: ``no_worker`` (no worker free within the queue bound; never a breaker failure).
+    fallbacks: dict[str, int] = field(
+        default_factory=lambda: {"store_failed": 0, "breaker_open": 0, "no_worker": 0}
+    )
+
+
+class _Request:
+    """One caller's lookup, waiting for the batch that answers it."""
+
+    def __init__(self, entities: list[EntityKey]) -> None:
+        self.entities = entities
+        self.batch: _Batch | None = None
+        self.started = threading.Event()
+        self.done = threading.Event()
+        self.rows: list[FeatureRow] | None = None
+        #: Why the fallback answered (None: the store did).
+        self.reason: str | None = None
+
+
+class _Batch:
+    """Requests answered by one store call; its outcome is settled exactly once."""
+
+    def __init__(self, requests: list[_Request], deadline: float) -> None:
+        self.requests = requests
+        self.deadline = deadline
+        self.lock = threading.Lock()
+        self.settled = False
+        #: The call ran past its deadline (its worker is being replaced).
+        self.expired = False
+
+    def settle(self, *, expire: bool = False) -> bool:
+        """Claim the right to settle the outcome (False when already settled).
+
+        ``expire`` marks the call as past its deadline in the same step, so the worker
+        that loses the race to settle always sees that it was replaced.
+        """
+        with self.lock:
+            if self.settled:
+                return False
+            self.settled, self.expired = True, expire
+            return True
+
+
+class GuardedFeatures:
+    """A :class:`FeatureSource` behind coalescing workers, a timeout, a breaker and a cache.
+
+    Args:
+        source: The store.
+        timeout_seconds: Longest a store call may take, from its start.
+        breaker: Opened by consecutive failed store calls.
+        cache_size: Entities of each kind remembered for the fallback.
+        workers: Threads calling the store; each takes everything pending.
+        queue_seconds: Longest a lookup waits for a free worker. Past it the lookup is
+            answered from the fallback (counted as ``no_worker``, not a store failure);
+            it only happens when every worker is stuck in a call, since a free worker
+            takes all pending lookups at once.
+        max_entities: Most distinct entity pairs in one store call (whole requests
+            are never split, so one larger request still goes alone).
+        max_abandoned: Most worker threads left behind in calls past their deadline
+            (each is replaced, so a hung store still gets trial calls); beyond it no
+            replacement is started until one returns.
     """
 
     def __init__(
@@ -197,46 +309,240 @@ class GuardedFeatures:
         timeout_seconds: float,
         breaker: CircuitBreaker,
         cache_size: int = 100_000,
-        workers: int = 4,
+        workers: int = 2,
+        queue_seconds: float = 1.0,
+        max_entities: int = 1024,
+        max_abandoned: int = 16,
     ) -> None:
-        """Wrap ``source``; ``cache_size`` entities of each kind are remembered."""
+        """Wrap ``source``; worker threads start with the first lookup."""
         self._source = source
         self._timeout = timeout_seconds
+        #: A waiter woken this much after the deadline saw a stall of the process.
+        self._stall_seconds = max(0.002, timeout_seconds / 5.0)
+        self._queue_seconds = queue_seconds
+        self._max_entities = max_entities
+        self._max_abandoned = max_abandoned
+        self._workers = workers
         self.breaker = breaker
+        self.stats = LookupStats()
         self._users = LastKnown(cache_size)
         self._merchants = LastKnown(cache_size)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="features")
+        self._cond = threading.Condition()
+        self._pending: deque[_Request] = deque()
+        self._live = 0  # workers not abandoned in a call past its deadline
+        self._abandoned = 0
+        self._closed = False
+
+    @property
+    def queued(self) -> int:
+        """Lookups waiting for a free worker now."""
+        with self._cond:
+            return len(self._pending)
+
+    # The caller's side ---------------------------------------------------------------
 
     def lookup(self, entities: Sequence[EntityKey]) -> Lookup:
         """Features of ``entities``; the fallback when the store fails, is slow or open."""
+        request = _Request(list(entities))
+        if not request.entities:
+            return Lookup([], fallback=False)
+        if self.breaker.state == "open":  # no call would be allowed: do not queue
+            self._resolve_fallback([request], "breaker_open")
+        elif self._closed:  # shutting down: no worker will take it
+            self._resolve_fallback([request], "no_worker")
+        else:
+            self._enqueue(request)
+            self._wait(request)
+        return self._finish(request)
+
+    def _wait(self, request: _Request) -> None:
+        """Wait for a worker to start the call, then at most the timeout from its start."""
+        if not request.started.wait(self._queue_seconds) and self._withdraw(request):
+            log.warning(
+                "no feature worker free within %.0f ms (%d workers busy in store calls); "
+                "answered from the fallback",
+                self._queue_seconds * 1000.0,
+                self._workers,
+            )
+            self._resolve_fallback([request], "no_worker")
+            return
+        request.started.wait()  # set by the worker before it settles anything
+        batch = request.batch
+        assert batch is not None
+        if not request.done.wait(max(0.0, batch.deadline - time.perf_counter())):
+            late = time.perf_counter() - batch.deadline
+            # Woken well after the deadline: this process was not running (a GC pause,
+            # CPU starvation), so the time lost is not known to be the store's. The call
+            # gets one more period from now; a hung store still fails, one period later.
+            if late < self._stall_seconds or not request.done.wait(self._timeout):
+                self._expire(batch)
+        request.done.wait()
+
+    def _finish(self, request: _Request) -> Lookup:
+        """Count the answered lookup and return it."""
+        assert request.rows is not None
+        fallback = request.reason is not None
+        with self._cond:
+            self.stats.lookups += 1
+            self.stats.rows += len(request.rows)
+            if fallback:
+                self.stats.fallback_rows += len(request.rows)
+        return Lookup(request.rows, fallback=fallback)
+
+    def _enqueue(self, request: _Request) -> None:
+        with self._cond:
+            self._pending.append(request)
+            self._start_workers()
+            self._cond.notify()
+
+    def _withdraw(self, request: _Request) -> bool:
+        """Take a request that no worker started off the queue (False if one did)."""
+        with self._cond:
+            try:
+                self._pending.remove(request)
+            except ValueError:
+                return False
+            return True
+
+    # The workers' side ---------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        """Keep ``workers`` live threads (lock held); abandoned ones are replaced."""
+        while (
+            not self._closed
+            and self._live < self._workers
+            and self._abandoned + self._live < self._workers + self._max_abandoned
+        ):
+            self._live += 1
+            threading.Thread(target=self._work, name="features", daemon=True).start()
+
+    def _work(self) -> None:
+        """Take everything pending and answer it with one store call, until closed."""
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    self._live -= 1
+                    return
+                requests = self._take()
+            batch = self._call(requests)
+            if batch is not None and batch.expired:
+                with self._cond:  # replaced when the call expired: leave
+                    self._abandoned -= 1
+                    self._start_workers()
+                return
+
+    def _take(self) -> list[_Request]:
+        """Whole pending requests up to ``max_entities`` distinct pairs (lock held)."""
+        taken = [self._pending.popleft()]
+        seen = set(taken[0].entities)
+        while self._pending:
+            more = set(self._pending[0].entities) - seen
+            if len(seen) + len(more) > self._max_entities:
+                break
+            seen |= more
+            taken.append(self._pending.popleft())
+        return taken
+
+    def _call(self, requests: list[_Request]) -> _Batch | None:
+        """One store call for ``requests`` (None when the breaker allowed none)."""
+        started = time.perf_counter()
+        batch = _Batch(requests, deadline=started + self._timeout)
+        for request in requests:
+            request.batch = batch
+            request.started.set()
         if not self.breaker.allow():
-            return self._fallback(entities)
+            if batch.settle():
+                self._resolve_fallback(requests, "breaker_open")
+            return None
+        wanted = list(dict.fromkeys(e for r in requests for e in r.entities))
+        with self._cond:
+            self.stats.store_reads += 1
+            self.stats.store_entities += len(wanted)
         try:
-            rows = self._pool.submit(self._source.fetch, list(entities)).result(self._timeout)
-            if len(rows) != len(entities):
-                raise ValueError(f"{len(rows)} feature rows for {len(entities)} entities")
+            try:
+                rows = self._source.fetch(wanted)
+            finally:
+                self._observe(time.perf_counter() - started)
+            if len(rows) != len(wanted):
+                raise ValueError(f"{len(rows)} feature rows for {len(wanted)} entities")
         except Exception as error:  # any store failure degrades, never fails the request
-            log.warning("feature lookup failed (%s): %s", type(error).__name__, error)
-            self.breaker.record_failure()
-            return self._fallback(entities)
-        self.breaker.record_success()
-        self._remember(entities, rows)
-        return Lookup(rows, fallback=False)
+            elapsed = (time.perf_counter() - started) * 1000.0
+            if batch.settle():
+                self._failed(
+                    batch, "error", f"{type(error).__name__} after {elapsed:.1f} ms: {error}"
+                )
+            return batch
+        if batch.settle():
+            self.breaker.record_success()
+            self._remember(wanted, rows)
+            found = dict(zip(wanted, rows, strict=True))
+            for request in requests:
+                request.rows = [found[e] for e in request.entities]
+                request.done.set()
+        return batch
+
+    def _observe(self, seconds: float) -> None:
+        """Count a finished store call's duration in the histogram."""
+        bucket = next((i for i, bound in enumerate(READ_BUCKETS) if seconds <= bound), -1)
+        with self._cond:
+            self.stats.read_buckets[bucket] += 1
+            self.stats.read_seconds += seconds
+
+    def _expire(self, batch: _Batch) -> None:
+        """A caller saw ``batch``'s deadline pass: fail it once and replace its worker."""
+        if not batch.settle(expire=True):
+            return
+        elapsed = (time.perf_counter() - batch.deadline + self._timeout) * 1000.0
+        with self._cond:
+            self._live -= 1
+            self._abandoned += 1
+            self._start_workers()
+        entities = len({e for r in batch.requests for e in r.entities})
+        self._failed(
+            batch,
+            "timeout",
+            f"TimeoutError: no answer after {elapsed:.1f} ms "
+            f"(limit {self._timeout * 1000.0:.0f} ms, {entities} entities)",
+        )
+
+    def _failed(self, batch: _Batch, kind: str, reason: str) -> None:
+        """Count and log a failed store call, then answer its requests from the fallback."""
+        log.warning("feature store call failed: %s", reason)
+        with self._cond:
+            self.stats.store_failures[kind] += 1
+        self.breaker.record_failure(reason)
+        self._resolve_fallback(batch.requests, "store_failed")
+
+    # Shared ----------------------------------------------------------------------------
+
+    def _resolve_fallback(self, requests: list[_Request], reason: str) -> None:
+        with self._cond:
+            self.stats.fallbacks[reason] += len(requests)
+        for request in requests:
+            request.rows, request.reason = self._fallback_rows(request.entities), reason
+            request.done.set()
 
     def _remember(self, entities: Sequence[EntityKey], rows: list[FeatureRow]) -> None:
         for (user, merchant), row in zip(entities, rows, strict=True):
             self._users.put(user, {name: row[name] for name in USER_FEATURES})
             self._merchants.put(merchant, {name: row[name] for name in MERCHANT_FEATURES})
 
-    def _fallback(self, entities: Sequence[EntityKey]) -> Lookup:
+    def _fallback_rows(self, entities: Sequence[EntityKey]) -> list[FeatureRow]:
         rows = []
         for user, merchant in entities:
             row = missing_row()
             row.update(self._users.get(user) or {})
             row.update(self._merchants.get(merchant) or {})
             rows.append(row)
-        return Lookup(rows, fallback=True)
+        return rows
 
     def close(self) -> None:
-        """Stop the pool without waiting for a call that is still hanging."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers without waiting for a call that is still hanging."""
+        with self._cond:
+            self._closed = True
+            pending, self._pending = list(self._pending), deque()
+            self._cond.notify_all()
+        if pending:
+            self._resolve_fallback(pending, "no_worker")
