@@ -80,6 +80,7 @@ def server_env(settings: Settings, plan: dict[str, Any]) -> dict[str, str]:
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
     env["MLFLOW_REGISTRY_URI"] = settings.mlflow_tracking_uri
     env["DRIFTLINE_SERVE_FEATURE_TIMEOUT_MS"] = str(settings.serve_feature_timeout_ms)
+    env["DRIFTLINE_SERVE_RATE_LIMIT_PER_SECOND"] = str(settings.serve_rate_limit_per_second)
     if plan["pinned"]:
         env["OMP_NUM_THREADS"] = "1"
         env["MKL_NUM_THREADS"] = "1"
