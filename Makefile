@@ -39,7 +39,7 @@ DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_LABEL_MATURITY_DAYS=3 DR
 	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
 DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 
-.PHONY: install demo test test-fast test-scheduler lint bench airflow-init airflow-ui mlflow-ui dvc-repro clean
+.PHONY: install demo test test-fast test-scheduler lint bench bench-serving airflow-init airflow-ui mlflow-ui dvc-repro clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -104,6 +104,12 @@ bench: install
 	$(BIN)/driftline training-set --start $(TRAIN_START) --end $(DEMO_END) \
 		--out $(DRIFTLINE_HOME)/training_set > /dev/null
 	$(PY) bench/tuning_bench.py --training-set $(DRIFTLINE_HOME)/training_set
+	$(PY) bench/serving_bench.py
+
+## bench-serving: the serving benchmark alone (about 8 minutes, after make demo): driftline
+## serve vs mlflow models serve of the champion, open loop at 1/4/16/64 in flight, a 60 s
+## soak and the in-process overhead; writes bench/results/serving.json (see bench/README.md).
+bench-serving: install
 	$(PY) bench/serving_bench.py
 
 ## airflow-ui: the real scheduler profile until Ctrl-C: scheduler, DAG processor, triggerer
