@@ -354,6 +354,36 @@ def test_waiting_for_a_worker_does_not_count_against_the_store_timeout() -> None
     guarded.close()
 
 
+def test_a_stall_of_the_whole_process_is_not_the_store_timing_out() -> None:
+    # The call takes 30 ms of a 50 ms limit, but 10 ms in another thread holds the GIL
+    # for far longer (sorting a big list of ints never lets it go, like a full garbage
+    # collection). Worker and waiter both resume after the stall; whichever runs first,
+    # the answer must be used: the time was the process's, not the store's.
+    source = GatedFeatures(seconds=0.03)
+    guarded = GuardedFeatures(
+        source, timeout_seconds=0.05, breaker=CircuitBreaker(1, 10.0), workers=1
+    )
+    numbers = [(i * 7919) % 1_000_003 for i in range(3_000_000)]
+
+    def stall() -> None:
+        source.entered.wait(30.0)
+        time.sleep(0.01)
+        started = time.perf_counter()
+        sorted(numbers)
+        stalls.append(time.perf_counter() - started)
+
+    stalls: list[float] = []
+    staller = threading.Thread(target=stall)
+    staller.start()
+    found = guarded.lookup([(1, 1)])
+    staller.join(30.0)
+
+    assert stalls[0] > 0.1  # the stall was longer than twice the limit
+    assert found.fallback is False
+    assert guarded.stats.store_failures == {"timeout": 0, "error": 0}
+    guarded.close()
+
+
 def test_a_hung_store_times_out_per_call_and_its_workers_are_replaced(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
