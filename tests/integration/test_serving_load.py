@@ -115,8 +115,8 @@ def sample(metrics: str, name: str, **labels: str) -> float:
 
 #: The load generator, run in its own process so that its CPU (httpx is pure Python) is
 #: not spent under the service's GIL: a real client runs elsewhere. It reads
-#: ``{"url", "headers", "waves": [[body, ...], ...]}`` on stdin, sends each wave's bodies
-#: concurrently (one connection each) and prints ``[{"status", "body"}, ...]``.
+#: ``{"url", "headers", "waves": [[(path, body), ...], ...]}`` on stdin, sends each wave's
+#: bodies concurrently (one connection each) and prints ``[{"status", "body"}, ...]``.
 CLIENT = """
 import asyncio, json, sys
 import httpx
@@ -124,12 +124,13 @@ import httpx
 async def main():
     spec = json.load(sys.stdin)
     width = max(len(wave) for wave in spec["waves"])
+    headers = spec["headers"]
     limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
     out = []
     async with httpx.AsyncClient(base_url=spec["url"], limits=limits, timeout=120.0) as client:
         for wave in spec["waves"]:
             replies = await asyncio.gather(
-                *(client.post("/v1/score", json=body, headers=spec["headers"]) for body in wave)
+                *(client.post(path, json=body, headers=headers) for path, body in wave)
             )
             out += [{"status": r.status_code, "body": r.json()} for r in replies]
     json.dump(out, sys.stdout)
@@ -138,15 +139,27 @@ asyncio.run(main())
 """
 
 
-def burst(url: str, rounds: int, width: int) -> list[dict[str, Any]]:
-    """``rounds`` waves of ``width`` concurrent single-row requests (users and merchants vary)."""
-    waves = [
-        [
-            txn(i, user=USERS[i % len(USERS)], merchant=MERCHANTS[i % len(MERCHANTS)])
-            for i in range(wave * width, (wave + 1) * width)
-        ]
+def _row(i: int) -> dict[str, Any]:
+    return txn(i, user=USERS[i % len(USERS)], merchant=MERCHANTS[i % len(MERCHANTS)])
+
+
+def burst(url: str, rounds: int, width: int, batches: int) -> list[dict[str, Any]]:
+    """``rounds`` waves of ``width`` concurrent single-row requests, then one wave of
+    ``batches`` concurrent batches of ``width`` rows (users and merchants vary)."""
+    waves: list[list[tuple[str, Any]]] = [
+        [("/v1/score", _row(i)) for i in range(wave * width, (wave + 1) * width)]
         for wave in range(rounds)
     ]
+    first = rounds * width
+    waves.append(
+        [
+            (
+                "/v1/score/batch",
+                {"transactions": [_row(first + b * width + i) for i in range(width)]},
+            )
+            for b in range(batches)
+        ]
+    )
     spec = json.dumps({"url": url, "headers": KEY, "waves": waves})
     done = subprocess.run(
         [sys.executable, "-c", CLIENT], input=spec, capture_output=True, text=True, timeout=600
@@ -156,7 +169,7 @@ def burst(url: str, rounds: int, width: int) -> list[dict[str, Any]]:
     return replies
 
 
-def test_a_burst_of_64_concurrent_single_rows_never_falls_back_on_a_healthy_feast_store(
+def test_a_burst_of_64_concurrent_requests_never_falls_back_on_a_healthy_feast_store(
     serve: Serve, registered: Settings, feast_online: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     point(registered, champion="1")
@@ -165,29 +178,33 @@ def test_a_burst_of_64_concurrent_single_rows_never_falls_back_on_a_healthy_feas
     # fail the test, it just would not be about features).
     client, _ = serve(feast=True, serve_queue_timeout_ms=60_000)
     caplog.set_level(logging.WARNING, logger="driftline.serving.lookup")
-    rounds, width = 4, 64
+    rounds, width, batches = 4, 64, 8
+    rows = (rounds + batches) * width
 
     started = time.perf_counter()
     with uvicorn_server(client.app) as url:
-        replies = burst(url, rounds, width)
+        replies = burst(url, rounds, width, batches)
     elapsed = time.perf_counter() - started
 
-    assert [r["status"] for r in replies] == [200] * rounds * width, replies[0]
-    assert not [r for r in replies if r["body"]["features_fallback"]]
+    assert [r["status"] for r in replies] == [200] * (rounds * width + batches), replies[0]
+    scores = [r["body"] for r in replies[: rounds * width]]
+    scores += [score for r in replies[rounds * width :] for score in r["body"]["scores"]]
+    assert len(scores) == rows
+    assert not [score for score in scores if score["features_fallback"]]
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     # The features really came from Feast: user 5's first feature is 5 * 100 + 0.
     logged = read_predictions(feast_online, DAY).set_index("transaction_id")
     first_user_feature = next(f for f in FEATURE_SPEC if f.entity == "user").name
     assert logged.loc["tx-4", first_user_feature] == _value(5, 0)
-    assert len(logged) == rounds * width and not logged["features_fallback"].any()
+    assert len(logged) == rows and not logged["features_fallback"].any()
 
     metrics = client.get("/metrics").text
-    assert sample(metrics, "driftline_scored_rows_total") == rounds * width
+    assert sample(metrics, "driftline_scored_rows_total") == rows
     assert sample(metrics, "driftline_feature_fallback_total") == 0.0
     assert sample(metrics, "driftline_feature_breaker_state") == 0.0
     lookups = sample(metrics, "driftline_feature_lookups_total")
     reads = sample(metrics, "driftline_feature_store_reads_total")
-    assert lookups == rounds * width
+    assert lookups == rounds * width + batches
     # Concurrent lookups share store reads (measured here: see the report printed).
     assert reads < lookups
     shed = sum(
@@ -201,8 +218,9 @@ def test_a_burst_of_64_concurrent_single_rows_never_falls_back_on_a_healthy_feas
         if name == "driftline_feature_store_read_seconds_bucket"
     }
     print(  # the numbers the docs quote (run with -s)
-        f"\nburst: {rounds}x{width} requests in {elapsed:.2f} s, {reads:.0f} store reads "
-        f"for {lookups:.0f} lookups, 0 fallback rows; store calls <= 5 ms: "
+        f"\nburst: {rounds}x{width} requests and {batches} batches of {width} in "
+        f"{elapsed:.2f} s, {reads:.0f} store reads for {lookups:.0f} lookups, 0 of {rows} "
+        "rows fell back; store calls <= 5 ms: "
         f"{buckets['0.005']:.0f}, <= 25 ms: {buckets['0.025']:.0f}, <= 50 ms: "
         f"{buckets['0.05']:.0f}"
     )
