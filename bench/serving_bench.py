@@ -104,10 +104,10 @@ def measured(target: Target, base_url: str, run: Any, *args: Any, **kwargs: Any)
     A driftline run first waits for the feature breaker not to be open (see
     :func:`wait_breaker_not_open`), so each run starts on a healthy store.
     """
-    ready: dict[str, Any] = {}
+    ready: dict[str, Any] = {"load_average_1m_at_start": round(os.getloadavg()[0], 2)}
     before = None
     if target.server == CANDIDATE:
-        ready = wait_breaker_not_open(base_url, BREAKER_WAIT_S)
+        ready |= wait_breaker_not_open(base_url, BREAKER_WAIT_S)
         before = server_counters(base_url)
     result = run(target, *args, **kwargs)
     if before is not None:

@@ -1,7 +1,8 @@
 """The serving benchmark's in-process section: what driftline's scoring path costs.
 
 On a warm process, per request (single transactions, then ``--batch-size`` batches),
-in turn on the same loaded model and the same online store:
+each stage in turn (in a shuffled order per request) on the same loaded model and the
+same online store:
 
 * ``lean_forward``: the lean model's forward pass alone (NumPy preprocessing and
   TorchScript, :meth:`driftline.training.lean.LeanModel.predict_columns`) on model
@@ -31,6 +32,7 @@ p50 and for batches).
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,6 +53,8 @@ from driftline.training import lean, packaging
 
 #: Untimed requests of each kind before the timed ones.
 WARM_REQUESTS = 50
+#: Seed of the per-unit stage order.
+ORDER_SEED = 13
 
 
 @dataclass(frozen=True)
@@ -153,13 +157,19 @@ def _time_stages(
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Seconds per call of each stage, and fallback rows of the guarded stages.
 
-    Every unit goes through every stage in turn, so all stages see the same machine.
+    Every unit goes through every stage, in a shuffled order per unit, so all stages see
+    the same machine and none always runs right after the same other one (a stage that
+    leaves threads waking up or caches cold would otherwise tax its successor).
     """
     stages: dict[str, list[float]] = {name: [] for name in calls}
     fallbacks = {"scorer_score": 0, "guarded_lookup": 0}
+    rng = random.Random(ORDER_SEED)
+    names = list(calls)
     for step in range(WARM_REQUESTS + count):
         unit = units[step % len(units)]
-        for name, call in calls.items():
+        rng.shuffle(names)  # no stage always follows the same one (caches, threads)
+        for name in names:
+            call = calls[name]
             started = time.perf_counter()
             returned = call(unit)
             if step >= WARM_REQUESTS:
