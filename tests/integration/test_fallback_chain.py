@@ -159,6 +159,7 @@ def test_fallback_chain_previous_champion_then_rules_said_in_response_and_log(
     assert 'driftline_errors_total{kind="predict",variant="previous_champion"} 1.0' in metrics
     assert 'driftline_answers_total{answered_by="rules"} 1.0' in metrics
     assert 'driftline_answers_total{answered_by="previous_champion"} 2.0' in metrics
+    assert 'driftline_loaded_model{slot="previous_champion",version="1"} 1.0' in metrics
 
 
 def test_without_a_previous_champion_the_rules_answer(

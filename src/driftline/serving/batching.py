@@ -126,7 +126,8 @@ class MicroBatcher:
         return item.scores
 
     def _run_alone(self, model: Scorable, columns: Columns) -> np.ndarray:
-        self.passes += 1
+        with self._cond:  # counters are read by the metrics: keep them exact
+            self.passes += 1
         return np.asarray(model.predict_columns(columns), dtype=np.float64).reshape(-1)
 
     def close(self) -> None:
@@ -182,7 +183,8 @@ class MicroBatcher:
             merged = concat_columns([item.columns for item in batch])
             scores = self._run_alone(batch[0].model, merged)
             if len(batch) > 1:
-                self.merged_requests += len(batch)
+                with self._cond:
+                    self.merged_requests += len(batch)
             start = 0
             for item in batch:
                 item.scores = scores[start : start + item.rows]

@@ -27,6 +27,7 @@ version, if one is loaded (:mod:`driftline.serving.shadow`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from driftline.core.columns import MODEL_INPUTS, NUMERIC, REQUEST_CATEGORICAL, STORE_NUMERIC
@@ -193,6 +194,7 @@ class Scorer:
 
     def __post_init__(self) -> None:
         """One batcher per variant; counters exposed on the app's metrics registry."""
+        self._answered_lock = threading.Lock()
         self.batchers = {
             variant: MicroBatcher(
                 variant, window_seconds=self.batch_window_ms / 1000.0, max_rows=self.batch_max_rows
@@ -324,7 +326,9 @@ class Scorer:
             self.metrics.latency.labels(variant).observe(latency)
         for result in results:
             self.metrics.scores.labels(result.variant).observe(result.score)
-            self.answered[result.answered_by] += 1
+        with self._answered_lock:  # request threads count concurrently
+            for result in results:
+                self.answered[result.answered_by] += 1
         if fallback:
             self.metrics.fallbacks.inc(len(results))
 
@@ -365,6 +369,15 @@ class _ScoringCollector(Collector):
         self._scorer = scorer
 
     def collect(self) -> Iterator[Metric]:
+        loaded = GaugeMetricFamily(
+            "driftline_loaded_model",
+            "Versions held by the service per slot (champion, canary, shadow and the "
+            "previous champion kept for the fallback chain and rollback); value 1.",
+            labels=["slot", "version"],
+        )
+        for slot, version in self._scorer.models.models.versions().items():
+            loaded.add_metric([slot, version], 1.0)
+        yield loaded
         answered = CounterMetricFamily(
             "driftline_answers",
             "Rows answered, by who answered (champion, canary, previous_champion after a "

@@ -66,7 +66,8 @@ class ShadowScorer:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self.dropped += 1
+            with self._lock:  # request threads drop concurrently
+                self.dropped += 1
             return False
         return True
 
