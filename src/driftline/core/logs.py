@@ -28,12 +28,14 @@ LIBRARY_LOG_ENV = {
 #: Loggers MLflow configures on import when MLFLOW_CONFIGURE_LOGGING is on.
 MLFLOW_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")
 #: Loggers whose INFO is chatter, not news: MLflow's database libraries (the levels MLflow
-#: itself gives them) and Great Expectations' import-time registries (hundreds of lines).
+#: itself gives them), Great Expectations' import-time registries (hundreds of lines) and
+#: py4j's connection chatter when a Spark session closes.
 QUIET_LOGGERS = {
     "sqlalchemy.engine": logging.WARNING,
     "alembic": logging.WARNING,
     "great_expectations._docs_decorators": logging.WARNING,
     "great_expectations.expectations.registry": logging.WARNING,
+    "py4j": logging.WARNING,
 }
 
 
