@@ -373,6 +373,36 @@ def rollback(
 
 
 @app.command()
+def shadow(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Registered version to score in shadow.")
+    ] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Remove the shadow alias.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why.")] = "scored in shadow",
+) -> None:
+    """Set (``--version``) or remove (``--stop``) the ``shadow`` alias.
+
+    The scoring service scores the shadow version on a copy of its traffic, never
+    answering with it; ``driftline models`` then compares its scores with the served ones.
+    """
+    from driftline.lifecycle.promotion import PromotionError, start_shadow, stop_shadow
+
+    if (version is None) == (not stop):
+        console.print("[bold red]refused:[/] give either --version or --stop")
+        raise typer.Exit(code=2)
+    cfg = get_settings()
+    try:
+        if stop:
+            transition = stop_shadow(cfg, reason=reason, actor="cli")
+        else:
+            transition = start_shadow(cfg, str(version), reason=reason, actor="cli")
+    except PromotionError as error:
+        console.print(f"[bold red]refused:[/] {error}")
+        raise typer.Exit(code=2) from error
+    _emit(transition.to_dict())
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,

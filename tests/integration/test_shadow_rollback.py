@@ -61,7 +61,11 @@ def serve(settings: Settings, registered: Settings) -> Iterator[Start]:
     """Start the app on the shared registry with this test's home (poller running)."""
     clients: list[TestClient] = []
 
-    def start(**overrides: Any) -> tuple[TestClient, Service, Loader, Settings]:
+    def start(
+        preloaded: dict[str, Any] | None = None, **overrides: Any
+    ) -> tuple[TestClient, Service, Loader, Settings]:
+        """``preloaded``: what the loader returns for those versions (before the poller
+        starts, which loads what the registry names at once)."""
         cfg = settings.model_copy(
             update={
                 "mlflow_tracking_uri": registered.mlflow_tracking_uri,
@@ -71,6 +75,7 @@ def serve(settings: Settings, registered: Settings) -> Iterator[Start]:
             }
         )
         loader = Loader(cfg)
+        loader.models.update(preloaded or {})
         app = create_app(cfg, features=Features(), models=ModelProvider(cfg, load=loader))
         client = TestClient(app)
         client.__enter__()
@@ -108,14 +113,13 @@ def _answers(client: TestClient, ids: range) -> list[dict[str, Any]]:
 def test_shadow_never_changes_or_holds_an_answer_and_is_logged_beside_it(
     serve: Start, settings: Settings, registered: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, service, loader, cfg = serve()
+    gate = Gate(load_scorable(registered, "2"))  # the shadow blocks until the test opens it
+    client, service, _, cfg = serve(preloaded={"2": gate})
     clear_aliases(cfg)
     registry.set_alias(cfg, registry.CHAMPION, "1")
     service.models.refresh()
     baseline = _answers(client, range(6))
 
-    gate = Gate(load_scorable(cfg, "2"))  # the shadow blocks until the test opens it
-    loader.models["2"] = gate  # type: ignore[assignment]
     promotion.start_shadow(cfg, "2", reason="try v2 on live traffic", actor="test")
     assert service.models.refresh().shadow is not None
     shadowed = _answers(client, range(6))  # all answered while the shadow is held
@@ -155,12 +159,13 @@ def test_shadow_never_changes_or_holds_an_answer_and_is_logged_beside_it(
     assert rows["2"]["shadow"]["mean_abs_diff"] == pytest.approx(report.mean_abs_diff)
 
 
-def test_a_failing_or_overloaded_shadow_costs_no_answer(serve: Start, settings: Settings) -> None:
-    client, service, loader, cfg = serve(serve_shadow_queue=1)
+def test_a_failing_or_overloaded_shadow_costs_no_answer(
+    serve: Start, settings: Settings, registered: Settings
+) -> None:
+    gate = Gate(load_scorable(registered, "2"), fail=True)
+    client, service, loader, cfg = serve(preloaded={"2": gate}, serve_shadow_queue=1)
     clear_aliases(cfg)
     registry.set_alias(cfg, registry.CHAMPION, "1")
-    gate = Gate(load_scorable(cfg, "2"), fail=True)
-    loader.models["2"] = gate  # type: ignore[assignment]
     promotion.start_shadow(cfg, "2", reason="try", actor="test")
     service.models.refresh()
 
@@ -256,3 +261,24 @@ def test_driftline_rollback_loads_no_model_and_imports_no_torch(
     champion = registry.version_by_alias(registered, registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
     print(f"driftline rollback: {found['seconds']:.2f} s in-process, {total:.2f} s with start-up")
+
+
+def test_driftline_shadow_sets_and_removes_the_alias(
+    registered: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTLINE_MLFLOW_TRACKING_URI", registered.mlflow_tracking_uri)
+    monkeypatch.setenv("DRIFTLINE_MLFLOW_ARTIFACT_URI", registered.mlflow_artifact_uri)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        assert runner.invoke(cli, ["shadow"]).exit_code == 2  # neither --version nor --stop
+        started = runner.invoke(cli, ["shadow", "--version", "2", "--reason", "try it"])
+        assert started.exit_code == 0, started.output
+        shadow = registry.version_by_alias(registered, registry.SHADOW)
+        assert shadow is not None and str(shadow.version) == "2"
+        assert (shadow.tags or {})["decision.shadow"] == "try it"
+        assert runner.invoke(cli, ["shadow", "--stop"]).exit_code == 0
+        assert registry.version_by_alias(registered, registry.SHADOW) is None
+        assert runner.invoke(cli, ["shadow", "--stop"]).exit_code == 2  # nothing to stop
+    finally:
+        get_settings.cache_clear()
