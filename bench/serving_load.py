@@ -97,7 +97,9 @@ class Run:
 
     Attributes:
         latencies: Open loop: from the scheduled send time; closed loop: from the send.
-        send_lag: Open loop: how late each request left (client or pool behind).
+        send_lag: Open loop: how late the client started each request (its event loop
+            behind the schedule; a wait for a free connection comes after, and is in the
+            latency only).
         window_s: From the first measured send (scheduled) to the last answer.
         peak_in_flight: Most requests outstanding at once (client side).
     """
