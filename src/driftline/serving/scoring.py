@@ -27,6 +27,7 @@ version, if one is loaded (:mod:`driftline.serving.shadow`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -195,6 +196,7 @@ class Scorer:
     def __post_init__(self) -> None:
         """One batcher per variant; counters exposed on the app's metrics registry."""
         self._answered_lock = threading.Lock()
+        self._failures = FailureLog()
         self.batchers = {
             variant: MicroBatcher(
                 variant, window_seconds=self.batch_window_ms / 1000.0, max_rows=self.batch_max_rows
@@ -287,12 +289,12 @@ class Scorer:
                 self.metrics.errors.labels(variant, "predict").inc()
                 message = (loaded.version, _message(error))
                 if variant == "canary":
-                    log.exception("canary version %s failed; champion answers", loaded.version)
+                    self._failures.report(variant, loaded.version, "champion answers")
                     for i in rows:
                         outcome.canary_errors[i] = message
                         outcome.variants[i] = "champion"
                     continue
-                log.exception("champion version %s failed; fallback chain answers", loaded.version)
+                self._failures.report(variant, loaded.version, "fallback chain answers")
                 for i in rows:
                     outcome.champion_errors[i] = message
                 self._fall_back(snapshot, part, rows, outcome)
@@ -312,7 +314,7 @@ class Scorer:
                 scores = _checked(previous.model.predict_columns(part), len(rows))
             except Exception as error:
                 self.metrics.errors.labels("previous_champion", "predict").inc()
-                log.exception("previous champion %s failed too; rules answer", previous.version)
+                self._failures.report("previous_champion", previous.version, "rules answer")
                 for i in rows:
                     outcome.previous_errors[i] = (previous.version, _message(error))
             else:
@@ -356,6 +358,36 @@ class Scorer:
             batcher.close()
         if self.shadow is not None:
             self.shadow.close()
+
+
+class FailureLog:
+    """Logs model failures without flooding: a traceback the first time per model, then
+    one line per ``every_seconds`` with the count since (a broken champion fails on every
+    request; the metrics count each one)."""
+
+    def __init__(self, every_seconds: float = 10.0) -> None:
+        """Repeat a model's failure line at most every ``every_seconds``."""
+        self._every = every_seconds
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def report(self, slot: str, version: str, then: str) -> None:
+        """Record a failure of ``slot`` ``version`` (call inside the ``except`` block)."""
+        now = time.monotonic()
+        with self._lock:
+            last, count = self._seen.get((slot, version), (-math.inf, 0))
+            due = now - last >= self._every
+            self._seen[(slot, version)] = (now, 0) if due else (last, count + 1)
+        if last == -math.inf:
+            log.exception("%s version %s failed; %s", slot, version, then)
+        elif due:
+            log.error(
+                "%s version %s failed again (%d more since the last line); %s",
+                slot,
+                version,
+                count + 1,
+                then,
+            )
 
 
 def _ms(started: float) -> float:
