@@ -3,14 +3,15 @@
 Airflow reads its configuration when first imported, so each run happens in a fresh
 process with ``AIRFLOW_HOME`` and the dags folder set, exactly as ``make demo`` does.
 
-``airflow db migrate`` + ``airflow dags reserialize`` run once per test session (per
-xdist worker) into a template home; each test gets a copy of the template's metadata
+``airflow db migrate`` + ``airflow dags reserialize`` run once per test run (shared by
+the xdist workers) into a template home; each test gets a copy of the template's metadata
 database (``airflow.db``) in its own home. Only the database is copied: Airflow writes a
 fresh ``airflow.cfg`` into the new home (the template's holds the template's paths).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -61,14 +62,39 @@ def migrate(home: Path) -> None:
     run(str(BIN / "airflow"), "dags", "reserialize")
 
 
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary folder of this test run that every xdist worker sees.
+
+    Under xdist each worker's base temporary folder is ``<run>/popen-gwN``: their parent
+    belongs to this run only. Without xdist the base folder itself is this run's.
+    """
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home whose Airflow metadata DB is migrated and holds the serialized DAGs.
 
-    Nothing runs in it after that: tests copy its database (:func:`copy_airflow_db`).
+    Built once per test run, not once per xdist worker: the first worker to need it
+    migrates under a file lock, the others wait and reuse it (a migration plus a
+    reserialize costs two Airflow processes, about 10 s of CPU). Every worker runs with
+    the same environment, so the database is the one each would have built. Nothing runs
+    in it after that: tests copy its database (:func:`copy_airflow_db`).
     """
-    home = tmp_path_factory.mktemp("airflow-template")
-    migrate(home)
+    root = shared_root(tmp_path_factory)
+    home = root / "airflow-template"
+    done = home / "migrated"
+    with open(root / "airflow-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.is_file():
+                shutil.rmtree(home, ignore_errors=True)  # a worker that failed midway
+                home.mkdir()
+                migrate(home)
+                done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return home
 
 

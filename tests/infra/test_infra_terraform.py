@@ -24,15 +24,17 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from .conftest import ENVS, TERRAFORM_DIR, Moto, Terraform
 
 OPEN_CIDRS = {"0.0.0.0/0", "::/0"}
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -70,9 +72,24 @@ def sibling(resources: list[dict[str, Any]], of: dict[str, Any], type_: str) -> 
 # --------------------------------------------------------------------------- fixtures
 
 
+def for_each_env(work: Callable[[str], T]) -> dict[str, T]:
+    """``work(env)`` for every environment at once (one thread each).
+
+    Terraform mostly waits in a plan (provider start, the moto server), and each
+    environment plans in its own directory, so the environments run side by side.
+    """
+    with ThreadPoolExecutor(max_workers=len(ENVS)) as pool:
+        done = {env: pool.submit(work, env) for env in ENVS}
+        return {env: future.result() for env, future in done.items()}
+
+
 @pytest.fixture(scope="session")
 def initialized(terraform: Terraform, terraform_tree: Path) -> dict[str, Path]:
-    """Each environment of the scratch tree, initialized once (local state)."""
+    """Each environment of the scratch tree, initialized once (local state).
+
+    One after the other: they share the plugin cache, which Terraform does not promise
+    to be safe for concurrent installs (an init takes about 2 s anyway).
+    """
     dirs = {}
     for env in ENVS:
         path = terraform_tree / "envs" / env
@@ -90,13 +107,15 @@ def plans(
     The plan reads data sources (account id), so the provider talks to moto; nothing is
     created.
     """
-    planned = {}
-    for env, path in initialized.items():
+
+    def plan(env: str) -> list[dict[str, Any]]:
+        path = initialized[env]
         (path / "override.tf").write_text(moto_server.provider_override())
         terraform.run(["plan", "-input=false", "-no-color", "-out=plan.out"], path)
-        plan = terraform.show_json(path, "plan.out")
-        planned[env] = list(iter_resources(plan["planned_values"]["root_module"]))
-    return planned
+        shown = terraform.show_json(path, "plan.out")
+        return list(iter_resources(shown["planned_values"]["root_module"]))
+
+    return for_each_env(plan)
 
 
 # ------------------------------------------------------------------ static checks
@@ -325,12 +344,17 @@ def test_apply_and_destroy_dev_against_moto(
         _check_settings_file(terraform, env_dir, tmp_path, outputs)
         _check_applied_resources(moto_server, outputs)
     finally:
+        # No refresh before the destroy: the state was written by the apply above (and
+        # read back through the AWS APIs since), so refreshing it would only re-read
+        # every resource from moto first (a plan walk of about 12 s). What the destroy
+        # removes, and what the checks below read back, is the same.
         terraform.run(
             [
                 "destroy",
                 "-auto-approve",
                 "-input=false",
                 "-no-color",
+                "-refresh=false",
                 "-parallelism=30",
                 *emulator_vars,
             ],
