@@ -146,7 +146,7 @@ def test_fallback_rows_are_left_out_of_the_performance_check() -> None:
     # 1000 extra rows scored with fallback features: frauds scored lowest of all.
     extra, extra_frauds = _served(*_scored(1000, 200, seed=6, signal=-5.0), prefix="f")
     served = pd.concat([frame, extra.assign(features_fallback=True)], ignore_index=True)
-    served["features_fallback"] = served["features_fallback"].fillna(False)
+    served["features_fallback"] = served["features_fallback"].eq(True)
     settings = Settings(drift_min_positives=20, **FAST)
 
     check = performance_check(

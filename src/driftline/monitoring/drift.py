@@ -227,7 +227,7 @@ def _not_fallback(frame: pd.DataFrame) -> pd.Series:
     if FALLBACK not in frame.columns:
         return pd.Series(True, index=frame.index)
     flags = frame[FALLBACK]
-    return ~flags.fillna(False).astype(bool)
+    return ~flags.eq(True)  # a missing flag (older log lines) is not a fallback
 
 
 def performance_check(

@@ -47,7 +47,7 @@ def _usable(served: pd.DataFrame) -> pd.DataFrame:
         return served
     rows = served
     if FALLBACK in rows.columns:
-        rows = rows[~rows[FALLBACK].fillna(False).astype(bool)]
+        rows = rows[~rows[FALLBACK].eq(True)]
     return rows.drop_duplicates("transaction_id", keep="last")
 
 
