@@ -199,6 +199,7 @@ def _settings() -> Settings:
     return Settings(drift_share_threshold=0.4, drift_min_rows=200)
 
 
+@pytest.mark.slow  # Evidently over several days: ~15-20 s, in make test only
 def test_calibrated_thresholds_see_no_drift_in_a_day_like_the_reference() -> None:
     reference = _reference()
 
@@ -412,6 +413,7 @@ def test_canary_promoted_provisionally_is_rejudged_once_labels_mature() -> None:
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # Evidently over several days: ~15-20 s, in make test only
 def test_a_no_drift_loop_never_asks_for_a_retrain() -> None:
     settings = Settings(
         drift_share_threshold=0.5, drift_min_rows=200, drift_debounce_days=2,
