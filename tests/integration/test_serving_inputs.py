@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from driftline.core.settings import Settings
-from driftline.orchestration.processes import free_port
 from driftline.serving import read_predictions
 from driftline.serving.api import Service
 from driftline.serving.lookup import FeatureRow
@@ -35,6 +30,7 @@ from tests.integration.test_serving import (
     point,
     txn,
 )
+from tests.servers import uvicorn_server
 
 # The fixtures of test_serving.py, by name (module-scoped ``registered`` runs once here).
 registered = test_serving.registered
@@ -248,20 +244,9 @@ def uvicorn_url(serve: Serve, registered: Settings) -> Iterator[tuple[str, int]]
     point(registered, champion="1")
     client, _ = serve()  # its lifespan is already running: uvicorn runs none
     app = client.app
-    assert isinstance(app, FastAPI)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30.0
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield "127.0.0.1", port
-    server.should_exit = True
-    thread.join(timeout=10.0)
+    with uvicorn_server(app) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        yield host, int(port)
 
 
 def test_a_rejection_keeps_the_keep_alive_connection_usable(

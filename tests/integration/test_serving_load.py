@@ -19,24 +19,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 import yaml
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.core.feature_spec import FEATURE_SPEC, FEATURE_VIEWS, JOIN_KEYS
 from driftline.core.settings import Settings
 from driftline.data.feast import apply_definitions
-from driftline.orchestration.processes import free_port
 from driftline.serving import read_predictions
 from driftline.serving.admission import key_id
 from driftline.serving.api import Service
@@ -44,6 +40,7 @@ from driftline.serving.lookup import CircuitBreaker, FeatureRow, GuardedFeatures
 from tests.conftest import REPO
 from tests.integration import test_serving
 from tests.integration.test_serving import DAY, KEY, DictFeatures, FakeClock, point, txn
+from tests.servers import uvicorn_server
 
 # The fixtures of test_serving.py, by name (module-scoped ``registered`` runs once here).
 registered = test_serving.registered
@@ -76,27 +73,6 @@ def feast_online(settings: Settings) -> Settings:
                 frame[feature.name] = pd.Series(values).astype(feature.dtype)
         store.write_to_online_store(view, frame)
     return settings
-
-
-@contextmanager
-def uvicorn_server(app: Any) -> Iterator[str]:
-    """``app`` (lifespan already running) served by uvicorn on a free loopback port."""
-    assert isinstance(app, FastAPI)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30.0
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10.0)
 
 
 def samples(metrics: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
