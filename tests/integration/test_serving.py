@@ -21,7 +21,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
@@ -32,9 +31,8 @@ from driftline.serving import FeatureSource, ModelProvider, create_app, read_pre
 from driftline.serving.api import Service
 from driftline.serving.lookup import FeatureRow, missing_row
 from driftline.training import packaging
-from driftline.training.model import ModelConfig
-from driftline.training.trainer import train_model
 from tests.frames import model_frame
+from tests.registered import register_models
 
 KEY = {"X-API-Key": "driftline-dev-key"}
 DAY = date(2026, 1, 10)
@@ -88,20 +86,7 @@ class FakeClock:
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A registry holding versions 1 and 2 (different seeds) of the model."""
-    root = tmp_path_factory.mktemp("registry")
-    cfg = Settings(home=root / "state")
-    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
-    mlflow.set_registry_uri(cfg.mlflow_tracking_uri)
-    for seed in (0, 1):
-        frame = model_frame(n=2000, seed=seed)
-        model = train_model(
-            ModelConfig(max_epochs=2), frame[:1500], frame[1500:], seed=seed, device="cpu"
-        )
-        model.save(root / f"model-{seed}")
-        with mlflow.start_run(experiment_id=registry.experiment_id(cfg)):
-            uri = packaging.log_pyfunc(root / f"model-{seed}", frame)
-        mlflow.register_model(uri, cfg.model_name)
-    return cfg
+    return register_models(tmp_path_factory.mktemp("registry"), seeds=(0, 1))
 
 
 def point(cfg: Settings, champion: str | None, canary: str | None = None) -> None:
