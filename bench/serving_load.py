@@ -46,6 +46,7 @@ SERVER_COUNTERS = (
     "driftline_scored_rows",
     "driftline_feature_lookups",
     "driftline_feature_store_reads",
+    "driftline_feature_store_read_entities",
     "driftline_feature_store_failures",
     "driftline_feature_lookup_fallbacks",
     "driftline_forward_passes",
