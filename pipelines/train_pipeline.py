@@ -5,7 +5,11 @@ prepare (training set + MLflow run) -> N tuning workers on one Optuna study
 evaluate against the champion -> register (alias ``staging`` when the gates pass).
 
 ``train_pipeline`` is the CPU pipeline; ``build_train_pipeline(use_gpu=True)`` asks for
-an NVIDIA GPU on the train step. Both are compiled into YAML next to this file
+an NVIDIA GPU on the train step (and tolerates the GPU nodes' taint). On a cluster every
+task gets the ``DRIFTLINE_*`` settings from the ConfigMap and the database password from
+the Secret named in :mod:`driftline.core.cluster`; the KFP local runner ignores these
+Kubernetes settings and the GPU request (its steps inherit this process's environment).
+Both are compiled into YAML next to this file
 (``python -m driftline_pipelines.train_pipeline``); a test fails when the YAML is stale.
 """
 
@@ -20,12 +24,38 @@ from driftline_components.training import (
     train_best,
     tune_worker,
 )
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
+
+from driftline.core.cluster import (
+    DB_PASSWORD_KEY,
+    DB_SECRET,
+    GPU_RESOURCE,
+    OPTIONAL_SETTINGS_KEYS,
+    SETTINGS_CONFIG_MAP,
+    SETTINGS_KEYS,
+)
 
 PIPELINE_NAME = "train-pipeline"
 HERE = Path(__file__).resolve().parent
 #: Compiled pipeline files, keyed by whether the train step requests a GPU.
 COMPILED = {False: HERE / "train_pipeline.yaml", True: HERE / "train_pipeline_gpu.yaml"}
+
+
+def with_cluster_settings(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Give ``task`` the settings ConfigMap and the database Secret as environment."""
+    kubernetes.use_config_map_as_env(task, SETTINGS_CONFIG_MAP, {key: key for key in SETTINGS_KEYS})
+    kubernetes.use_config_map_as_env(
+        task, SETTINGS_CONFIG_MAP, {key: key for key in OPTIONAL_SETTINGS_KEYS}, optional=True
+    )
+    kubernetes.use_secret_as_env(task, DB_SECRET, {DB_PASSWORD_KEY: DB_PASSWORD_KEY})
+    return task
+
+
+def request_gpu(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """One NVIDIA GPU for ``task``, tolerating the taint that keeps others off GPU nodes."""
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
+    kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    return task
 
 
 def build_train_pipeline(use_gpu: bool = False) -> Callable[..., Any]:
@@ -48,6 +78,7 @@ def build_train_pipeline(use_gpu: bool = False) -> Callable[..., Any]:
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             airflow_run_id=airflow_run_id,
         ).set_caching_options(False)
+        with_cluster_settings(prepare)
         training_set = prepare.outputs["training_set"]
         with dsl.ParallelFor(worker_ids) as worker:
             # Only pipeline inputs (not task outputs) go in: kfp.local's ParallelFor
@@ -58,6 +89,7 @@ def build_train_pipeline(use_gpu: bool = False) -> Callable[..., Any]:
                 trials=trials_per_worker,
                 worker=worker,
             ).set_caching_options(False)
+            with_cluster_settings(tune)
         train = train_best(
             training_set=training_set,
             study_name=prepare.outputs["study_name"],
@@ -65,13 +97,15 @@ def build_train_pipeline(use_gpu: bool = False) -> Callable[..., Any]:
             tuning=dsl.Collected(tune.output),
         ).set_caching_options(False)
         train.set_retry(num_retries=2)  # resumes from its checkpoints
+        with_cluster_settings(train)
         if use_gpu:
-            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            request_gpu(train)
         evaluate = evaluate_candidate(
             training_set=training_set,
             model=train.outputs["model"],
             run_id=prepare.outputs["run_id"],
         ).set_caching_options(False)
+        with_cluster_settings(evaluate)
         register = register_candidate(
             training_set=training_set,
             model=train.outputs["model"],
@@ -82,6 +116,7 @@ def build_train_pipeline(use_gpu: bool = False) -> Callable[..., Any]:
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             airflow_run_id=airflow_run_id,
         ).set_caching_options(False)
+        with_cluster_settings(register)
         return register.output
 
     return train_pipeline
