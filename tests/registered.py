@@ -51,7 +51,7 @@ def register_models(root: Path, seeds: Sequence[int] = (0, 1)) -> Settings:
 
 
 def clear_aliases(cfg: Settings) -> None:
-    """Remove every alias and the recorded previous champion."""
+    """Remove every alias, the recorded previous champion and the canary control."""
     client = registry.client(cfg)
     for alias in registry.ALIASES:
         if registry.version_by_alias(cfg, alias) is not None:
@@ -59,6 +59,7 @@ def clear_aliases(cfg: Settings) -> None:
     tags = client.get_registered_model(cfg.model_name).tags or {}
     if registry.PREVIOUS_CHAMPION_TAG in tags:
         client.delete_registered_model_tag(cfg.model_name, registry.PREVIOUS_CHAMPION_TAG)
+    promotion.clear_canary_control(cfg)
 
 
 def champion_then_promote(cfg: Settings, first: str, second: str) -> None:

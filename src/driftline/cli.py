@@ -284,11 +284,20 @@ def models() -> None:
     cfg = get_settings()
     mlflow_client = registry.client(cfg)
     versions = mlflow_client.search_model_versions(f"name = '{cfg.model_name}'")
+    # Search results carry no aliases; the registered model does (and the canary control).
+    state = registry.serving_state(cfg) if versions else registry.ServingState({}, None)
     aliases: dict[str, list[str]] = {}
-    if versions:  # search results carry no aliases; the registered model does
-        for alias, version in mlflow_client.get_registered_model(cfg.model_name).aliases.items():
-            aliases.setdefault(str(version), []).append(alias)
+    for alias, version in state.aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    control = state.active_canary
     rows = [_version_row(v, aliases) for v in sorted(versions, key=lambda v: int(v.version))]
+    if control is not None:
+        rows = [
+            row | {"canary_control": control.to_dict()}
+            if row["version"] == control.version
+            else row
+            for row in rows
+        ]
     console.print(f"[bold]{cfg.model_name}[/] in {cfg.mlflow_tracking_uri}")
     for row in rows:
         console.print(
@@ -296,6 +305,17 @@ def models() -> None:
             f"gate {row['gate']} ({row['gate_reasons']}); holdout PR-AUC {row['pr_auc']}, "
             f"ROC-AUC {row['roc_auc']}, recall@1%FPR {row['recall_at_fpr']}; "
             f"window {row['data_interval']}"
+        )
+    if control is not None:
+        console.print(
+            f"  canary version {control.version}: weight {control.weight:.3f}, "
+            f"{control.state} (serving weight {control.serving_weight:.3f} on every replica), "
+            f"set by {control.actor or '-'} {control.updated}"
+        )
+    elif registry.CANARY in state.aliases:
+        console.print(
+            f"  canary version {state.aliases['canary']}: no canary control in the registry; "
+            f"replicas use serve_canary_weight ({cfg.serve_canary_weight:.3f})"
         )
     shadows = _shadow_reports(cfg)
     for report in shadows:

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 
 from driftline.core.columns import MODEL_INPUTS, STORE_NUMERIC
 from driftline.core.settings import Settings
-from driftline.lifecycle import registry
+from driftline.lifecycle import promotion, registry
 from driftline.serving import FeatureSource, ModelProvider, create_app, read_predictions
 from driftline.serving.api import Service
 from driftline.serving.lookup import FeatureRow, missing_row
@@ -90,7 +90,8 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def point(cfg: Settings, champion: str | None, canary: str | None = None) -> None:
-    """Point (or remove) the serving aliases."""
+    """Point (or remove) the serving aliases; forget any canary control (a fresh start)."""
+    promotion.clear_canary_control(cfg)
     client = registry.client(cfg)
     for alias, version in (("champion", champion), ("canary", canary)):
         if version is None:

@@ -3,7 +3,11 @@
 Every transition moves MLflow aliases on the one registered model and records the
 decision as tags, so the registry alone answers "who moved what, when and why":
 
-* :func:`start_canary` points ``canary`` at a version.
+* :func:`start_canary` points ``canary`` at a version and sets its canary control.
+* :func:`set_canary_control` changes the canary's weight or state (``running``,
+  ``paused``, ``aborted``: registered-model tags ``canary.*`` that every scoring
+  replica reads in the poll that reads the aliases); :func:`promote` and
+  :func:`abort_canary` clear it.
 * :func:`promote` moves ``champion`` to the canary's version and remembers the old
   champion (version tag ``previous_champion``, registered-model tag
   ``champion.previous``), which makes :func:`rollback` one step.
@@ -37,10 +41,20 @@ from typing import Any, Literal
 from driftline.core.settings import Settings
 from driftline.lifecycle.registry import (
     CANARY,
+    CANARY_ACTOR_TAG,
+    CANARY_STATE_TAG,
+    CANARY_STATES,
+    CANARY_TAGS,
+    CANARY_UPDATED_TAG,
+    CANARY_VERSION_TAG,
+    CANARY_WEIGHT_TAG,
     CHAMPION,
     PREVIOUS_CHAMPION_TAG,
     SHADOW,
+    CanaryControl,
+    CanaryStateName,
     client,
+    parse_canary_control,
     set_alias,
     tag_version,
     version_by_alias,
@@ -176,8 +190,8 @@ def start_canary(
     Args:
         settings: Registry location and model name.
         version: The registered version to try on live traffic.
-        weight: Intended share of users routed to it (recorded; serving reads its own
-            ``serve_canary_weight`` or the admin endpoint).
+        weight: Share of users routed to it: recorded on the version and set as the
+            canary control that every scoring replica follows (state ``running``).
         reason: Why this version goes to canary (e.g. the staging gate's verdict).
         actor: Who or what decided.
         now: Decision time to record as ``canary.started``; omitted when ``None``.
@@ -202,6 +216,7 @@ def start_canary(
     if now is not None:
         tags["canary.started"] = now.isoformat()
     tag_version(settings, version, tags)
+    set_canary_control(settings, actor=actor, weight=weight, state="running", now=now)
     log.info(
         "canary: %s version %s at weight %.3f (champion %s, replaced canary %s) by %s: %s",
         settings.model_name,
@@ -213,6 +228,88 @@ def start_canary(
         reason,
     )
     return Transition("canary", version, champion, reason, actor, {"weight": weight}, now)
+
+
+def set_canary_control(
+    settings: Settings,
+    *,
+    actor: str,
+    weight: float | None = None,
+    state: CanaryStateName | None = None,
+    now: datetime | None = None,
+) -> CanaryControl:
+    """Set the canary's weight and/or state for every scoring replica.
+
+    The control is the registered-model tags ``canary.weight``, ``canary.state`` and
+    ``canary.version`` (the canary it was set for), plus who changed it and when. What
+    is not given keeps its recorded value when the control belongs to the current
+    canary, else ``settings.serve_canary_weight`` and ``running``. Replicas apply it at
+    their next alias poll: the serving weight is ``weight`` while ``running`` and 0
+    when ``paused`` or ``aborted``.
+
+    Args:
+        settings: Registry location, model name and the default weight.
+        actor: Who changes it.
+        weight: Share of users routed to the canary, in [0, 1].
+        state: ``running``, ``paused`` or ``aborted``.
+        now: Time recorded as ``canary.updated``; omitted when ``None``.
+
+    Returns:
+        The control now recorded.
+
+    Raises:
+        ValueError: ``weight`` outside [0, 1], an unknown state or an empty actor.
+        PromotionError: No version holds ``canary``.
+    """
+    if not actor.strip():
+        raise ValueError("a canary control change needs an actor")
+    if weight is not None and not 0.0 <= weight <= 1.0:
+        raise ValueError(f"canary weight must lie in [0, 1], got {weight}")
+    if state is not None and state not in CANARY_STATES:
+        raise ValueError(f"canary state must be one of {CANARY_STATES}, got {state!r}")
+    mlflow_client = client(settings)
+    model = mlflow_client.get_registered_model(settings.model_name)
+    canary = (model.aliases or {}).get(CANARY)
+    if canary is None:
+        raise PromotionError(
+            f"no canary: alias {CANARY!r} is not set on model {settings.model_name!r}"
+        )
+    recorded = parse_canary_control(dict(model.tags or {}))
+    if recorded is None or recorded.version != str(canary):
+        recorded = CanaryControl(str(canary), settings.serve_canary_weight)
+    control = CanaryControl(
+        str(canary),
+        recorded.weight if weight is None else float(weight),
+        recorded.state if state is None else state,
+        actor,
+        "" if now is None else now.isoformat(),
+    )
+    tags = {
+        CANARY_VERSION_TAG: control.version,
+        CANARY_WEIGHT_TAG: repr(control.weight),
+        CANARY_STATE_TAG: control.state,
+        CANARY_ACTOR_TAG: control.actor,
+        CANARY_UPDATED_TAG: control.updated,
+    }
+    for key, value in tags.items():
+        mlflow_client.set_registered_model_tag(settings.model_name, key, value)
+    log.info(
+        "canary control: version %s weight %.3f %s by %s",
+        control.version,
+        control.weight,
+        control.state,
+        actor,
+    )
+    return control
+
+
+def clear_canary_control(settings: Settings) -> None:
+    """Remove the canary control tags (replicas fall back to ``serve_canary_weight``)."""
+    tags = _model_tags(settings)
+    mlflow_client = client(settings)
+    for key in CANARY_TAGS:
+        if key in tags:
+            mlflow_client.delete_registered_model_tag(settings.model_name, key)
 
 
 def promote(
@@ -259,6 +356,7 @@ def promote(
         mlflow_client.delete_registered_model_tag(settings.model_name, PREVIOUS_CHAMPION_TAG)
     set_alias(settings, CHAMPION, canary)
     _delete_alias(settings, CANARY)
+    clear_canary_control(settings)
     tags = _decision_tags("promote", reason, actor, metrics, now)
     if old is not None:
         tag_version(settings, old, {"champion.replaced_by": canary})
@@ -302,6 +400,7 @@ def abort_canary(
     canary = _require_canary(settings)
     champion = _alias_version(settings, CHAMPION)
     _delete_alias(settings, CANARY)
+    clear_canary_control(settings)
     tag_version(settings, canary, _decision_tags("rollback", reason, actor, metrics, now))
     log.info(
         "abort canary: %s version %s dropped (champion %s stays) by %s: %s %s",

@@ -10,11 +10,12 @@ model version.
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from driftline.core.logs import route_library_logs
 from driftline.core.settings import PROJECT_ROOT, Settings
@@ -31,6 +32,26 @@ STAGING, CANARY, CHAMPION, SHADOW = "staging", "canary", "champion", "shadow"
 ALIASES: tuple[str, ...] = (STAGING, CANARY, CHAMPION, SHADOW)
 #: Registered-model tag naming the champion that a rollback would restore.
 PREVIOUS_CHAMPION_TAG = "champion.previous"
+#: Registered-model tags holding the canary control that every scoring replica follows
+#: (written only by :func:`driftline.lifecycle.promotion.set_canary_control`): the share
+#: of users routed to the canary, its state, and the canary version they were set for
+#: (a control left over from another canary is ignored).
+CANARY_WEIGHT_TAG = "canary.weight"
+CANARY_STATE_TAG = "canary.state"
+CANARY_VERSION_TAG = "canary.version"
+#: Who last changed the control, and when (wall clock, ISO 8601).
+CANARY_ACTOR_TAG = "canary.actor"
+CANARY_UPDATED_TAG = "canary.updated"
+#: Every canary control tag (what promote and abort remove).
+CANARY_TAGS: tuple[str, ...] = (
+    CANARY_WEIGHT_TAG,
+    CANARY_STATE_TAG,
+    CANARY_VERSION_TAG,
+    CANARY_ACTOR_TAG,
+    CANARY_UPDATED_TAG,
+)
+CanaryStateName = Literal["running", "paused", "aborted"]
+CANARY_STATES: tuple[CanaryStateName, ...] = ("running", "paused", "aborted")
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -105,6 +126,73 @@ def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
 
 
 @dataclass(frozen=True)
+class CanaryControl:
+    """The canary's routing as recorded in the registry (registered-model tags).
+
+    Attributes:
+        version: The canary version the control was set for.
+        weight: Share of users routed to the canary while ``running``.
+        state: ``running``, ``paused`` or ``aborted`` (the last two route nobody).
+        actor: Who last changed it.
+        updated: When (ISO 8601), or ``""``.
+    """
+
+    version: str
+    weight: float
+    state: CanaryStateName = "running"
+    actor: str = ""
+    updated: str = ""
+
+    @property
+    def serving_weight(self) -> float:
+        """The share to route: ``weight`` while running, 0 when paused or aborted."""
+        return self.weight if self.state == "running" else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The control and its serving weight, JSON-ready."""
+        return {
+            "version": self.version,
+            "weight": self.weight,
+            "state": self.state,
+            "serving_weight": self.serving_weight,
+            "actor": self.actor,
+            "updated": self.updated,
+        }
+
+
+@functools.cache
+def _warn_malformed(weight: str, state: str) -> None:
+    """Log a malformed control once per value (it is read on every poll)."""
+    log.warning("ignoring a malformed canary control: weight %r, state %r", weight, state)
+
+
+def parse_canary_control(tags: Mapping[str, str]) -> CanaryControl | None:
+    """The control in registered-model ``tags``; ``None`` when absent or malformed.
+
+    A malformed control (an edit by hand outside driftline) is logged and ignored, so
+    serving falls back to ``serve_canary_weight`` rather than guessing.
+    """
+    version, raw = tags.get(CANARY_VERSION_TAG), tags.get(CANARY_WEIGHT_TAG)
+    if not version or raw is None:
+        return None
+    state = tags.get(CANARY_STATE_TAG) or "running"
+    try:
+        weight = float(raw)
+    except ValueError:
+        weight = float("nan")
+    if not 0.0 <= weight <= 1.0 or state not in CANARY_STATES:
+        _warn_malformed(raw, state)
+        return None
+    return CanaryControl(
+        version,
+        weight,
+        state,
+        tags.get(CANARY_ACTOR_TAG, ""),
+        tags.get(CANARY_UPDATED_TAG, ""),
+    )
+
+
+@dataclass(frozen=True)
 class ServingState:
     """What the scoring service follows, read in one registry call.
 
@@ -112,14 +200,24 @@ class ServingState:
         aliases: ``alias -> version`` for every alias that is set.
         previous_champion: The champion a rollback would restore (registered-model tag
             ``champion.previous``), or ``None``.
+        canary: The recorded canary control, or ``None`` when the registry has none.
     """
 
     aliases: dict[str, str]
     previous_champion: str | None
+    canary: CanaryControl | None = None
+
+    @property
+    def active_canary(self) -> CanaryControl | None:
+        """:attr:`canary` if it was set for the version holding ``canary`` now."""
+        current = self.aliases.get(CANARY)
+        if self.canary is None or current is None or self.canary.version != current:
+            return None
+        return self.canary
 
 
 def serving_state(settings: Settings) -> ServingState:
-    """Every alias and the recorded previous champion (one ``get_registered_model``).
+    """Every alias, the previous champion and the canary control (one registry call).
 
     Cheap enough to poll every fraction of a second: no model is touched. A model not
     registered yet has no aliases.
@@ -133,8 +231,9 @@ def serving_state(settings: Settings) -> ServingState:
             return ServingState({}, None)
         raise
     aliases = {str(alias): str(version) for alias, version in (model.aliases or {}).items()}
-    previous = (model.tags or {}).get(PREVIOUS_CHAMPION_TAG) or None
-    return ServingState(aliases, previous)
+    tags = dict(model.tags or {})
+    previous = tags.get(PREVIOUS_CHAMPION_TAG) or None
+    return ServingState(aliases, previous, parse_canary_control(tags))
 
 
 def tag_version(settings: Settings, version: str, tags: Mapping[str, Any]) -> None:

@@ -12,7 +12,7 @@ import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
@@ -20,10 +20,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from driftline.core.settings import Settings
+from driftline.lifecycle import promotion
+from driftline.lifecycle.registry import CanaryStateName
 from driftline.serving.admission import Admission, RateLimiter
 from driftline.serving.metrics import Metrics
 from driftline.serving.models import ModelProvider
-from driftline.serving.schemas import Batch, BatchScores, CanaryWeight, Score, Transaction
+from driftline.serving.schemas import (
+    Batch,
+    BatchScores,
+    CanaryStateChange,
+    CanaryStatus,
+    CanaryWeight,
+    Score,
+    Transaction,
+)
 from driftline.serving.scoring import NotReadyError, Scorer
 
 log = logging.getLogger(__name__)
@@ -55,6 +66,8 @@ class Service:
     limiter: RateLimiter | None = None
     #: Who answers: ``instance_id`` (fixed at app creation), ``pid`` and ``home``.
     identity: dict[str, Any] = field(default_factory=dict)
+    #: The registry the admin routes write the canary control to (None: refused, 503).
+    settings: Settings | None = None
 
 
 def get_service(request: Request) -> Service:
@@ -199,9 +212,73 @@ def score_batch(batch: Batch, service: ServiceDep) -> BatchScores:
     return BatchScores(scores=_score(service, batch.transactions))
 
 
+def canary_status(service: Service) -> CanaryStatus:
+    """The canary routing this replica applies now."""
+    control = service.models.canary_control
+    canary = service.models.models.canary
+    version = canary.version if canary is not None else None
+    if control is None:
+        weight = service.scorer.canary_weight
+        return CanaryStatus(
+            canary=version, weight=weight, state="running", serving_weight=weight, source="settings"
+        )
+    return CanaryStatus(
+        canary=version,
+        weight=control.weight,
+        state=control.state,
+        serving_weight=control.serving_weight,
+        source="registry",
+        actor=control.actor,
+        updated=control.updated,
+    )
+
+
+def _change_canary(
+    service: Service, weight: float | None = None, state: CanaryStateName | None = None
+) -> CanaryStatus:
+    """Write the canary control to the registry, then apply it here at once.
+
+    Other replicas apply it at their next alias poll (``serve_poll_seconds``).
+    """
+    if service.settings is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no registry configured")
+    actor = f"admin api (instance {service.identity.get('instance_id', '?')})"
+    try:
+        promotion.set_canary_control(
+            service.settings, actor=actor, weight=weight, state=state, now=datetime.now(UTC)
+        )
+    except promotion.PromotionError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
+    except Exception as error:  # the registry is down: nothing changed anywhere
+        log.exception("could not write the canary control")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "registry unavailable; canary unchanged"
+        ) from error
+    service.models.refresh()
+    return canary_status(service)
+
+
+@admin.get("/canary")
+def get_canary(service: ServiceDep) -> CanaryStatus:
+    """The canary routing this replica applies (weight, state and their source)."""
+    return canary_status(service)
+
+
 @admin.put("/canary-weight")
-def set_canary_weight(body: CanaryWeight, service: ServiceDep) -> CanaryWeight:
-    """Change the share of users routed to the canary (this process only)."""
-    log.info("canary weight %s -> %s", service.scorer.canary_weight, body.weight)
-    service.scorer.canary_weight = body.weight
-    return body
+def set_canary_weight(body: CanaryWeight, service: ServiceDep) -> CanaryStatus:
+    """Change the share of users routed to the canary, on every replica (registry).
+
+    409 when no canary is set; 503 when the registry cannot be written.
+    """
+    log.info("canary weight -> %s (written to the registry)", body.weight)
+    return _change_canary(service, weight=body.weight)
+
+
+@admin.put("/canary-state")
+def set_canary_state(body: CanaryStateChange, service: ServiceDep) -> CanaryStatus:
+    """Pause, resume or abort the canary on every replica (paused/aborted: weight 0).
+
+    Aborting stops the routing only; the canary alias stays until the rollout concludes.
+    """
+    log.info("canary state -> %s (written to the registry)", body.state)
+    return _change_canary(service, state=body.state)

@@ -322,6 +322,7 @@ def create_app(
             "pid": os.getpid(),
             "home": str(settings.home),
         },
+        settings=settings,
     )
     # Innermost first (Starlette wraps each added middleware around the previous ones).
     app.add_middleware(AdmissionGuard, admission=admission)

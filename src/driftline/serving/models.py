@@ -9,6 +9,13 @@ immutable :class:`ModelSet`, so a request that took a snapshot finishes on the m
 started with. Until then (and when a load fails: logged and counted per alias) the
 alias keeps serving what it served.
 
+The same read carries the canary control (registered-model tags ``canary.weight``,
+``canary.state``, ``canary.version``, written by
+:func:`driftline.lifecycle.promotion.set_canary_control`): every replica follows it at
+its next poll, so all of them route the same share of users to the canary.
+:attr:`ModelProvider.canary_control` is the control set for the current canary, or
+``None`` when the registry records none (the scorer then uses ``serve_canary_weight``).
+
 The champion that was replaced stays loaded as ``previous_champion`` (on start-up, the
 registry's recorded ``champion.previous`` is loaded for it): it answers when the
 champion fails on a request (the fallback chain, see :mod:`driftline.serving.scoring`),
@@ -34,7 +41,7 @@ import numpy as np
 from driftline.core.columns import MODEL_INPUTS
 from driftline.core.settings import Settings
 from driftline.lifecycle import registry
-from driftline.lifecycle.registry import CANARY, CHAMPION, SHADOW, ServingState
+from driftline.lifecycle.registry import CANARY, CHAMPION, SHADOW, CanaryControl, ServingState
 from driftline.serving.batching import Scorable
 from driftline.serving.schemas import Variant
 from driftline.training.lean import Columns
@@ -159,6 +166,7 @@ class ModelProvider:
         self._state = state
         self._load = load or (lambda version: load_scorable(settings, version))
         self._models = ModelSet()
+        self._control: CanaryControl | None = None
         self._refresh_lock = threading.Lock()
         self._loaded: dict[str, LoadedModel] = {}  # finished background loads
         self._loading: dict[str, Future[None]] = {}
@@ -174,6 +182,11 @@ class ModelProvider:
     def models(self) -> ModelSet:
         """A consistent snapshot of the serving models (take it once per request)."""
         return self._models
+
+    @property
+    def canary_control(self) -> CanaryControl | None:
+        """The registry's canary control for the current canary, as of the last poll."""
+        return self._control
 
     def refresh(self) -> ModelSet:
         """Read the aliases, load what changed (waiting for it) and swap; the new snapshot.
@@ -209,6 +222,7 @@ class ModelProvider:
             fresh = ModelSet(**chosen)
             self._announce(current, fresh)
             self._models = fresh  # the swap: one reference assignment
+            self._follow(state.active_canary)
             keep = set(fresh.versions().values()) | set(state.aliases.values())
             self._loaded = {v: m for v, m in self._loaded.items() if v in keep}
             return fresh
@@ -280,6 +294,22 @@ class ModelProvider:
         with self._refresh_lock:
             self._loaded[version] = model
         self._wake.set()  # swap it in now, not at the next poll
+
+    def _follow(self, control: CanaryControl | None) -> None:
+        """Take the registry's canary control (logged when it changes)."""
+        if control != self._control:
+            if control is None:
+                log.info("no canary control in the registry; serve_canary_weight applies")
+            else:
+                log.info(
+                    "canary control: version %s weight %.3f %s (serving weight %.3f, by %s)",
+                    control.version,
+                    control.weight,
+                    control.state,
+                    control.serving_weight,
+                    control.actor or "-",
+                )
+        self._control = control
 
     def _announce(self, current: ModelSet, fresh: ModelSet) -> None:
         before, after = current.versions(), fresh.versions()

@@ -114,3 +114,25 @@ class CanaryWeight(BaseModel):
     """Share of users routed to the canary."""
 
     weight: Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class CanaryStateChange(BaseModel):
+    """Pause, resume or abort the canary (paused and aborted route nobody to it)."""
+
+    state: Literal["running", "paused", "aborted"]
+
+
+class CanaryStatus(BaseModel):
+    """The canary routing this replica applies, and where it comes from.
+
+    ``source`` is ``registry`` when the registry records a control for the current
+    canary (every replica follows it), else ``settings`` (``serve_canary_weight``).
+    """
+
+    canary: str | None
+    weight: float
+    state: Literal["running", "paused", "aborted"]
+    serving_weight: float
+    source: Literal["registry", "settings"]
+    actor: str = ""
+    updated: str = ""

@@ -172,9 +172,11 @@ class Prediction:
 
 @dataclass
 class Scorer:
-    """Everything one scoring call needs; ``canary_weight`` may change at runtime.
+    """Everything one scoring call needs.
 
     Attributes:
+        canary_weight: Share of users routed to the canary when the registry records no
+            canary control (``serve_canary_weight``); see :meth:`serving_weight`.
         batch_window_ms: Longest wait to merge concurrent requests (0: never merge).
         batch_max_rows: Most rows in one merged forward pass.
         shadow: Scores copies for the ``shadow`` alias (built on first use if None).
@@ -211,6 +213,12 @@ class Scorer:
             )
         self.metrics.registry.register(_ScoringCollector(self))
 
+    def serving_weight(self) -> float:
+        """The canary's share now: the registry's control (0 when paused or aborted),
+        else :attr:`canary_weight`."""
+        control = self.models.canary_control
+        return self.canary_weight if control is None else control.serving_weight
+
     def score(self, transactions: Sequence[Transaction]) -> list[Score]:
         """Score ``transactions`` (one request), log them and update the metrics.
 
@@ -221,7 +229,7 @@ class Scorer:
         snapshot = self.models.models
         if snapshot.champion is None:
             raise NotReadyError("no champion model loaded")
-        weight, has_canary = self.canary_weight, snapshot.canary is not None
+        weight, has_canary = self.serving_weight(), snapshot.canary is not None
         variants = [choose_variant(t.user_id, weight, has_canary) for t in transactions]
         routed = sorted(set(variants))
         for variant in routed:
@@ -410,6 +418,12 @@ class _ScoringCollector(Collector):
         for slot, version in self._scorer.models.models.versions().items():
             loaded.add_metric([slot, version], 1.0)
         yield loaded
+        yield GaugeMetricFamily(
+            "driftline_canary_weight",
+            "Share of users routed to the canary now (the registry's canary control, 0 "
+            "when paused or aborted, else serve_canary_weight).",
+            value=self._scorer.serving_weight(),
+        )
         answered = CounterMetricFamily(
             "driftline_answers",
             "Rows answered, by who answered (champion, canary, previous_champion after a "
