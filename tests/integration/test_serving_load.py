@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +29,6 @@ import pandas as pd
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.core.feature_spec import FEATURE_SPEC, FEATURE_VIEWS, JOIN_KEYS
 from driftline.core.settings import Settings
@@ -38,6 +38,13 @@ from driftline.serving.admission import key_id
 from driftline.serving.api import Service
 from driftline.serving.lookup import CircuitBreaker, FeatureRow, GuardedFeatures, missing_row
 from tests.conftest import REPO
+from tests.exposition import (
+    dashboard_queries,
+    referenced_metrics,
+    sample,
+    samples,
+    series_names,
+)
 from tests.integration import test_serving
 from tests.integration.test_serving import DAY, KEY, DictFeatures, FakeClock, point, txn
 from tests.servers import uvicorn_server
@@ -50,6 +57,8 @@ Serve = Callable[..., tuple[TestClient, Service]]
 ALERTS = REPO / "deploy" / "monitoring" / "alerts.yaml"
 #: promtool unit tests of the rules (series in, alerts expected out).
 ALERT_TESTS = REPO / "deploy" / "monitoring" / "alerts_test.yaml"
+#: The Grafana dashboard of the scoring service.
+DASHBOARD = REPO / "deploy" / "monitoring" / "grafana-dashboard.json"
 USERS, MERCHANTS = range(1, 65), range(1, 9)
 
 
@@ -73,20 +82,6 @@ def feast_online(settings: Settings) -> Settings:
                 frame[feature.name] = pd.Series(values).astype(feature.dtype)
         store.write_to_online_store(view, frame)
     return settings
-
-
-def samples(metrics: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a Prometheus exposition as {(name, sorted labels): value}."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-    }
-
-
-def sample(metrics: str, name: str, **labels: str) -> float:
-    """One sample's value (KeyError when it is not exported)."""
-    return samples(metrics)[(name, tuple(sorted(labels.items())))]
 
 
 #: The load generator, run in its own process so that its CPU (httpx is pure Python) is
@@ -474,22 +469,18 @@ def test_the_rate_limit_is_per_key_429_with_retry_after(serve: Serve, registered
     assert sample(metrics, "driftline_scored_rows_total") == 6.0
 
 
-def sample_names(metrics: str) -> set[str]:
-    """Names of every sample exported."""
-    return {name for name, _ in samples(metrics)}
-
-
-#: A metric name in a PromQL expression (all of ours start with driftline_).
-METRIC_NAME = re.compile(r"\bdriftline_[a-z0-9_]+\b")
+def exported_series(serve: Serve, registered: Settings) -> set[str]:
+    """The series a running app (champion loaded, one request scored) exports on /metrics."""
+    point(registered, champion="1")
+    client, _ = serve()
+    assert client.post("/v1/score", json=txn(0), headers=KEY).status_code == 200
+    return series_names(client.get("/metrics").text)
 
 
 def test_alert_rules_parse_and_name_only_metrics_the_app_exports(
     serve: Serve, registered: Settings
 ) -> None:
-    point(registered, champion="1")
-    client, _ = serve()
-    assert client.post("/v1/score", json=txn(0), headers=KEY).status_code == 200
-    exported = sample_names(client.get("/metrics").text)
+    exported = exported_series(serve, registered)
 
     rules = yaml.safe_load(ALERTS.read_text())
     alerts = [rule for group in rules["groups"] for rule in group["rules"]]
@@ -498,12 +489,14 @@ def test_alert_rules_parse_and_name_only_metrics_the_app_exports(
         "DriftlineFeatureFallbackRate",
         "DriftlineFeatureBreakerOpen",
         "DriftlineScoring5xxRate",
+        "DriftlineScoringP99Latency",
+        "DriftlineNoChampion",
     } <= names
     for rule in alerts:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"]
-        used = set(METRIC_NAME.findall(rule["expr"]))
+        used = referenced_metrics(rule["expr"])
         assert used, rule["expr"]
         assert used <= exported, (rule["alert"], used - exported)
     fallback = next(r for r in alerts if r["alert"] == "DriftlineFeatureFallbackRate")
@@ -518,3 +511,48 @@ def test_alert_rules_pass_promtool_and_fire_on_their_unit_series() -> None:
             [promtool, *command], capture_output=True, text=True, check=False, cwd=ALERTS.parent
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _dashboard() -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
+
+
+def test_dashboard_queries_name_only_metrics_the_app_exports(
+    serve: Serve, registered: Settings
+) -> None:
+    exported = exported_series(serve, registered)
+    dashboard = _dashboard()
+    assert dashboard["uid"] == "driftline-scoring"
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    titles = {panel["title"] for panel in panels}
+    for wanted in ("latency", "throughput", "fallback", "errors by status", "canary vs champion"):
+        assert any(wanted in title.lower() for title in titles), wanted
+    queries = dashboard_queries(dashboard)
+    assert len(queries) >= 10
+    for title, expr in queries:
+        used = referenced_metrics(expr)
+        assert used, (title, expr)
+        assert used <= exported, (title, used - exported)
+    # No metric carries the drift share: the panel says where it is.
+    (drift,) = [panel for panel in panels if panel["title"] == "Drift share per day"]
+    assert drift["type"] == "text" and "drift log" in drift["options"]["content"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Each query, with Grafana's $__rate_interval as 5m, as a recording rule promtool checks."""
+    rules = [
+        {"record": f"driftline_dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "5m")}
+        for i, (_, expr) in enumerate(dashboard_queries(_dashboard()))
+    ]
+    path = tmp_path / "dashboard_rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run(
+        [str(shutil.which("promtool")), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
