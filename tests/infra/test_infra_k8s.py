@@ -61,6 +61,8 @@ def test_overlay_contains_both_services(
         ("ServiceAccount", "driftline-serve"),
         ("HorizontalPodAutoscaler", "driftline-serve"),
         ("PodDisruptionBudget", "driftline-serve"),
+        ("ConfigMap", "driftline-alert-rules"),
+        ("ConfigMap", "driftline-grafana-dashboard"),
     }
     assert set(objects) == expected
     for (kind, _), obj in objects.items():
@@ -92,6 +94,22 @@ def test_scoring_deployment_is_production_ready(
 
     role = objects[("ServiceAccount", "driftline-serve")]["metadata"]["annotations"]
     assert role["eks.amazonaws.com/role-arn"].endswith(f"driftline-{overlay}-serving")
+
+
+def test_overlay_mounts_the_alert_rules_and_the_dashboard(
+    rendered: tuple[str, dict[tuple[str, str], Any]],
+) -> None:
+    """The ConfigMaps hold deploy/monitoring's files unchanged (the promtool unit tests
+    stay out); the dashboard carries the label the Grafana sidecar looks for."""
+    _, objects = rendered
+    monitoring = DEPLOY / "monitoring"
+    rules = objects[("ConfigMap", "driftline-alert-rules")]
+    assert rules["data"] == {"alerts.yaml": (monitoring / "alerts.yaml").read_text()}
+    dashboard = objects[("ConfigMap", "driftline-grafana-dashboard")]
+    assert dashboard["data"] == {
+        "grafana-dashboard.json": (monitoring / "grafana-dashboard.json").read_text()
+    }
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
 def test_scoring_autoscaling_and_disruption_budget(
