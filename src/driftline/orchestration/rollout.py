@@ -6,13 +6,15 @@ candidate:
 1. :func:`retrain_gate` -- :func:`driftline.lifecycle.gates.retrain_gate` (the rule:
    the registration gates passed, and the candidate beats the current champion on the
    most recent labelled days by more than ``retrain_min_improvement``), recorded.
-2. :func:`begin_canary` -- ``canary`` alias on the candidate at ``serve_canary_weight``;
-   with no champion at all the candidate becomes the first champion directly (there is
+2. :func:`begin_canary` -- ``canary`` alias on the candidate at ``serve_canary_weight``,
+   written as the registry's canary control that every scoring replica routes by; with
+   no champion at all the candidate becomes the first champion directly (there is
    nothing to compare a canary with).
 3. :func:`canary_evidence` -- the canary analysis of the traffic served since the canary
    started (:mod:`driftline.monitoring.canary`), repeated until it is not ``wait``.
 4. :func:`conclude_canary` -- ``promote`` (the previous champion is recorded for a
-   one-step rollback) or ``abort_canary`` (the champion keeps serving).
+   one-step rollback) or ``abort_canary`` (the champion keeps serving); both clear the
+   canary control.
 
 Every decision is written as ``decision.*`` tags on the version (reason, numbers, actor,
 data day) and logged. Times are the request's data day, never the wall clock.
