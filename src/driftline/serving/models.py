@@ -28,6 +28,7 @@ served through its MLflow pyfunc, with a log line saying so.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -167,6 +168,10 @@ class ModelProvider:
         self._load = load or (lambda version: load_scorable(settings, version))
         self._models = ModelSet()
         self._control: CanaryControl | None = None
+        # Registry reads are numbered; a poll older than the last applied read is
+        # dropped, so one that read just before an admin write cannot undo its refresh.
+        self._reads = itertools.count(1)
+        self._applied_read = 0
         self._refresh_lock = threading.Lock()
         self._loaded: dict[str, LoadedModel] = {}  # finished background loads
         self._loading: dict[str, Future[None]] = {}
@@ -193,20 +198,29 @@ class ModelProvider:
 
         A registry that cannot be read leaves the models as they are.
         """
+        read = next(self._reads)
         try:
             state = self._state()
         except Exception:
             log.exception("could not read the serving aliases; models unchanged")
             return self._models
-        return self._apply(state, wait=True)
+        return self._apply(state, wait=True, read=read)
 
     def notify(self) -> None:
         """Poll now (e.g. right after an alias change) instead of at the next interval."""
         self._wake.set()
 
-    def _apply(self, state: ServingState, *, wait: bool) -> ModelSet:
-        """Swap in the models ``state`` names that are loaded; start loading the others."""
+    def _apply(self, state: ServingState, *, wait: bool, read: int) -> ModelSet:
+        """Swap in the models ``state`` names that are loaded; start loading the others.
+
+        ``read`` numbers the registry read that gave ``state``: a poll (not ``wait``)
+        older than the read applied last is stale and changes nothing; a
+        :meth:`refresh` always applies, as its caller waits for what it read.
+        """
         with self._refresh_lock:
+            if not wait and read < self._applied_read:
+                return self._models
+            self._applied_read = max(read, self._applied_read)
             current = self._models
             known = {m.version: m for m in (current.get(s) for s in _SLOTS) if m is not None}
             known.update(self._loaded)
@@ -346,6 +360,7 @@ class ModelProvider:
             self._wake.wait(self._poll_seconds)
 
     def _poll_once(self) -> None:
+        read = next(self._reads)
         try:
             state = self._state()
         except Exception as error:  # logged once per outage, not every poll
@@ -357,7 +372,7 @@ class ModelProvider:
             log.info("serving aliases readable again")
             self._registry_down = False
         try:
-            self._apply(state, wait=False)
+            self._apply(state, wait=False, read=read)
         except Exception:
             log.exception("model refresh failed; models unchanged")
 
