@@ -6,18 +6,23 @@ two real registered versions, each with its own real alias poller at the default
 must be applied by the others within one poll; pause routes nobody to the canary;
 promote and abort clear the control; a replica started later follows it; and the users
 routed to the canary are the same on every replica (the split is by user id).
+``driftline models`` shows the control on the canary's row.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
-from driftline.core.settings import Settings
+from driftline.cli import app as cli
+from driftline.core.settings import Settings, get_settings
 from driftline.lifecycle import promotion, registry
 from driftline.lifecycle.registry import CanaryControl, ServingState, parse_canary_control
 from driftline.serving import ModelProvider, create_app
@@ -93,8 +98,21 @@ def gauge(client: TestClient) -> float:
     return float(found.group(1))
 
 
+def models_cli(cfg: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    """``driftline models`` on ``cfg``'s registry: its JSON rows by version."""
+    monkeypatch.setenv("DRIFTLINE_MLFLOW_TRACKING_URI", cfg.mlflow_tracking_uri)
+    monkeypatch.setenv("DRIFTLINE_MLFLOW_ARTIFACT_URI", cfg.mlflow_artifact_uri)
+    get_settings.cache_clear()
+    try:
+        done = CliRunner().invoke(cli, ["models"])
+    finally:
+        get_settings.cache_clear()
+    assert done.exit_code == 0, done.output
+    return {row["version"]: row for row in json.loads(done.stdout)}
+
+
 def test_every_replica_follows_the_registry_canary_control(
-    replica: Start, registered: Settings
+    replica: Start, registered: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clear_aliases(registered)
     registry.set_alias(registered, registry.CHAMPION, "1")
@@ -132,6 +150,14 @@ def test_every_replica_follows_the_registry_canary_control(
     for client in (a, b):
         assert canary(client)["state"] == "paused" and canary(client)["weight"] == 0.6
         assert canary_users(client) == set()
+    assert models_cli(registered, monkeypatch)["2"]["canary_control"] | {"updated": ""} == {
+        "version": "2",
+        "weight": 0.6,
+        "state": "paused",
+        "serving_weight": 0.0,
+        "actor": canary(a)["actor"],
+        "updated": "",
+    }
     assert b.put("/admin/canary-state", json={"state": "running"}, headers=KEY).status_code == 200
     assert wait_for(lambda: canary(a)["serving_weight"] == 0.6, 10)
 
