@@ -376,6 +376,17 @@ def test_a_candidate_worse_on_a_segment_with_evidence_is_not_promoted() -> None:
     assert "significantly worse on segments: channel=online" in result.reason
 
 
+def test_segment_intervals_hold_the_family_wise_error_over_judged_segments() -> None:
+    evidence = _regime(4.0, 1.0, web_broken=True)
+    settings = Settings(**FAST)
+    judged = 2  # channel online and pos, about 60 frauds each
+
+    result = regime_gate(evidence, settings)
+
+    corrected = 1.0 - (1.0 - settings.drift_confidence) / judged
+    assert f"at {corrected:.1%}" in result.reason
+
+
 def test_no_promotion_without_enough_post_drift_frauds_or_when_not_better() -> None:
     evidence = _regime(2.5, 1.0)
     few = RegimeEvidence(

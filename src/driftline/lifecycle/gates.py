@@ -27,7 +27,9 @@ they demand, and why:
   ``retrain_min_improvement``, and on no segment with at least
   ``gate_segment_min_positives`` frauds (each value of the ``gate_segments`` inputs)
   may the candidate be significantly worse: the upper end of the paired bootstrap
-  interval of candidate minus champion (``drift_confidence``) below zero.
+  interval of candidate minus champion below zero, each interval at
+  ``1 - (1 - drift_confidence) / m`` for ``m`` judged segments (Bonferroni: judging more
+  segments must not make a false veto more likely).
 """
 
 from __future__ import annotations
@@ -190,14 +192,18 @@ class RegimeEvidence:
 
 
 def _paired(
-    labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, settings: Settings
+    labels: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    settings: Settings,
+    confidence: float | None = None,
 ) -> Estimate:
     return paired_difference_interval(
         labels,
         candidate,
         champion,
         samples=settings.drift_bootstrap_samples,
-        confidence=settings.drift_confidence,
+        confidence=settings.drift_confidence if confidence is None else confidence,
     )
 
 
@@ -210,24 +216,35 @@ def _span(estimate: Estimate) -> str:
 def _worse_segments(
     evidence: RegimeEvidence, settings: Settings
 ) -> tuple[list[str], dict[str, float]]:
-    """Segments with enough frauds where the candidate is significantly worse."""
-    worse: list[str] = []
-    metrics: dict[str, float] = {}
+    """Segments with enough frauds where the candidate is significantly worse.
+
+    Every judged segment is one more chance of a false veto, so the family-wise error
+    is held at ``1 - drift_confidence`` (Bonferroni): with ``m`` judged segments each
+    interval is taken at ``1 - (1 - drift_confidence) / m``.
+    """
+    judged: list[tuple[str, str, np.ndarray]] = []
     for column, values in evidence.segments.items():
         for value in sorted({str(v) for v in values}):
             rows = np.asarray([str(v) == value for v in values])
-            labels = evidence.labels[rows]
-            positives = int(labels.sum())
-            if positives < settings.gate_segment_min_positives or positives == labels.size:
-                continue
-            estimate = _paired(labels, evidence.candidate[rows], evidence.champion[rows], settings)
-            if estimate.value is None:
-                continue
-            metrics[f"segment.{column}.{_SAFE.sub('_', value)}.diff"] = estimate.value
-            if estimate.below_zero:
-                worse.append(
-                    f"{column}={value} ({positives} frauds): {estimate.value:+.3f}{_span(estimate)}"
-                )
+            positives = int(evidence.labels[rows].sum())
+            if settings.gate_segment_min_positives <= positives < int(rows.sum()):
+                judged.append((column, value, rows))
+    confidence = 1.0 - (1.0 - settings.drift_confidence) / max(1, len(judged))
+    worse: list[str] = []
+    metrics: dict[str, float] = {}
+    for column, value, rows in judged:
+        labels = evidence.labels[rows]
+        estimate = _paired(
+            labels, evidence.candidate[rows], evidence.champion[rows], settings, confidence
+        )
+        if estimate.value is None:
+            continue
+        metrics[f"segment.{column}.{_SAFE.sub('_', value)}.diff"] = estimate.value
+        if estimate.below_zero:
+            worse.append(
+                f"{column}={value} ({int(labels.sum())} frauds): "
+                f"{estimate.value:+.3f}{_span(estimate)} at {confidence:.1%}"
+            )
     return worse, metrics
 
 
