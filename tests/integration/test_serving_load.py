@@ -346,6 +346,26 @@ def test_waiting_for_a_worker_does_not_count_against_the_store_timeout() -> None
     guarded.close()
 
 
+def test_the_store_time_limit_grows_with_the_entity_pairs_of_the_call() -> None:
+    # 150 ms per call against 50 ms + 1 ms per further pair: one pair times out, a
+    # merged read of 200 pairs (limit 249 ms) does not.
+    source = GatedFeatures(seconds=0.15)
+    guarded = GuardedFeatures(
+        source,
+        timeout_seconds=0.05,
+        per_entity_seconds=0.001,
+        breaker=CircuitBreaker(5, 10.0),
+        workers=1,
+    )
+
+    many = guarded.lookup([(user, 1) for user in range(1, 201)])
+    one = guarded.lookup([(500, 1)])
+
+    assert many.fallback is False and one.fallback is True
+    assert guarded.stats.store_failures == {"timeout": 1, "error": 0}
+    guarded.close()
+
+
 def test_a_stall_of_the_whole_process_is_not_the_store_timing_out() -> None:
     # The call takes 30 ms of a 50 ms limit, but 10 ms in another thread holds the GIL
     # for far longer (sorting a big list of ints never lets it go, like a full garbage

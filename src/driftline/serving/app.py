@@ -263,6 +263,7 @@ def create_app(
     guarded = GuardedFeatures(
         source,
         timeout_seconds=settings.serve_feature_timeout_ms / 1000.0,
+        per_entity_seconds=settings.serve_feature_timeout_per_entity_ms / 1000.0,
         breaker=breaker,
         workers=settings.serve_feature_workers,
         queue_seconds=settings.serve_feature_queue_ms / 1000.0,

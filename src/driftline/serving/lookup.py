@@ -10,8 +10,10 @@ scores instead of failing requests, and so that load alone never does:
   everything pending (whole requests, distinct entity pairs) and answers it with one
   ``fetch``: 64 concurrent single-row requests make a handful of store reads, not 64.
 * **A timeout on the store call only.** The deadline starts when the worker starts the
-  call, so waiting for a worker (bounded by the service's admission control, which caps
-  requests in flight) never counts as slowness of the store. A call past its deadline
+  call and grows with the work asked of it (a base plus an allowance per distinct
+  entity pair: a merged read of 130 pairs is not held to a one-row budget), so waiting
+  for a worker (bounded by the service's admission control, which caps requests in
+  flight) never counts as slowness of the store. A call past its deadline
   fails once for its whole batch, and the worker stuck in it is replaced. When the
   waiter itself wakes well after the deadline, the whole process was stalled (a garbage
   collection, CPU starvation), not known to be the store: the call gets one more period.
@@ -261,9 +263,11 @@ class _Request:
 class _Batch:
     """Requests answered by one store call; its outcome is settled exactly once."""
 
-    def __init__(self, requests: list[_Request], deadline: float) -> None:
+    def __init__(self, requests: list[_Request], deadline: float, limit: float) -> None:
         self.requests = requests
         self.deadline = deadline
+        #: The call's time limit in seconds (``deadline`` is its start plus this).
+        self.limit = limit
         self.lock = threading.Lock()
         self.settled = False
         #: The call ran past its deadline (its worker is being replaced).
@@ -287,7 +291,9 @@ class GuardedFeatures:
 
     Args:
         source: The store.
-        timeout_seconds: Longest a store call may take, from its start.
+        timeout_seconds: Longest a store call of one entity pair may take, from its start.
+        per_entity_seconds: Added to the limit for each further distinct entity pair
+            in the call.
         breaker: Opened by consecutive failed store calls.
         cache_size: Entities of each kind remembered for the fallback.
         workers: Threads calling the store; each takes everything pending.
@@ -308,6 +314,7 @@ class GuardedFeatures:
         *,
         timeout_seconds: float,
         breaker: CircuitBreaker,
+        per_entity_seconds: float = 0.0,
         cache_size: int = 100_000,
         workers: int = 2,
         queue_seconds: float = 1.0,
@@ -317,6 +324,7 @@ class GuardedFeatures:
         """Wrap ``source``; worker threads start with the first lookup."""
         self._source = source
         self._timeout = timeout_seconds
+        self._per_entity = per_entity_seconds
         #: A waiter woken this much after the deadline saw a stall of the process.
         self._stall_seconds = max(0.002, timeout_seconds / 5.0)
         self._queue_seconds = queue_seconds
@@ -374,7 +382,7 @@ class GuardedFeatures:
             # Woken well after the deadline: this process was not running (a GC pause,
             # CPU starvation), so the time lost is not known to be the store's. The call
             # gets one more period from now; a hung store still fails, one period later.
-            if late < self._stall_seconds or not request.done.wait(self._timeout):
+            if late < self._stall_seconds or not request.done.wait(batch.limit):
                 self._expire(batch)
         request.done.wait()
 
@@ -447,8 +455,10 @@ class GuardedFeatures:
 
     def _call(self, requests: list[_Request]) -> _Batch | None:
         """One store call for ``requests`` (None when the breaker allowed none)."""
+        wanted = list(dict.fromkeys(e for r in requests for e in r.entities))
+        limit = self._timeout + self._per_entity * (len(wanted) - 1)
         started = time.perf_counter()
-        batch = _Batch(requests, deadline=started + self._timeout)
+        batch = _Batch(requests, deadline=started + limit, limit=limit)
         for request in requests:
             request.batch = batch
             request.started.set()
@@ -456,7 +466,6 @@ class GuardedFeatures:
             if batch.settle():
                 self._resolve_fallback(requests, "breaker_open")
             return None
-        wanted = list(dict.fromkeys(e for r in requests for e in r.entities))
         with self._cond:
             self.stats.store_reads += 1
             self.stats.store_entities += len(wanted)
@@ -494,7 +503,7 @@ class GuardedFeatures:
         """A caller saw ``batch``'s deadline pass: fail it once and replace its worker."""
         if not batch.settle(expire=True):
             return
-        elapsed = (time.perf_counter() - batch.deadline + self._timeout) * 1000.0
+        elapsed = (time.perf_counter() - batch.deadline + batch.limit) * 1000.0
         with self._cond:
             self._live -= 1
             self._abandoned += 1
@@ -504,7 +513,7 @@ class GuardedFeatures:
             batch,
             "timeout",
             f"TimeoutError: no answer after {elapsed:.1f} ms "
-            f"(limit {self._timeout * 1000.0:.0f} ms, {entities} entities)",
+            f"(limit {batch.limit * 1000.0:.0f} ms, {entities} entities)",
         )
 
     def _failed(self, batch: _Batch, kind: str, reason: str) -> None:
