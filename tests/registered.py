@@ -50,6 +50,20 @@ def register_models(root: Path, seeds: Sequence[int] = (0, 1)) -> Settings:
     return cfg
 
 
+def on_registry(settings: Settings, registered: Settings, **overrides: Any) -> Settings:
+    """``settings`` (this test's home) pointed at the shared ``registered`` registry.
+
+    The alias poll is hourly unless ``overrides`` say otherwise: tests refresh by hand.
+    """
+    update: dict[str, Any] = {
+        "mlflow_tracking_uri": registered.mlflow_tracking_uri,
+        "mlflow_artifact_uri": registered.mlflow_artifact_uri,
+        "serve_poll_seconds": 3600.0,
+        **overrides,
+    }
+    return settings.model_copy(update=update)
+
+
 def clear_aliases(cfg: Settings) -> None:
     """Remove every alias, the recorded previous champion and the canary control."""
     client = registry.client(cfg)

@@ -27,7 +27,16 @@ from driftline.lifecycle import promotion, registry
 from driftline.lifecycle.registry import CanaryControl, ServingState, parse_canary_control
 from driftline.serving import ModelProvider, create_app
 from driftline.serving.routing import bucket
-from tests.registered import KEY, Features, Loader, clear_aliases, register_models, txn, wait_for
+from tests.registered import (
+    KEY,
+    Features,
+    Loader,
+    clear_aliases,
+    on_registry,
+    register_models,
+    txn,
+    wait_for,
+)
 
 POLL = 0.5  # the default serve_poll_seconds
 USERS = range(1, 251)  # one batch (serve_max_batch is 256)
@@ -47,14 +56,7 @@ def replica(settings: Settings, registered: Settings) -> Iterator[Start]:
     clients: list[TestClient] = []
 
     def start() -> TestClient:
-        cfg = settings.model_copy(
-            update={
-                "mlflow_tracking_uri": registered.mlflow_tracking_uri,
-                "mlflow_artifact_uri": registered.mlflow_artifact_uri,
-                "serve_poll_seconds": POLL,
-                "serve_canary_weight": 0.05,
-            }
-        )
+        cfg = on_registry(settings, registered, serve_poll_seconds=POLL, serve_canary_weight=0.05)
         app = create_app(cfg, features=Features(), models=ModelProvider(cfg, load=Loader(cfg)))
         client = TestClient(app)
         client.__enter__()

@@ -33,6 +33,7 @@ from tests.registered import (
     Features,
     Loader,
     champion_then_promote,
+    on_registry,
     register_models,
     txn,
 )
@@ -51,13 +52,7 @@ def served(
     settings: Settings, registered: Settings
 ) -> Iterator[tuple[TestClient, Service, Loader, Settings]]:
     """The app on the shared registry (polling by hand), this test's home."""
-    cfg = settings.model_copy(
-        update={
-            "mlflow_tracking_uri": registered.mlflow_tracking_uri,
-            "mlflow_artifact_uri": registered.mlflow_artifact_uri,
-            "serve_poll_seconds": 3600.0,
-        }
-    )
+    cfg = on_registry(settings, registered)
     loader = Loader(cfg)
     app = create_app(cfg, features=Features(), models=ModelProvider(cfg, load=loader))
     with TestClient(app) as client:

@@ -32,7 +32,7 @@ from driftline.serving.api import Service
 from driftline.serving.lookup import FeatureRow, missing_row
 from driftline.training import packaging
 from tests.frames import model_frame
-from tests.registered import register_models
+from tests.registered import on_registry, register_models
 
 KEY = {"X-API-Key": "driftline-dev-key"}
 DAY = date(2026, 1, 10)
@@ -131,14 +131,7 @@ def serve(
             clock: Callable[[], float] | None = None,
             **overrides: Any,
         ) -> tuple[TestClient, Service]:
-            cfg = settings.model_copy(
-                update={
-                    "mlflow_tracking_uri": registered.mlflow_tracking_uri,
-                    "mlflow_artifact_uri": registered.mlflow_artifact_uri,
-                    "serve_poll_seconds": 3600.0,  # tests refresh by hand
-                    **overrides,
-                }
-            )
+            cfg = on_registry(settings, registered, **overrides)  # tests refresh by hand
             models = ModelProvider(cfg, load=load or (cached_load(cfg) if cache else None))
             if not feast and features is None:
                 features = DictFeatures()

@@ -38,6 +38,7 @@ from tests.registered import (
     Loader,
     champion_then_promote,
     clear_aliases,
+    on_registry,
     register_models,
     txn,
     wait_for,
@@ -66,14 +67,7 @@ def serve(settings: Settings, registered: Settings) -> Iterator[Start]:
     ) -> tuple[TestClient, Service, Loader, Settings]:
         """``preloaded``: what the loader returns for those versions (before the poller
         starts, which loads what the registry names at once)."""
-        cfg = settings.model_copy(
-            update={
-                "mlflow_tracking_uri": registered.mlflow_tracking_uri,
-                "mlflow_artifact_uri": registered.mlflow_artifact_uri,
-                "serve_poll_seconds": 3600.0,
-                **overrides,
-            }
-        )
+        cfg = on_registry(settings, registered, **overrides)
         loader = Loader(cfg)
         loader.models.update(preloaded or {})
         app = create_app(cfg, features=Features(), models=ModelProvider(cfg, load=loader))
