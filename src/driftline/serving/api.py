@@ -244,8 +244,9 @@ def _change_canary(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no registry configured")
     actor = f"admin api (instance {service.identity.get('instance_id', '?')})"
     try:
+        written = datetime.now(UTC)  # clock-ok: when the control was written, not an interval
         promotion.set_canary_control(
-            service.settings, actor=actor, weight=weight, state=state, now=datetime.now(UTC)
+            service.settings, actor=actor, weight=weight, state=state, now=written
         )
     except promotion.PromotionError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
