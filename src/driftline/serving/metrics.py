@@ -11,7 +11,7 @@ The fallback rate is ``driftline_feature_fallback_total / driftline_scored_rows_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -65,14 +65,12 @@ class _StateCollector(Collector):
                 number = float(loaded.version) if loaded.version.isdigit() else 1.0
                 versions.add_metric([alias, loaded.version], number)
         yield versions
-        errors = CounterMetricFamily(
+        yield counts_by(
             "driftline_model_load_errors",
             "Failed loads of an alias's version (the previous model kept serving).",
-            labels=["alias"],
+            "alias",
+            self._models.load_errors,
         )
-        for name, count in self._models.load_errors.items():
-            errors.add_metric([name], count)
-        yield errors
         yield GaugeMetricFamily(
             "driftline_feature_breaker_state",
             "Feature-store circuit breaker: 0 closed, 1 open, 2 half-open.",
@@ -83,15 +81,13 @@ class _StateCollector(Collector):
         if self._admission is not None:
             yield from _admission_metrics(self._admission)
         if self._limiter is not None:
-            limited = CounterMetricFamily(
+            yield counts_by(
                 "driftline_rate_limited",
                 "Scoring requests refused with 429 by the per-key rate limit, by key id "
                 "(first 8 hex digits of the key's sha256).",
-                labels=["key"],
+                "key",
+                self._limiter.limited,
             )
-            for name, count in sorted(self._limiter.limited.items()):
-                limited.add_metric([name], count)
-            yield limited
 
 
 def _lookup_metrics(features: GuardedFeatures) -> Iterator[Metric]:
@@ -127,23 +123,19 @@ def _lookup_metrics(features: GuardedFeatures) -> Iterator[Metric]:
         "Distinct entity pairs asked of the online store.",
         value=stats.store_entities,
     )
-    failures = CounterMetricFamily(
+    yield counts_by(
         "driftline_feature_store_failures",
-        "Failed online-store calls by reason (timeout: past serve_feature_timeout_ms from "
+        "Failed online-store calls by reason (timeout: past the call limit from "
         "the call's start; error: the store raised).",
-        labels=["reason"],
+        "reason",
+        stats.store_failures,
     )
-    for reason, count in sorted(stats.store_failures.items()):
-        failures.add_metric([reason], count)
-    yield failures
-    fallbacks = CounterMetricFamily(
+    yield counts_by(
         "driftline_feature_lookup_fallbacks",
         "Lookups answered from the fallback, by reason (store_failed, breaker_open, no_worker).",
-        labels=["reason"],
+        "reason",
+        stats.fallbacks,
     )
-    for reason, count in sorted(stats.fallbacks.items()):
-        fallbacks.add_metric([reason], count)
-    yield fallbacks
 
 
 def _admission_metrics(admission: Admission) -> Iterator[Metric]:
@@ -168,14 +160,12 @@ def _admission_metrics(admission: Admission) -> Iterator[Metric]:
         "Scoring requests admitted by admission control.",
         value=admission.stats.admitted,
     )
-    shed = CounterMetricFamily(
+    yield counts_by(
         "driftline_shed_requests",
         "Scoring requests shed with 503 (overload), by reason (queue_full, queue_timeout).",
-        labels=["reason"],
+        "reason",
+        admission.stats.shed,
     )
-    for reason, count in sorted(admission.stats.shed.items()):
-        shed.add_metric([reason], count)
-    yield shed
 
 
 class Metrics:
@@ -233,3 +223,13 @@ class Metrics:
         for alias in ALIASES:  # expose the series before the first request
             self.latency.labels(alias)
             self.scores.labels(alias)
+
+
+def counts_by(
+    name: str, documentation: str, label: str, counts: Mapping[str, float]
+) -> CounterMetricFamily:
+    """A counter family with one label: one sample per entry of ``counts``, in key order."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family

@@ -45,7 +45,7 @@ from driftline.data.predictions import PredictionLog
 from driftline.serving import rules
 from driftline.serving.batching import MicroBatcher
 from driftline.serving.lookup import FeatureRow, GuardedFeatures
-from driftline.serving.metrics import Metrics
+from driftline.serving.metrics import Metrics, counts_by
 from driftline.serving.models import ModelProvider, ModelSet
 from driftline.serving.routing import choose_variant
 from driftline.serving.schemas import AnsweredBy, Score, Transaction, Variant
@@ -424,15 +424,13 @@ class _ScoringCollector(Collector):
             "when paused or aborted, else serve_canary_weight).",
             value=self._scorer.serving_weight(),
         )
-        answered = CounterMetricFamily(
+        yield counts_by(
             "driftline_answers",
             "Rows answered, by who answered (champion, canary, previous_champion after a "
             "champion failure, rules when no model could answer).",
-            labels=["answered_by"],
+            "answered_by",
+            self._scorer.answered,
         )
-        for who, count in self._scorer.answered.items():
-            answered.add_metric([who], count)
-        yield answered
         passes = CounterMetricFamily(
             "driftline_forward_passes",
             "Model forward passes by variant (one per merged batch or lone request).",
