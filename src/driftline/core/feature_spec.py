@@ -202,3 +202,183 @@ def features_of(entity: Entity) -> tuple[str, ...]:
 
 USER_FEATURES: tuple[str, ...] = features_of("user")
 MERCHANT_FEATURES: tuple[str, ...] = features_of("merchant")
+
+
+# ---------------------------------------------------------------------------------------
+# Fresh features: the speed layer (see ``driftline.core.fresh`` for the one computation).
+# ---------------------------------------------------------------------------------------
+
+FreshKind = Literal["velocity", "request"]
+
+#: The longest look-back of any fresh feature: the event state keeps this much history.
+FRESH_RETENTION = timedelta(days=7)
+#: ``fresh_user_seconds_since_prev`` when the user has no earlier transaction in the state.
+SECONDS_SINCE_CAP = FRESH_RETENTION.total_seconds()
+
+
+@dataclass(frozen=True)
+class FreshFeature:
+    """One feature computed per transaction as of just before it (online and offline).
+
+    Every earlier transaction counts: an event ``e`` is *earlier* than the scored
+    transaction ``x`` when ``(e.ts, e.transaction_id) < (x.ts, x.transaction_id)``; it is
+    inside a window ``w`` when also ``e.ts > x.ts - w`` (half-open ``(t - w, t)``, so an
+    event exactly ``w`` before is out). The scored transaction itself never counts, and
+    a transaction id counts once however often it is replayed.
+
+    Attributes:
+        name: Column name in the model frame, the prediction log and the offline table.
+        kind: ``velocity`` (an aggregate of the entity's earlier events) or ``request``
+            (the request compared with the entity's stored profile).
+        entity: Entity whose earlier events it reads.
+        dtype: Arrow value type.
+        window: Look-back window.
+        description: What the value means.
+        minimum: Smallest valid value.
+        maximum: Largest valid value, if bounded.
+    """
+
+    name: str
+    kind: FreshKind
+    entity: Entity
+    dtype: Dtype
+    window: timedelta
+    description: str
+    minimum: float | None = 0
+    maximum: float | None = None
+
+
+_M10 = timedelta(minutes=10)
+_W7 = FRESH_RETENTION
+
+FRESH_SPEC: tuple[FreshFeature, ...] = (
+    FreshFeature(
+        "fresh_user_txn_count_10m",
+        "velocity",
+        "user",
+        "int64",
+        _M10,
+        "The user's earlier transactions in the window.",
+    ),
+    FreshFeature(
+        "fresh_user_txn_count_1h",
+        "velocity",
+        "user",
+        "int64",
+        _H,
+        "The user's earlier transactions in the window.",
+    ),
+    FreshFeature(
+        "fresh_user_txn_count_24h",
+        "velocity",
+        "user",
+        "int64",
+        _D,
+        "The user's earlier transactions in the window.",
+    ),
+    FreshFeature(
+        "fresh_user_amount_sum_1h",
+        "velocity",
+        "user",
+        "float64",
+        _H,
+        "Sum of the user's earlier amounts in the window.",
+    ),
+    FreshFeature(
+        "fresh_user_amount_sum_24h",
+        "velocity",
+        "user",
+        "float64",
+        _D,
+        "Sum of the user's earlier amounts in the window.",
+    ),
+    FreshFeature(
+        "fresh_user_distinct_merchants_1h",
+        "velocity",
+        "user",
+        "int64",
+        _H,
+        "Distinct merchants of the user's earlier transactions in the window.",
+    ),
+    FreshFeature(
+        "fresh_user_distinct_devices_24h",
+        "velocity",
+        "user",
+        "int64",
+        _D,
+        "Distinct devices of the user's earlier transactions in the window.",
+    ),
+    FreshFeature(
+        "fresh_merchant_txn_count_1h",
+        "velocity",
+        "merchant",
+        "int64",
+        _H,
+        "The merchant's earlier transactions in the window.",
+    ),
+    FreshFeature(
+        "fresh_user_txn_count_7d",
+        "request",
+        "user",
+        "int64",
+        _W7,
+        "The user's earlier transactions in the window (the profile's size).",
+    ),
+    FreshFeature(
+        "fresh_user_device_new",
+        "request",
+        "user",
+        "int64",
+        _W7,
+        "1 if this device is not among the devices of the user's earlier transactions in "
+        "the window (or the device is unknown); 0 if it is, and when the user has none.",
+        maximum=1,
+    ),
+    FreshFeature(
+        "fresh_user_country_foreign",
+        "request",
+        "user",
+        "int64",
+        _W7,
+        "1 if the merchant's country is not among the countries of the user's earlier "
+        "transactions in the window; 0 if it is, and when the user has none.",
+        maximum=1,
+    ),
+    FreshFeature(
+        "fresh_user_merchant_new",
+        "request",
+        "user",
+        "int64",
+        _W7,
+        "1 if the user has no earlier transaction at this merchant in the window; 0 if it "
+        "has, and when the user has none.",
+        maximum=1,
+    ),
+    FreshFeature(
+        "fresh_user_amount_to_median_7d",
+        "request",
+        "user",
+        "float64",
+        _W7,
+        "This amount over the median of the user's earlier amounts in the window (the "
+        "median floored at 0.01); 1 when the user has none.",
+    ),
+    FreshFeature(
+        "fresh_user_seconds_since_prev",
+        "request",
+        "user",
+        "float64",
+        _W7,
+        "Seconds since the user's latest earlier transaction in the window; the window "
+        "(7 days) when there is none.",
+        maximum=SECONDS_SINCE_CAP,
+    ),
+)
+
+#: Names of the fresh features, in declaration order (model-frame columns).
+FRESH_FEATURES: tuple[str, ...] = tuple(f.name for f in FRESH_SPEC)
+#: The longest window of any fresh feature per entity (how much history each keeps).
+FRESH_WINDOWS: dict[str, timedelta] = {
+    entity: max(f.window for f in FRESH_SPEC if f.entity == entity)
+    for entity in ("user", "merchant")
+}
