@@ -168,7 +168,7 @@ def validate(dataset: Dataset, start: Start, end: End = None) -> None:
 
 @app.command()
 def features(start: Start, end: End = None) -> None:
-    """Compute, validate and publish the Spark feature partitions of the interval."""
+    """Compute, validate and publish the interval's store (Spark) and fresh features."""
     from driftline.data.features import build_features
 
     interval = Interval.parse(start, end)

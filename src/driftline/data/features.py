@@ -34,7 +34,7 @@ result depends only on the declared inputs. Anything else missing raises
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from driftline.core import lake
-from driftline.core.feature_spec import FEATURE_SPEC, MERCHANT_FEATURES, USER_FEATURES
+from driftline.core.feature_spec import (
+    FEATURE_SPEC,
+    FRESH_RETENTION,
+    MERCHANT_FEATURES,
+    USER_FEATURES,
+)
 from driftline.core.interval import Interval
 from driftline.core.schemas import LABELS, TIMESTAMP, TRANSACTIONS
 from driftline.core.settings import Settings, get_settings
@@ -219,12 +224,19 @@ class MissingHistoryError(DataError):
     Attributes:
         interval: The interval whose features were requested.
         missing: Missing days per raw dataset, oldest first.
+        lookback: How far before the interval the run reads.
     """
 
-    def __init__(self, interval: Interval, missing: dict[str, list[date]]) -> None:
+    def __init__(
+        self,
+        interval: Interval,
+        missing: dict[str, list[date]],
+        lookback: timedelta = LOOKBACK,
+    ) -> None:
         self.interval = interval
         self.missing = missing
-        super().__init__(_missing_message(interval, missing))
+        self.lookback = lookback
+        super().__init__(_missing_message(interval, missing, lookback))
 
 
 def _day_ranges(days: list[date]) -> str:
@@ -241,69 +253,112 @@ def _day_ranges(days: list[date]) -> str:
     )
 
 
-def _missing_message(interval: Interval, missing: dict[str, list[date]]) -> str:
+def _missing_message(
+    interval: Interval, missing: dict[str, list[date]], lookback: timedelta = LOOKBACK
+) -> str:
     listed = "; ".join(
         f"raw {dataset}: {_day_ranges(days)} ({len(days)} day{'s' * (len(days) != 1)})"
         for dataset, days in missing.items()
     )
     return (
         f"features for {interval} need the validated raw partitions of the interval and "
-        f"the {LOOKBACK.days} days before it; missing {listed}. Ingest and validate those "
+        f"the {lookback.days} days before it; missing {listed}. Ingest and validate those "
         "days first (the ingest_validate_materialize DAG for each day, or `driftline ingest` "
         "and `driftline validate`), or, if the data really begins later, declare its first "
         "day with DRIFTLINE_DATA_START."
     )
 
 
-def lookback_days(interval: Interval, data_start: date | None = None) -> list[date]:
+def lookback_days(
+    interval: Interval, data_start: date | None = None, lookback: timedelta = LOOKBACK
+) -> list[date]:
     """Days whose raw partitions the job reads for ``interval``, oldest first.
 
-    The interval's own days and the :data:`LOOKBACK` days before it, less the look-back
-    days before ``data_start`` (the declared first day of data; ``None``: none).
+    The interval's own days and the ``lookback`` days before it (by default
+    :data:`LOOKBACK`), less the look-back days before ``data_start`` (the declared first
+    day of data; ``None``: none).
     """
     first = interval.start.date()
     return [
         day
-        for day in interval.widen(LOOKBACK).days()
+        for day in interval.widen(lookback).days()
         if data_start is None or day >= first or day >= data_start
     ]
 
 
-def missing_history(interval: Interval, settings: Settings | None = None) -> dict[str, list[date]]:
+def missing_history(
+    interval: Interval,
+    settings: Settings | None = None,
+    lookback: timedelta = LOOKBACK,
+    datasets: tuple[str, ...] = RAW_DATASETS,
+) -> dict[str, list[date]]:
     """Days of :func:`lookback_days` without a validated raw partition, per raw dataset."""
     cfg = settings or get_settings()
-    days = lookback_days(interval, cfg.data_start)
+    days = lookback_days(interval, cfg.data_start, lookback)
     missing = {
         dataset: [
             day
             for day in days
             if not lake.exists(lake.partition_file(cfg.lake_uri, "raw", dataset, day))
         ]
-        for dataset in RAW_DATASETS
+        for dataset in datasets
     }
     return {dataset: days for dataset, days in missing.items() if days}
 
 
-def require_history(interval: Interval, settings: Settings | None = None) -> list[date]:
+def require_history(
+    interval: Interval,
+    settings: Settings | None = None,
+    lookback: timedelta = LOOKBACK,
+    datasets: tuple[str, ...] = RAW_DATASETS,
+) -> list[date]:
     """The days to read for ``interval``, after checking that each one is there.
+
+    Args:
+        interval: The interval to compute.
+        settings: Settings (``data_start``, the lake); default :func:`get_settings`.
+        lookback: How far before the interval the run reads (default :data:`LOOKBACK`).
+        datasets: The raw datasets the run reads (default :data:`RAW_DATASETS`).
 
     Raises:
         MissingHistoryError: A needed raw partition does not exist.
     """
     cfg = settings or get_settings()
-    missing = missing_history(interval, cfg)
+    missing = missing_history(interval, cfg, lookback, datasets)
     if missing:
-        raise MissingHistoryError(interval, missing)
-    return lookback_days(interval, cfg.data_start)
+        raise MissingHistoryError(interval, missing, lookback)
+    return lookback_days(interval, cfg.data_start, lookback)
+
+
+def first_complete_day(settings: Settings) -> date | None:
+    """First day whose look-back features are complete, or None without ``data_start``.
+
+    Before ``data_start`` + the longest look-back (:data:`LOOKBACK` of the store
+    features, ``FRESH_RETENTION`` of the fresh ones) the windows reach before the first
+    day of data, so the features are smaller than they will ever be again (a merchant's
+    14-day count grows for two weeks). No model trains on such days: training sets
+    refuse them and retrain windows start no earlier.
+    """
+    if settings.data_start is None:
+        return None
+    return settings.data_start + max(LOOKBACK, FRESH_RETENTION)
 
 
 @dataclass(frozen=True)
 class FeatureResult:
-    """Outcome of the feature stage for one interval."""
+    """Outcome of the feature stage for one interval.
+
+    Attributes:
+        interval: The interval computed.
+        rows: Store-feature rows published per day (ISO date -> count).
+        partitions: URIs of the store-feature partitions written.
+        fresh_rows: Fresh-feature rows published per day (:mod:`driftline.data.fresh`).
+    """
 
     interval: str
     rows: dict[str, int]
     partitions: tuple[str, ...]
+    fresh_rows: dict[str, int] = field(default_factory=dict)
 
 
 def compute_interval(interval: Interval, settings: Settings | None = None) -> pa.Table:
@@ -341,13 +396,17 @@ def build_features(interval: Interval, settings: Settings | None = None) -> Feat
     """The feature stage: compute, validate (GX ``features`` suite) and publish per day.
 
     Each day is validated before anything is published, so a failing interval
-    leaves every existing feature partition as it was.
+    leaves every existing feature partition as it was. Then the fresh features of the
+    interval's transactions are computed and published
+    (:func:`driftline.data.fresh.build_fresh_features`), so every entry point of this
+    stage (the ingest DAG, the CLI, the DVC stage) builds both.
 
     Raises:
         MissingHistoryError: Raw history the interval needs is missing; nothing is
             computed or published.
         driftline.data.ingest.BatchQuarantined: The features failed validation.
     """
+    from driftline.data.fresh import build_fresh_features
     from driftline.data.ingest import BatchQuarantined, quarantine
     from driftline.data.validate import describe_failures, validate_frame
 
@@ -368,6 +427,10 @@ def build_features(interval: Interval, settings: Settings | None = None) -> Feat
         lake.replace_partition(cfg.lake_uri, "features", DATASET, day, part)
         for day, part in slices.items()
     )
+    fresh = build_fresh_features(interval, cfg)
     return FeatureResult(
-        str(interval), {d.isoformat(): p.num_rows for d, p in slices.items()}, partitions
+        str(interval),
+        {d.isoformat(): p.num_rows for d, p in slices.items()},
+        partitions,
+        fresh.rows,
     )
