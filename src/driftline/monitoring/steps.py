@@ -20,7 +20,7 @@ import pandas as pd
 from driftline.core.columns import LABEL
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
-from driftline.data.features import LOOKBACK
+from driftline.data.features import first_complete_day
 from driftline.data.predictions import read_predictions
 from driftline.lifecycle import registry
 from driftline.monitoring.drift import measure_drift, performance_check, performance_days
@@ -175,21 +175,12 @@ def record_trigger(day: date, decision: dict[str, Any], settings: Settings) -> N
     drift_log.save()
 
 
-def complete_history_start(settings: Settings) -> date | None:
-    """First day whose look-back features are complete: ``data_start`` + the look-back.
-
-    Before it the 7- and 14-day windows cover days before the first day of data, so the
-    features are smaller than they will ever be again (a merchant's 14-day count grows
-    for two weeks); no model should learn them. None when ``data_start`` is not set.
-    """
-    return None if settings.data_start is None else settings.data_start + LOOKBACK
-
-
 def training_window_start(end: date, settings: Settings) -> date:
     """First day of a retrain's window ending at ``end``: ``retrain_window_days`` back,
-    but never before :func:`complete_history_start`."""
+    but never before :func:`~driftline.data.features.first_complete_day` (the day the
+    training set would refuse an earlier window from)."""
     start = end - timedelta(days=settings.retrain_window_days)
-    complete = complete_history_start(settings)
+    complete = first_complete_day(settings)
     return start if complete is None or complete < start else min(complete, end - timedelta(days=1))
 
 
@@ -199,8 +190,8 @@ def retrain_request(check: dict[str, Any], settings: Settings) -> dict[str, str]
     The training window ends at the decision's window end (the label cut-off: the
     checked day's end) and spans ``retrain_window_days``, so it covers the labelled days
     of the drift, but starts no earlier than the first day with complete look-back
-    features (:func:`complete_history_start`). The drift window, the reason and the
-    day's drift report go along.
+    features (:func:`~driftline.data.features.first_complete_day`). The drift window,
+    the reason and the day's drift report go along.
     """
     decision = check["decision"]
     end = date.fromisoformat(decision["window_end"])
