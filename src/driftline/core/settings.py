@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="localhost:6379", description="Redis connection string (production online store)."
     )
+    event_store_url: str = Field(
+        default="",
+        description="Event state of the fresh features (driftline.data.events): empty for "
+        "the embedded SQLite file {home}/events/events.db, or redis://host:port/db (atomic "
+        "across scoring replicas).",
+    )
+    event_store_timeout_ms: int = Field(
+        default=50,
+        ge=1,
+        description="Connect and read timeout of the Redis event state, milliseconds.",
+    )
     gx_project_dir: Path = Field(
         default=PROJECT_ROOT / "great_expectations",
         description="Committed GX definitions (expectation suites).",
@@ -183,6 +194,17 @@ class Settings(BaseSettings):
         description="Requests waiting for the shadow model; beyond it copies are dropped "
         "(and counted), never the answer delayed.",
     )
+    prediction_log_flush_rows: int = Field(
+        default=500,
+        ge=1,
+        description="The prediction log writes a file to the lake once this many rows are "
+        "buffered (1: every request's rows before it answers).",
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="...and at least this often when rows are buffered (a background thread).",
+    )
     serve_feature_timeout_ms: int = Field(
         default=50,
         ge=1,
@@ -246,6 +268,19 @@ class Settings(BaseSettings):
         ge=1,
         description="Longest a lookup waits for a free feature worker (only when all are "
         "stuck in store calls); not counted as a store failure.",
+    )
+    serve_event_timeout_ms: float = Field(
+        default=50.0,
+        gt=0.0,
+        description="Event-store calls (record_and_read of the fresh features; from the "
+        "call's start) slower than this count as failed: the rows get NaN fresh features "
+        "and are flagged features_fallback.",
+    )
+    serve_event_timeout_per_event_ms: float = Field(
+        default=0.2,
+        ge=0.0,
+        description="Added to serve_event_timeout_ms for each transaction beyond the first "
+        "in one (coalesced) event-store call.",
     )
     serve_rate_limit_per_second: float = Field(
         default=1000.0,
@@ -342,6 +377,13 @@ class Settings(BaseSettings):
         ge=0.0,
         description="Smallest calibrated per-input threshold (an input that never varies "
         "in the reference would otherwise drift on any change).",
+    )
+    consistency_min_share: float = Field(
+        default=0.995,
+        ge=0.0,
+        le=1.0,
+        description="The monitor flags a day whose served fresh features match the offline "
+        "ones (features/fresh) on fewer than this share of rows (a flag, never a failure).",
     )
 
     # Retrain and canary ----------------------------------------------------------------
