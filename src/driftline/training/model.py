@@ -37,7 +37,7 @@ Both output one logit per row.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, cast
 
@@ -61,6 +61,13 @@ DERIVED: tuple[str, ...] = (
 #: networks give them non-negative, context-dependent slopes, so a larger amount can
 #: never lower the score: a domain constraint that holds by construction.
 AMOUNT_INPUTS: tuple[str, ...] = ("amount", "amount_vs_user_mean_7d", "amount_vs_user_max_24h")
+#: Contract columns the :data:`DERIVED` inputs are computed from: an input set must keep them.
+DERIVED_FROM: tuple[str, ...] = (
+    "hour_of_day",
+    "amount",
+    "user_amount_mean_7d",
+    "user_amount_max_24h",
+)
 #: Initial bias of the amount slopes: softplus(-3) ~ 0.05, so at initialisation the
 #: amount term is small and cannot drown the context while that is being learned.
 SLOPE_INIT_BIAS = -3.0
@@ -107,26 +114,38 @@ class Preprocessor:
     categorical: tuple[Vocabulary, ...]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, *, min_count: int = 5) -> Preprocessor:
+    def fit(
+        cls, frame: pd.DataFrame, *, min_count: int = 5, inputs: Collection[str] | None = None
+    ) -> Preprocessor:
         """Fit on a training model frame.
 
         Args:
             frame: Training rows holding at least every column of ``MODEL_INPUTS``
                 (extra columns and any order are fine).
             min_count: Category values seen fewer times map to the unknown index 0.
+            inputs: The contract columns the model reads (default: every one of
+                ``MODEL_INPUTS``); the others are ignored, e.g. to train a model without
+                the fresh features for comparison. The :data:`DERIVED` inputs are always
+                kept, so ``inputs`` must hold :data:`DERIVED_FROM`.
 
         Returns:
             The fitted preprocessor.
 
         Raises:
-            ValueError: If a required column is missing.
+            ValueError: If a required column is missing, or ``inputs`` names a column
+                outside ``MODEL_INPUTS`` or lacks one of :data:`DERIVED_FROM`.
         """
         require_columns(frame)
+        kept = set(MODEL_INPUTS) if inputs is None else _input_set(inputs)
         raw = _numeric_table(frame)
         numeric = tuple(
-            _fit_numeric(name, raw[name], indicator=name in NUMERIC) for name in raw.columns
+            _fit_numeric(name, raw[name], indicator=name in NUMERIC)
+            for name in raw.columns
+            if name in kept or name in DERIVED
         )
-        categorical = tuple(_fit_vocabulary(name, frame[name], min_count) for name in CATEGORICAL)
+        categorical = tuple(
+            _fit_vocabulary(name, frame[name], min_count) for name in CATEGORICAL if name in kept
+        )
         return cls(numeric=numeric, categorical=categorical)
 
     @property
@@ -203,6 +222,18 @@ class Preprocessor:
         if unknown:
             raise ValueError(f"preprocessor names columns outside the contract: {sorted(unknown)}")
         return cls(numeric=numeric, categorical=categorical)
+
+
+def _input_set(inputs: Collection[str]) -> set[str]:
+    """``inputs`` as a set, checked against the contract and :data:`DERIVED_FROM`."""
+    kept = set(inputs)
+    unknown = sorted(kept - set(MODEL_INPUTS))
+    if unknown:
+        raise ValueError(f"inputs outside MODEL_INPUTS: {unknown}")
+    needed = [name for name in DERIVED_FROM if name not in kept]
+    if needed:
+        raise ValueError(f"inputs must keep {needed}: the derived inputs are computed from them")
+    return kept
 
 
 def require_columns(frame: pd.DataFrame, extra: tuple[str, ...] = ()) -> None:

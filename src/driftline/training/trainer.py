@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -158,6 +158,7 @@ def train_model(
     checkpoint_every: int = 200,
     on_epoch: OnEpoch | None = None,
     stop_after_steps: int | None = None,
+    inputs: Collection[str] | None = None,
 ) -> TrainedModel:
     """Train a model of ``config`` on ``train``, early-stopping on ``valid`` PR-AUC.
 
@@ -175,6 +176,8 @@ def train_model(
             reaches this, write the checkpoint (with ``checkpoint_dir``) and raise
             :class:`TrainingInterrupted`.
             A resumed run already past it stops after its next step.
+        inputs: The contract columns the model reads (default: all of ``MODEL_INPUTS``;
+            see :meth:`~driftline.training.model.Preprocessor.fit`).
 
     Returns:
         The model with the weights of its best validation epoch, on CPU.
@@ -188,7 +191,7 @@ def train_model(
         raise ValueError("checkpoint_every must be >= 1")
     target = _resolve_device(device)
     with _reproducible(seed, target):
-        run = _Run(config, seed, target, checkpoint_dir, checkpoint_every)
+        run = _Run(config, seed, target, checkpoint_dir, checkpoint_every, inputs)
         run.setup(train, valid)
         run.fit(on_epoch, stop_after_steps)
         return run.result()
@@ -302,8 +305,10 @@ class _Run:
         device: torch.device,
         checkpoint_dir: Path | None,
         checkpoint_every: int,
+        inputs: Collection[str] | None = None,
     ):
         """Store the settings; :meth:`setup` builds everything else."""
+        self.inputs = inputs
         self.config = config
         self.seed = seed
         self.device = device
@@ -319,7 +324,9 @@ class _Run:
         self.sizes = {"n_train": len(train), "n_valid": len(valid)}
         saved = self._read_checkpoint()
         self.preprocessor = (
-            Preprocessor.from_dict(saved["preprocessor"]) if saved else Preprocessor.fit(train)
+            Preprocessor.from_dict(saved["preprocessor"])
+            if saved
+            else Preprocessor.fit(train, inputs=self.inputs)
         )
         # Training rows live on the device once; batches are gathered there.
         numeric, categorical = self.preprocessor.transform(train)

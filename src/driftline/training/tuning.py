@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -254,6 +255,7 @@ class _Objective:
     max_epochs: int
     device: str
     tracker: _Tracker | None
+    inputs: Collection[str] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Return the trial's best validation PR-AUC (or raise ``TrialPruned``)."""
@@ -268,6 +270,7 @@ class _Objective:
                 seed=self.seed + trial.number,
                 device=self.device,
                 on_epoch=lambda epoch, score: self._report(trial, epoch, score),
+                inputs=self.inputs,
             )
         except optuna.TrialPruned:
             self._finish(trial, "PRUNED")
@@ -326,6 +329,7 @@ def tune(
     parent_run_id: str | None = None,
     worker: int = 0,
     device: str = "auto",
+    inputs: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``n_trials`` more trials of a (possibly shared) study in this process.
 
@@ -353,6 +357,8 @@ def tune(
             different index: concurrent workers with the same sampler seed draw the same
             random start-up configurations.
         device: Passed to ``train_model`` (``auto``, ``cpu``, ``cuda``).
+        inputs: Passed to ``train_model``: the contract columns the models read
+            (default: all of ``MODEL_INPUTS``).
 
     Returns:
         :func:`summarize_study` of the whole study plus ``worker_trials`` (trials this
@@ -371,7 +377,7 @@ def tune(
             parent_run_id=parent_run_id,
             study_name=study_name,
         )
-    objective = _Objective(train, valid, seed, max_epochs, device, tracker)
+    objective = _Objective(train, valid, seed, max_epochs, device, tracker, inputs)
     start = time.perf_counter()
     study.optimize(objective, n_trials=n_trials, catch=TRIAL_ERRORS)
     wall_s = time.perf_counter() - start
