@@ -73,7 +73,7 @@ def test_tuning_passes_the_inputs_to_every_trial(
     train, valid = splits
 
     def trials(inputs: tuple[str, ...], name: str) -> dict[str, Any]:
-        return tune(
+        summary: dict[str, Any] = tune(
             name,
             train,
             valid,
@@ -84,6 +84,7 @@ def test_tuning_passes_the_inputs_to_every_trial(
             device="cpu",
             inputs=inputs,
         )
+        return summary
 
     assert trials(INPUTS, "restricted")["n_complete"] == 1
     assert trials(("amount",), "refused")["n_failed"] == 1  # the trial saw the inputs
