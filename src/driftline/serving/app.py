@@ -1,9 +1,11 @@
 """The scoring app factory, the request-body size guard and the request counter.
 
 :func:`create_app` wires the feature source (Feast by default) behind its coalescing
-lookups and breaker, the model provider (MLflow aliases by default), the prediction log,
-admission control, the per-key rate limit and the metrics into a FastAPI app; the model
-poller runs for the app's lifespan. Nothing is built at import.
+lookups and breaker, the event store of the fresh features (``event_store_url``; opened
+at start-up, closed at shutdown) behind its own guard and breaker, the model provider
+(MLflow aliases by default), the prediction log, admission control, the per-key rate
+limit and the metrics into a FastAPI app; the model poller runs for the app's lifespan.
+Nothing is built at import.
 A ``/v1/`` request passes, in order: the request counter, the API-key check (401/403),
 the per-key rate limit (429), the body-size guard (413), admission control (503 when
 shed), then validation (422) and scoring.
@@ -42,6 +44,7 @@ from driftline.serving.api import (
     probes,
     scoring,
 )
+from driftline.serving.fresh import EventMetrics, EventState, GuardedEvents
 from driftline.serving.lookup import (
     CircuitBreaker,
     FeastFeatureSource,
@@ -230,11 +233,23 @@ def _warm_up(source: FeatureSource) -> None:
         log.warning("feature store warm-up failed; lookups will retry", exc_info=True)
 
 
+def _event_store_opener(settings: Settings) -> Callable[[], EventState]:
+    """Opens the event store ``settings`` name (imported on first use, not at import)."""
+
+    def open_store() -> EventState:
+        from driftline.data.events import open_event_store
+
+        return open_event_store(settings)
+
+    return open_store
+
+
 def create_app(
     settings: Settings,
     *,
     features: FeatureSource | None = None,
     models: ModelProvider | None = None,
+    events: Callable[[], EventState] | None = None,
     clock: Callable[[], float] = time.monotonic,
     instance_id: str | None = None,
 ) -> FastAPI:
@@ -244,7 +259,9 @@ def create_app(
         settings: The ``serve_*`` settings, ``home`` (prediction log) and the registry.
         features: Online feature source; the Feast online store by default.
         models: Champion/canary provider; polls the MLflow aliases by default.
-        clock: Monotonic clock of the feature-store circuit breaker (tests inject one).
+        events: Opens the event store of the fresh features; by default
+            ``driftline.data.events.open_event_store(settings)``.
+        clock: Monotonic clock of the two stores' circuit breakers (tests inject one).
         instance_id: Reported on ``/ready`` with the pid and ``home``; by default
             ``$DRIFTLINE_SERVE_INSTANCE_ID``, else a fresh uuid.
 
@@ -268,6 +285,18 @@ def create_app(
         workers=settings.serve_feature_workers,
         queue_seconds=settings.serve_feature_queue_ms / 1000.0,
     )
+    fresh = GuardedEvents(
+        events or _event_store_opener(settings),
+        timeout_seconds=settings.serve_event_timeout_ms / 1000.0,
+        per_event_seconds=settings.serve_event_timeout_per_event_ms / 1000.0,
+        breaker=CircuitBreaker(
+            settings.serve_breaker_failures,
+            settings.serve_breaker_reset_seconds,
+            clock,
+            name="event store",
+        ),
+        queue_seconds=settings.serve_feature_queue_ms / 1000.0,
+    )
     admission = Admission(
         settings.serve_max_in_flight,
         settings.serve_max_queued,
@@ -285,11 +314,14 @@ def create_app(
         batch_window_ms=settings.serve_batch_window_ms,
         batch_max_rows=settings.serve_batch_max_rows,
         shadow_queue=settings.serve_shadow_queue,
+        events=fresh,
     )
+    metrics.registry.register(EventMetrics(fresh))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         _warm_up(source)
+        fresh.open()
         provider.start()
         # Everything imported and opened so far lives as long as the process: out of the
         # collector's sight, a full collection no longer stops every thread for a
@@ -302,7 +334,11 @@ def create_app(
             gc.unfreeze()
             provider.stop()
             scorer.close()
+            # The prediction log's buffered rows (and the shadow log's) reach the lake:
+            # uvicorn runs this shutdown on SIGTERM, after the in-flight requests.
+            scorer.predictions.close()
             guarded.close()
+            fresh.close()
 
     app = FastAPI(title="driftline scoring", version="1", lifespan=lifespan)
     app.state.service = Service(

@@ -123,8 +123,10 @@ class CircuitBreaker:
         failures: int,
         reset_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        name: str = "feature store",
     ) -> None:
-        """Start closed."""
+        """Start closed; ``name`` (the store it guards) starts each logged transition."""
+        self.name = name
         self._threshold = failures
         self._reset = reset_seconds
         self._clock = clock
@@ -146,7 +148,8 @@ class CircuitBreaker:
         if self._state == "open" and self._clock() - self._opened_at >= self._reset:
             self._state, self._trial_running = "half_open", False
             log.info(
-                "feature store breaker half-open after %.1f s: the next call is a trial",
+                "%s breaker half-open after %.1f s: the next call is a trial",
+                self.name,
                 self._reset,
             )
 
@@ -166,7 +169,8 @@ class CircuitBreaker:
         with self._lock:
             if self._state != "closed":
                 log.info(
-                    "feature store breaker closes: a trial call succeeded %.1f s after it opened",
+                    "%s breaker closes: a trial call succeeded %.1f s after it opened",
+                    self.name,
                     self._clock() - self._opened_at,
                 )
             self._state, self._failures, self._trial_running = "closed", 0, False
@@ -178,8 +182,8 @@ class CircuitBreaker:
             if self._state == "half_open" or self._failures >= self._threshold:
                 if self._state != "open":
                     log.warning(
-                        "feature store breaker opens for %.1f s after %d consecutive "
-                        "failure(s)%s; last: %s",
+                        "%s breaker opens for %.1f s after %d consecutive failure(s)%s; last: %s",
+                        self.name,
                         self._reset,
                         self._failures,
                         " (the half-open trial failed)" if self._state == "half_open" else "",

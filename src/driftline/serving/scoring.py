@@ -1,12 +1,15 @@
 """Score transactions: model inputs, canary split, fallback chain, shadow, log and metrics.
 
-The model inputs of each transaction are its request-time fields plus the store
-features of its user and merchant (``driftline.core.columns``), built as plain column
-arrays straight from the validated transactions and the lookup rows (no pandas per
-request); the loaded model (its lean form, see :mod:`driftline.training.lean`) applies
-the preprocessing saved with it. Concurrent requests on one variant share a forward
-pass (:mod:`driftline.serving.batching`). Each request takes one snapshot of the
-serving models, so a swap during the request never mixes versions within it.
+The model inputs of each transaction are its request-time fields, the store features
+of its user and merchant (``driftline.core.columns``) and its fresh features
+(``FRESH_FEATURES``: the event state's history just before it, see
+:mod:`driftline.serving.fresh`; one event-store call per request, asked while the Feast
+lookup runs), built as plain column arrays straight from the validated transactions
+and the lookup rows (no pandas per request); the loaded model (its lean form, see
+:mod:`driftline.training.lean`) applies the preprocessing saved with it. Concurrent
+requests on one variant share a forward pass (:mod:`driftline.serving.batching`). Each
+request takes one snapshot of the serving models, so a swap during the request never
+mixes versions within it.
 
 Who answers a row (the response's and the log's ``answered_by``):
 
@@ -41,9 +44,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from driftline.core.columns import MODEL_INPUTS, NUMERIC, REQUEST_CATEGORICAL, STORE_NUMERIC
+from driftline.core.feature_spec import FRESH_FEATURES
 from driftline.data.predictions import PredictionLog
 from driftline.serving import rules
 from driftline.serving.batching import MicroBatcher
+from driftline.serving.fresh import (
+    FreshLookup,
+    FreshRow,
+    GuardedEvents,
+    PendingFresh,
+    missing_fresh,
+)
 from driftline.serving.lookup import FeatureRow, GuardedFeatures
 from driftline.serving.metrics import Metrics, counts_by
 from driftline.serving.models import ModelProvider, ModelSet
@@ -66,10 +77,14 @@ class ModelOutputError(RuntimeError):
 
 
 def model_columns(
-    transactions: Sequence[Transaction], features: Sequence[FeatureRow]
+    transactions: Sequence[Transaction],
+    features: Sequence[FeatureRow],
+    fresh: Sequence[FreshRow] | None = None,
 ) -> dict[str, Any]:
-    """The ``MODEL_INPUTS`` of each transaction as columns (numbers float64, NaN missing).
+    """The model inputs of each transaction as columns (numbers float64, NaN missing).
 
+    ``MODEL_INPUTS`` plus every ``FRESH_FEATURES`` column (from ``fresh``, one row per
+    transaction; all NaN without it), whether or not the model reads them.
     Numeric inputs are float64 arrays; categorical inputs are lists of strings.
     """
     n = len(transactions)
@@ -81,20 +96,34 @@ def model_columns(
     }
     for name in STORE_NUMERIC:
         columns[name] = np.fromiter((row[name] for row in features), dtype=np.float64, count=n)
+    for name in FRESH_FEATURES:
+        columns[name] = (
+            np.full(n, np.nan)
+            if fresh is None
+            else np.fromiter((row[name] for row in fresh), dtype=np.float64, count=n)
+        )
     for name in REQUEST_CATEGORICAL:
         columns[name] = [getattr(t, name) for t in transactions]
     return columns
 
 
+#: The model frame's columns: the model inputs, then the fresh features they lack.
+FRAME_COLUMNS: tuple[str, ...] = MODEL_INPUTS + tuple(
+    name for name in FRESH_FEATURES if name not in MODEL_INPUTS
+)
+
+
 def model_frame(
-    transactions: Sequence[Transaction], features: Sequence[FeatureRow]
+    transactions: Sequence[Transaction],
+    features: Sequence[FeatureRow],
+    fresh: Sequence[FreshRow] | None = None,
 ) -> pd.DataFrame:
-    """The model inputs as a pandas model frame (what an MLflow pyfunc takes).
+    """The model inputs (and fresh features) as a pandas model frame (what a pyfunc takes).
 
     Not used per request; for comparisons with ``mlflow models serve`` and the pyfunc.
     """
-    frame = pd.DataFrame(model_columns(transactions, features), columns=list(MODEL_INPUTS))
-    return frame.astype(dict.fromkeys(NUMERIC, "float64"))
+    frame = pd.DataFrame(model_columns(transactions, features, fresh), columns=list(FRAME_COLUMNS))
+    return frame.astype(dict.fromkeys((*NUMERIC, *FRESH_FEATURES), "float64"))
 
 
 def _take(columns: dict[str, Any], rows: list[int], total: int) -> dict[str, Any]:
@@ -181,6 +210,8 @@ class Scorer:
         batch_max_rows: Most rows in one merged forward pass.
         shadow: Scores copies for the ``shadow`` alias (built on first use if None).
         shadow_queue: Queue size of the default shadow scorer.
+        events: The event store behind its guard; None scores with NaN fresh features
+            (flagged as a fallback).
     """
 
     features: GuardedFeatures
@@ -193,6 +224,7 @@ class Scorer:
     batch_max_rows: int = 512
     shadow: ShadowScorer | None = None
     shadow_queue: int = 1024
+    events: GuardedEvents | None = None
     answered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ANSWERERS, 0))
 
     def __post_init__(self) -> None:
@@ -235,13 +267,16 @@ class Scorer:
         for variant in routed:
             self.batchers[variant].announce()
         try:
+            pending = self.events.begin(transactions) if self.events is not None else None
             lookup = self.features.lookup([(t.user_id, t.merchant_id) for t in transactions])
-            columns = model_columns(transactions, lookup.rows)
+            fresh = self._fresh(pending, len(transactions))
+            columns = model_columns(transactions, lookup.rows, fresh.rows)
         except BaseException:
             for variant in routed:
                 self.batchers[variant].withdraw()
             raise
         outcome = self._predict(snapshot, columns, variants, routed)
+        fallback = lookup.fallback or fresh.fallback
         latency = time.perf_counter() - started
         results = [
             Score(
@@ -251,7 +286,7 @@ class Scorer:
                 model_version=version,
                 variant=variant,
                 answered_by=who,
-                features_fallback=lookup.fallback,
+                features_fallback=fallback,
             )
             for txn, score, variant, who, version in zip(
                 transactions,
@@ -262,10 +297,18 @@ class Scorer:
                 strict=True,
             )
         ]
-        self.predictions.append(_records(transactions, lookup.rows, results, latency, outcome))
-        self._observe(results, latency, lookup.fallback)
+        self.predictions.append(
+            _records(transactions, lookup.rows, fresh, results, latency, outcome)
+        )
+        self._observe(results, latency, fallback)
         self._offer_shadow(snapshot, transactions, columns, results)
         return results
+
+    def _fresh(self, pending: PendingFresh | None, rows: int) -> FreshLookup:
+        """The fresh features of a request begun as ``pending`` (NaN without a store)."""
+        if self.events is None or pending is None:
+            return FreshLookup([missing_fresh() for _ in range(rows)], "no_event_store")
+        return self.events.finish(pending)
 
     def _predict(
         self,
@@ -473,13 +516,16 @@ def _error_fields(prefix: str, error: tuple[str, str] | None) -> dict[str, str |
 def _records(
     transactions: Sequence[Transaction],
     features: Sequence[FeatureRow],
+    fresh: FreshLookup,
     results: list[Score],
     latency: float,
     outcome: Prediction,
 ) -> list[dict[str, Any]]:
-    """Prediction-log records: keys, time, model inputs, verdict, who answered, errors."""
+    """Prediction-log records: keys, time, model inputs and fresh features as scored,
+    verdict, who answered, errors, and whether the fresh features fell back."""
     records = []
-    for i, (txn, stored, result) in enumerate(zip(transactions, features, results, strict=True)):
+    rows = zip(transactions, features, fresh.rows, results, strict=True)
+    for i, (txn, stored, recent, result) in enumerate(rows):
         records.append(
             {
                 "transaction_id": txn.transaction_id,
@@ -489,6 +535,7 @@ def _records(
                 "amount": float(txn.amount),
                 "hour_of_day": float(txn.ts.astimezone(UTC).hour),
                 **{name: stored[name] for name in STORE_NUMERIC},
+                **{name: recent[name] for name in FRESH_FEATURES},
                 **{name: getattr(txn, name) for name in REQUEST_CATEGORICAL},
                 "score": result.score,
                 "decision": result.decision,
@@ -501,6 +548,7 @@ def _records(
                 **_error_fields("champion", outcome.champion_errors[i]),
                 **_error_fields("previous", outcome.previous_errors[i]),
                 "features_fallback": result.features_fallback,
+                "fresh_fallback": fresh.reason,
             }
         )
     return records
