@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -158,6 +159,27 @@ def _chunks(events: Iterable[Event], size: int) -> Iterator[list[Event]]:
         yield chunk
 
 
+class _EventCache(dict[Hashable, Event]):
+    """Events already built, by a key that fixes their content (bounded, oldest dropped).
+
+    Building an ``Event`` costs more than reading its row, and a transaction's user
+    history is read again by every later transaction of the user: keeping the objects
+    halves the cost of a batch. A key is only ever filled from what the store holds, so
+    a hit equals a fresh read.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def put(self, key: Hashable, event: Event) -> None:
+        """Keep ``event`` under ``key``; drop the older half first when full."""
+        if len(self) >= self._limit:
+            for old in list(islice(self, self._limit // 2)):
+                del self[old]
+        self[key] = event
+
+
 # ---------------------------------------------------------------------------------------
 # Embedded: SQLite
 # ---------------------------------------------------------------------------------------
@@ -181,7 +203,9 @@ _COLUMNS = "ts_us, transaction_id, user_id, merchant_id, amount, device_id, coun
 _INSERT = (
     f"INSERT OR IGNORE INTO events (entity, key, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_READ = f"SELECT {_COLUMNS} FROM events WHERE entity = ? AND key = ? AND ts_us BETWEEN ? AND ?"
+_RANGE = "FROM events WHERE entity = ? AND key = ? AND ts_us BETWEEN ? AND ?"
+_READ_IDS = f"SELECT transaction_id {_RANGE}"
+_READ = f"SELECT {_COLUMNS} {_RANGE}"
 # Relative to the entity's newest event (an index seek), never to the wall clock.
 _TRIM = (
     "DELETE FROM events WHERE entity = ?1 AND key = ?2 AND ts_us < "
@@ -223,6 +247,7 @@ class SQLiteEventStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        self._cache = _EventCache()
         self._db = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
@@ -242,20 +267,35 @@ class SQLiteEventStore:
         self._db.executemany(_INSERT, _rows(events, "merchant"))
         return new
 
+    def _insert_each(self, events: Sequence[Event]) -> None:
+        """:meth:`_insert`, remembering each event that was new (its row is itself)."""
+        for event, row in zip(events, _rows(events, "user"), strict=True):
+            if self._db.execute(_INSERT, row).rowcount:
+                self._cache.put(event.transaction_id, event)
+        self._db.executemany(_INSERT, _rows(events, "merchant"))
+
     def _trim(self, events: Sequence[Event]) -> None:
         keys = {("user", e.user_id) for e in events} | {("merchant", e.merchant_id) for e in events}
         self._db.executemany(_TRIM, [(entity, key, RETENTION_US) for entity, key in keys])
 
     def _read(self, entity: str, key: int, ts_us: int, window_us: int) -> list[Event]:
-        rows = self._db.execute(_READ, (entity, key, ts_us - window_us, ts_us)).fetchall()
-        return [Event(*row) for row in rows]
+        """The entity's events in ``[ts - window, ts]``: ids first, rows only on a miss."""
+        bounds = (entity, key, ts_us - window_us, ts_us)
+        get = self._cache.get
+        cached = [get(i) for (i,) in self._db.execute(_READ_IDS, bounds)]
+        if all(cached):  # no None (an Event is always true); `in` would call __eq__
+            return cast(list[Event], cached)
+        events = [Event(*row) for row in self._db.execute(_READ, bounds)]
+        for event in events:
+            self._cache.put(event.transaction_id, event)
+        return events
 
     def record_and_read(self, txns: Sequence[Event]) -> list[History]:
         """See :meth:`EventStore.record_and_read`; one SQLite transaction per call."""
         if not txns:
             return []
         with self._lock, self._transaction():
-            self._insert(txns)
+            self._insert_each(txns)
             self._trim(txns)
             return [
                 (
@@ -359,6 +399,18 @@ def _event(member: bytes) -> Event:
     return Event(ts_us, transaction_id, user_id, merchant_id, float(amount), device_id, country)
 
 
+def _decode(members: list[bytes], cache: _EventCache) -> list[Event]:
+    """The events of sorted-set members (a member's bytes fix its event)."""
+    events = []
+    for member in members:
+        event = cache.get(member)
+        if event is None:
+            event = _event(member)
+            cache.put(member, event)
+        events.append(event)
+    return events
+
+
 class RedisEventStore:
     """The production event state: Redis sorted sets updated by one Lua script per call.
 
@@ -379,6 +431,7 @@ class RedisEventStore:
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._script: Script = self._client.register_script(_LUA)
+        self._cache = _EventCache()
 
     def _call(self, events: Sequence[Event], read: bool) -> list[Any]:
         keys: list[str] = []
@@ -401,8 +454,9 @@ class RedisEventStore:
         if not txns:
             return []
         reply = self._call(txns, read=True)
+        cache = self._cache
         return [
-            ([_event(m) for m in reply[2 * i + 1]], [_event(m) for m in reply[2 * i + 2]])
+            (_decode(reply[2 * i + 1], cache), _decode(reply[2 * i + 2], cache))
             for i in range(len(txns))
         ]
 
