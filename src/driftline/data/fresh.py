@@ -38,6 +38,7 @@ from driftline.core.interval import Interval
 from driftline.core.schemas import TIMESTAMP, TRANSACTIONS
 from driftline.core.settings import Settings, get_settings
 from driftline.data.errors import DataError
+from driftline.data.events import events_of
 from driftline.data.features import require_history
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,6 @@ FRESH = pa.schema(
         pa.field("merchant_id", pa.int64(), nullable=False),
         *(pa.field(f.name, _ARROW[f.dtype]) for f in FRESH_SPEC),
     ]
-)
-_EVENT_COLUMNS = (
-    "transaction_id",
-    "ts",
-    "user_id",
-    "merchant_id",
-    "amount",
-    "device_id",
-    "merchant_country",
 )
 
 
@@ -99,18 +91,6 @@ class FreshResult:
     rows: dict[str, int]
     history_events: int
     partitions: tuple[str, ...]
-
-
-def _events(table: pa.Table) -> list[Event]:
-    """One :class:`Event` per raw transaction row (device and country may be null)."""
-    ts_us = pc.cast(table["ts"], pa.int64()).to_pylist()
-    ids, users, merchants, amounts, devices, countries = (
-        table[name].to_pylist() for name in _EVENT_COLUMNS if name != "ts"
-    )
-    return [
-        Event(ts_us[i], ids[i], users[i], merchants[i], float(amounts[i]), devices[i], countries[i])
-        for i in range(table.num_rows)
-    ]
 
 
 class _Timeline:
@@ -166,14 +146,21 @@ def compute_fresh(history: Sequence[Event], scored: Sequence[Event]) -> pa.Table
 
 
 def _day_of(table: pa.Table, day: date) -> pa.Table:
+    """The rows of ``table`` whose ``event_timestamp`` falls on ``day``."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    column = table["ts"]
+    column = table["event_timestamp"]
     return table.filter(
         pc.and_(
             pc.greater_equal(column, pa.scalar(start, TIMESTAMP)),
             pc.less(column, pa.scalar(start + timedelta(days=1), TIMESTAMP)),
         )
     )
+
+
+def _inside(events: Sequence[Event], interval: Interval) -> list[Event]:
+    """The events with timestamps in ``interval``."""
+    start, end = (int(edge.timestamp()) * _US for edge in (interval.start, interval.end))
+    return [e for e in events if start <= e.ts_us < end]
 
 
 def build_fresh_features(interval: Interval, settings: Settings | None = None) -> FreshResult:
@@ -187,8 +174,9 @@ def build_fresh_features(interval: Interval, settings: Settings | None = None) -
     cfg = settings or get_settings()
     days = require_history(interval, cfg, FRESH_RETENTION, ("transactions",))
     raw = lake.read_partitions(cfg.lake_uri, "raw", "transactions", days, TRANSACTIONS)
-    history = _events(raw)
-    tables = {day: compute_fresh(history, _events(_day_of(raw, day))) for day in interval.days()}
+    history = events_of(raw)
+    computed = compute_fresh(history, _inside(history, interval))
+    tables = {day: _day_of(computed, day) for day in interval.days()}
     partitions = tuple(
         lake.replace_partition(cfg.lake_uri, ZONE, DATASET, day, table)
         for day, table in tables.items()
