@@ -15,18 +15,22 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-DEMO_START ?= 2026-01-01
+# The first simulated day (the simulator's anchor and the first day of data). The 14 days
+# before TRAIN_START fill the 14-day look-back features, so the first model trains on
+# complete features only (training refuses days before DEMO_START + 14).
+DEMO_START ?= 2025-12-18
 # The first model trains on the history before DEMO_SERVE_FROM; from then on each day is
 # served (replayed), ingested and monitored up to DEMO_END (exclusive).
 DEMO_SERVE_FROM ?= 2026-01-17
 DEMO_END ?= 2026-01-31
-# A new fraud pattern arrives together with a shift in spending (amounts, online share).
+# A new fraud pattern arrives together with a shift in spending (amounts, online share);
+# `make demo DEMO_DRIFT=` runs with no drift at all.
 DEMO_DRIFT ?= new_fraud_pattern@2026-01-20 covariate_shift@2026-01-20
 DEMO_ROWS ?= 4000
 DEMO_FRAUD_RATE ?= 0.02
 DEMO_PORT ?= 8765
-# Training window of the first model: features start the day after the first simulated day.
-TRAIN_START ?= 2026-01-02
+# Training window of the first model: from the first day with complete look-back features.
+TRAIN_START ?= 2026-01-01
 TRAIN_TRIALS ?= 8
 TRAIN_WORKERS ?= 2
 MLFLOW_PORT ?= 5000
@@ -35,7 +39,7 @@ PG_PORT ?= 5433
 # The demo compresses weeks into minutes: chargebacks count as mature after 3 days (not 7),
 # one validation and one holdout day, the service polls aliases every second, 30% of
 # users see the canary, and the canary analysis looks every 3 seconds.
-DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_LABEL_MATURITY_DAYS=3 DRIFTLINE_VALID_DAYS=1 DRIFTLINE_HOLDOUT_DAYS=1 \
+DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_SIMULATION_START=$(DEMO_START) DRIFTLINE_LABEL_MATURITY_DAYS=3 DRIFTLINE_VALID_DAYS=1 DRIFTLINE_HOLDOUT_DAYS=1 \
 	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
 DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 
@@ -71,7 +75,7 @@ demo: install
 	mkdir -p $(dir $(DEMO_LOG))
 	set -o pipefail; env $(DEMO_ENV) $(PY) scripts/demo_loop.py --start $(DEMO_START) \
 		--serve-from $(DEMO_SERVE_FROM) --end $(DEMO_END) --train-start $(TRAIN_START) \
-		$(foreach d,$(DEMO_DRIFT),--drift $(d)) --rows $(DEMO_ROWS) --fraud-rate $(DEMO_FRAUD_RATE) \
+		$(if $(strip $(DEMO_DRIFT)),$(foreach d,$(DEMO_DRIFT),--drift $(d)),--no-drift) --rows $(DEMO_ROWS) --fraud-rate $(DEMO_FRAUD_RATE) \
 		--trials $(TRAIN_TRIALS) --workers $(TRAIN_WORKERS) --port $(DEMO_PORT) 2>&1 \
 		| tee $(DEMO_LOG) | grep --line-buffered -E '^ *(==>|replay 2)' | sed -u 's/^ *//' \
 		|| (tail -n 60 $(DEMO_LOG); exit 1)

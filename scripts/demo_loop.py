@@ -4,9 +4,9 @@ The loop itself is :mod:`driftline.orchestration.demo` (DAG runs with ``dag.test
 the embedded SQLite metadata DB, in this process; the scoring service a child process it
 owns, checked and always stopped); this script is its command line.
 
-Usage: python scripts/demo_loop.py --start 2026-01-01 --serve-from 2026-01-17 \\
-    --end 2026-01-30 --train-start 2026-01-02 --drift new_fraud_pattern@2026-01-20 \\
-    [--rows 4000 ...]
+Usage: python scripts/demo_loop.py [--start 2025-12-18 --train-start 2026-01-01 \\
+    --serve-from 2026-01-17 --end 2026-01-31 --drift new_fraud_pattern@2026-01-20 \\
+    --rows 4000 ...]  (the defaults are ``make demo``'s; ``--no-drift`` for none)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from driftline.orchestration import demo
 from driftline.orchestration.dag_runs import DagRunError
 from driftline.orchestration.demo import DemoError, DemoOptions, narrate_to_stdout, run_demo
 from driftline.orchestration.processes import ProcessStartError
@@ -25,11 +26,17 @@ def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     day = date.fromisoformat
-    parser.add_argument("--start", type=day, required=True, help="First simulated day.")
-    parser.add_argument("--serve-from", type=day, required=True, help="First served day.")
-    parser.add_argument("--end", type=day, required=True, help="Day after the last one.")
-    parser.add_argument("--train-start", type=day, required=True, help="First training day.")
-    parser.add_argument("--drift", action="append", default=[], help="NAME[:INTENSITY]@YYYY-MM-DD.")
+    parser.add_argument("--start", type=day, default=demo.START, help="First simulated day.")
+    parser.add_argument("--serve-from", type=day, default=demo.SERVE_FROM, help="First served day.")
+    parser.add_argument("--end", type=day, default=demo.END, help="Day after the last one.")
+    parser.add_argument(
+        "--train-start", type=day, default=demo.TRAIN_START, help="First training day."
+    )
+    drift = parser.add_mutually_exclusive_group()
+    drift.add_argument(
+        "--drift", action="append", help="NAME[:INTENSITY]@YYYY-MM-DD (default: the demo's)."
+    )
+    drift.add_argument("--no-drift", action="store_true", help="Simulate no drift at all.")
     parser.add_argument("--rows", type=int, default=4000, help="Transactions per day.")
     parser.add_argument("--fraud-rate", type=float, default=0.02)
     parser.add_argument("--trials", type=int, default=8)
@@ -47,7 +54,7 @@ def main() -> int:
         serve_from=args.serve_from,
         end=args.end,
         train_start=args.train_start,
-        drift=tuple(args.drift),
+        drift=() if args.no_drift else tuple(args.drift or demo.DRIFT),
         rows=args.rows,
         fraud_rate=args.fraud_rate,
         trials=args.trials,

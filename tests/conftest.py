@@ -50,6 +50,7 @@ LONGEST_FIRST = (
     "e2e/test_closed_loop.py",
     "dags/test_train_register.py",
     "infra/test_infra_terraform.py",
+    "e2e/test_no_drift_loop.py",
     "e2e/test_dvc_repro.py",
     "dags/test_scheduler.py",
     "dags/test_ingest_dag.py",

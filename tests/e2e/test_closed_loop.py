@@ -12,9 +12,6 @@ the old one on the newest labelled post-drift days.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,31 +20,33 @@ import pytest
 
 from driftline.core.settings import Settings
 from driftline.lifecycle import registry
-from driftline.orchestration.processes import free_port, run_child
-from tests.dags.conftest import REPO, airflow_env
+from tests.dags.conftest import airflow_template
+from tests.e2e.loops import events as _events
+from tests.e2e.loops import run_loop
+
+__all__ = ["airflow_template"]  # the session fixture, shared with the other loop test
 
 # The loop runs several minutes; on a loaded 2-core machine more than the global 900 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
+#: The first simulated day (the first day of data): 14 days before the first training
+#: day, so the first model trains on complete look-back features only.
+START = date(2025, 12, 18)
 DRIFT_DAY = date(2026, 1, 19)
 #: The smallest loop measured to pass: ``make demo``'s days with a shorter tail, 3000 rows a
 #: day (2000 do not learn the simulator's fraud from day-old features: PR-AUC 0.06, below
 #: the 0.10 floor) and two trials on one tuning worker, so the trials, and the models,
 #: are the same in every run (two workers race for trials: which model wins varies).
 LOOP = [
-    "--start", "2026-01-01", "--serve-from", "2026-01-17", "--end", "2026-01-28",
-    "--train-start", "2026-01-02", "--rows", "3000", "--fraud-rate", "0.02",
+    "--serve-from", "2026-01-17", "--end", "2026-01-28",
+    "--train-start", "2026-01-01", "--rows", "3000", "--fraud-rate", "0.02",
     "--trials", "2", "--workers", "1",
     "--drift", f"new_fraud_pattern@{DRIFT_DAY}", "--drift", f"covariate_shift@{DRIFT_DAY}",
 ]  # fmt: skip
-#: The demo's compressed time (see the Makefile); two labelled drift days suffice here.
+#: Beyond the demo's compressed time (tests/e2e/loops.py): two labelled drift days
+#: suffice here, and the canary needs fewer requests.
 LOOP_ENV = {
-    "DRIFTLINE_LABEL_MATURITY_DAYS": "3",
-    "DRIFTLINE_VALID_DAYS": "1",
-    "DRIFTLINE_HOLDOUT_DAYS": "1",
     "DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS": "2",
-    "DRIFTLINE_SERVE_POLL_SECONDS": "1",
-    "DRIFTLINE_SERVE_CANARY_WEIGHT": "0.3",
     "DRIFTLINE_CANARY_MIN_REQUESTS": "300",
     "DRIFTLINE_CANARY_POKE_SECONDS": "2",
     "DRIFTLINE_MAX_EPOCHS": "6",
@@ -55,28 +54,12 @@ LOOP_ENV = {
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, Any]]:
+def loop(
+    tmp_path_factory: pytest.TempPathFactory, airflow_template: Path
+) -> tuple[Settings, dict[str, Any]]:
     """Run the loop once; return its settings and the timeline it wrote."""
     home = tmp_path_factory.mktemp("loop")
-    env = {**airflow_env(home), **LOOP_ENV}
-    for command in (["db", "migrate"], ["dags", "reserialize"]):
-        subprocess.run(
-            [str(Path(sys.executable).with_name("airflow")), *command],
-            env=env, cwd=REPO, check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
-    out, log = home / "timeline.json", home / "demo.log"
-    # The loop runs in a process group of its own: on a timeout (this one or pytest's)
-    # the whole group gets SIGTERM, and the loop stops its scoring service first. Its
-    # port is a free one, so an earlier run's leftover cannot answer in its place.
-    port = str(free_port())
-    demo = [sys.executable, str(REPO / "scripts" / "demo_loop.py"), *LOOP, "--port", port]
-    code = run_child([*demo, "--out", str(out)], timeout_s=1500, env=env, cwd=REPO, log_path=log)
-    assert code == 0, log.read_text(errors="replace")[-10000:]
-    return Settings(home=home / "state"), json.loads(out.read_text())
-
-
-def _events(timeline: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    return [e for e in timeline["events"] if e["event"] == name]
+    return run_loop(home, airflow_template, LOOP, start=START, env=LOOP_ENV, timeout_s=1500)
 
 
 def test_drift_is_detected_from_its_start_and_triggers_one_retrain(

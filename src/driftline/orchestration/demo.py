@@ -37,6 +37,7 @@ from typing import Any
 
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings, get_settings
+from driftline.data.features import first_complete_day
 from driftline.orchestration import assets, dag_runs
 from driftline.orchestration.processes import get_json, scoring_service
 from driftline.simulator import DriftScenario, SimulatorConfig, write_landing
@@ -44,6 +45,17 @@ from driftline.simulator import DriftScenario, SimulatorConfig, write_landing
 
 class DemoError(RuntimeError):
     """The loop cannot go on (the message says which step failed)."""
+
+
+#: ``make demo``'s period: 14 days of history fill the 14-day look-back features, so the
+#: first model trains from :data:`TRAIN_START` on complete features only; it is served
+#: from :data:`SERVE_FROM`, and both drifts start on :data:`DRIFT_DAY`.
+START = date(2025, 12, 18)
+TRAIN_START = date(2026, 1, 1)
+SERVE_FROM = date(2026, 1, 17)
+END = date(2026, 1, 31)
+DRIFT_DAY = date(2026, 1, 20)
+DRIFT: tuple[str, ...] = (f"new_fraud_pattern@{DRIFT_DAY}", f"covariate_shift@{DRIFT_DAY}")
 
 
 #: The demo's narration (the lines ``make demo`` shows); :func:`narrate_to_stdout` sends
@@ -80,12 +92,17 @@ def _say_line(line: str) -> None:
 class DemoOptions:
     """What the loop covers and how hard it trains.
 
+    The defaults are ``make demo``'s.
+
     Attributes:
-        start: First simulated day.
+        start: First simulated day: the simulator's anchor and, declared as
+            ``DRIFTLINE_DATA_START``, the first day of data.
         serve_from: First served day (the first model trains on the days before).
         end: Day after the last one.
-        train_start: First training day of the first model.
-        drift: Drift scenarios, ``NAME[:INTENSITY]@YYYY-MM-DD``.
+        train_start: First training day of the first model; no earlier than the first
+            day with complete look-back features (``start`` + 14 days,
+            :func:`~driftline.data.features.first_complete_day`).
+        drift: Drift scenarios, ``NAME[:INTENSITY]@YYYY-MM-DD`` (none: no drift).
         rows: Transactions per day.
         fraud_rate: Simulator share of fraud.
         trials: Tuning trials per training.
@@ -94,11 +111,11 @@ class DemoOptions:
         out: Timeline JSON (default: ``$DRIFTLINE_HOME/demo/timeline.json``).
     """
 
-    start: date
-    serve_from: date
-    end: date
-    train_start: date
-    drift: tuple[str, ...] = ()
+    start: date = START
+    serve_from: date = SERVE_FROM
+    end: date = END
+    train_start: date = TRAIN_START
+    drift: tuple[str, ...] = DRIFT
     rows: int = 4000
     fraud_rate: float = 0.02
     trials: int = 8
@@ -334,15 +351,42 @@ def first_champion(options: DemoOptions, timeline: Timeline) -> None:
         raise DemoError("the first model did not pass its gates; see the Airflow task logs")
 
 
+def check_period(options: DemoOptions, settings: Settings) -> None:
+    """Refuse a period whose first model would train on incomplete look-back features.
+
+    Raises:
+        DemoError: ``data_start`` is not ``options.start``, or ``train_start`` comes
+            before the first day with complete look-back features.
+    """
+    if settings.data_start != options.start:
+        raise DemoError(
+            f"the first day of data (DRIFTLINE_DATA_START={settings.data_start}) must be "
+            f"the first simulated day {options.start}"
+        )
+    complete = first_complete_day(settings)
+    if complete is not None and options.train_start < complete:
+        raise DemoError(
+            f"--train-start {options.train_start} is before {complete}, the first day with "
+            f"complete look-back features (data_start {options.start} + the look-back)"
+        )
+    if not options.start < options.train_start < options.serve_from < options.end:
+        raise DemoError("the days must run start < train_start < serve_from < end")
+
+
 def simulate(options: DemoOptions) -> SimulatorConfig:
-    """Write the landing files of the whole period; return the simulator config."""
+    """Write the landing files of the whole period; return the simulator config.
+
+    The first simulated day is the simulator's anchor (its population derives from it
+    and the seed); ``driftline replay`` of a demo day needs the same anchor
+    (``DRIFTLINE_SIMULATION_START``).
+    """
     settings = get_settings()
     scenarios = tuple(DriftScenario.parse(item) for item in options.drift)
     config = SimulatorConfig(
         seed=settings.seed,
         rows_per_day=options.rows,
         fraud_rate=options.fraud_rate,
-        anchor=settings.simulation_start,
+        anchor=options.start,
         scenarios=scenarios,
     )
     write_landing(config, Interval.parse(options.start, options.end), settings.lake_uri)
@@ -414,7 +458,7 @@ def print_timeline(payload: dict[str, Any], settings: Settings) -> None:
         say(f"  {event['day']}  {event['event']}")
     print_days(payload["days"])
     print_models(settings)
-    reports = settings.home / "monitoring" / "reports"
+    reports = f"{settings.lake_uri.rstrip('/')}/monitoring/reports"
     say(
         f"\ndrift reports: {reports}/dt=YYYY-MM-DD/drift_report.html\n"
         "Airflow UI:    make airflow-ui   (http://localhost:8080: DAG runs, task logs)\n"
@@ -427,10 +471,11 @@ def run_demo(options: DemoOptions) -> Path:
     """Run the loop, print the timeline, write it as JSON; the JSON's path.
 
     Raises:
-        DemoError: A step failed.
+        DemoError: The period is refused (:func:`check_period`) or a step failed.
         driftline.orchestration.processes.ProcessStartError: The scoring service did not
             start (port taken, crash, another server answering).
     """
+    check_period(options, get_settings())
     timeline = Timeline(drift=list(options.drift))
     started = time.monotonic()
     config = simulate(options)

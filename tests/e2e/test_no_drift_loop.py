@@ -1,0 +1,82 @@
+"""A loop with no drift at all asks for no retrain and promotes nothing.
+
+The same loop as ``make demo`` (``scripts/demo_loop.py --no-drift``) at the smallest
+scale that still judges each served day on data, prediction and matured labels: 14 days
+of history that fill the look-back, a first model trained on the 6 days after them
+(two train days, one valid, one holdout, three days for labels to mature), then 5
+served days. The trigger is left as eager as it can be (no wait for labelled drift
+days, ``DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS=0``), so two drifted days in a row would
+request a retrain: only the monitor's verdicts keep it from firing.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftline.core.settings import Settings
+from driftline.lifecycle import registry
+from tests.dags.conftest import airflow_template
+from tests.e2e.loops import events, run_loop
+
+__all__ = ["airflow_template"]  # the session fixture, shared with the other loop test
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+START = date(2025, 12, 18)
+SERVE_FROM = date(2026, 1, 8)
+END = date(2026, 1, 13)
+LOOP = [
+    "--train-start", "2026-01-01", "--serve-from", SERVE_FROM.isoformat(),
+    "--end", END.isoformat(), "--no-drift", "--rows", "2000", "--fraud-rate", "0.02",
+    "--trials", "1", "--workers", "1",
+]  # fmt: skip
+LOOP_ENV = {
+    "DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS": "0",
+    "DRIFTLINE_MAX_EPOCHS": "4",
+}
+
+
+@pytest.fixture(scope="module")
+def loop(
+    tmp_path_factory: pytest.TempPathFactory, airflow_template: Path
+) -> tuple[Settings, dict[str, Any]]:
+    """Run the no-drift loop once; return its settings and the timeline it wrote."""
+    home = tmp_path_factory.mktemp("no-drift")
+    return run_loop(home, airflow_template, LOOP, start=START, env=LOOP_ENV, timeout_s=900)
+
+
+def test_no_drift_requests_no_retrain_and_promotes_no_new_version(
+    loop: tuple[Settings, dict[str, Any]],
+) -> None:
+    cfg, timeline = loop
+    flagged = [e["day"] for e in events(timeline, "drift detected")]
+
+    assert timeline["drift"] == []
+    assert events(timeline, "retrain requested") == [], f"drift flagged on {flagged}"
+    assert [e["version"] for e in events(timeline, "promoted to champion")] == ["1"]
+    client = registry.client(cfg)
+    model = client.get_registered_model(cfg.model_name)
+    assert {k: str(v) for k, v in model.aliases.items()} == {"champion": "1", "staging": "1"}
+    assert [v.version for v in client.search_model_versions(f"name = '{cfg.model_name}'")] == ["1"]
+
+
+def test_every_served_day_was_judged_and_labels_were_checked(
+    loop: tuple[Settings, dict[str, Any]],
+) -> None:
+    _, timeline = loop
+    days = timeline["days"]
+    monitored = {day: info["monitor"] for day, info in days.items()}
+
+    assert sorted(monitored) == [f"2026-01-{d:02d}" for d in range(SERVE_FROM.day, END.day)]
+    for day, result in monitored.items():
+        assert result["state"] == "success", day
+        decision = str(result["decision"])
+        assert not decision.endswith("no decision"), decision  # no result or too few rows
+        assert "nothing to monitor" not in decision, decision
+        assert days[day]["served"]["failed"] == {}
+    verdicts = [(result["performance"] or {}).get("verdict") for result in monitored.values()]
+    assert {"ok", "degraded"} & set(verdicts), verdicts  # matured labels were judged
