@@ -11,10 +11,15 @@ Daily data plane of driftline. For its data interval (one UTC day):
 3. **validate** each batch with its Great Expectations suite: a passing batch becomes the
    raw partition `dt=YYYY-MM-DD` (replaced atomically), a failing one is quarantined with
    its validation result and the run fails here (no retry: the data will not fix itself);
-4. **build features** with PySpark over the interval and its look-back partitions,
-   validated by the `features` suite; a missing or unvalidated look-back day (after the
-   declared first day of data, `DRIFTLINE_DATA_START`) fails the task and names the days;
-5. **materialize** exactly this interval into the Feast online store (a rerun of a day
+4. **record events**: the day's validated transactions seed the online event state of
+   the fresh features (`driftline.data.events.record_interval`; idempotent: a
+   transaction id is recorded once however often the day reruns);
+5. **build features** with PySpark over the interval and its look-back partitions,
+   validated by the `features` suite, then the fresh features of each transaction as
+   of just before it (`features/fresh`); a missing or unvalidated look-back day (after
+   the declared first day of data, `DRIFTLINE_DATA_START`) fails the task and names the
+   days;
+6. **materialize** exactly this interval into the Feast online store (a rerun of a day
    rewrites that day's values; an older interval never overwrites newer ones), then
    announce the day on the asset `driftline://lake/features` (`extra.day`), which
    `monitor_drift` is scheduled on.
@@ -100,7 +105,7 @@ def _interval(start: datetime | None, end: datetime | None) -> Any:
     params={name: Param(**spec) for name, spec in requests.ingest_params().items()},
 )
 def ingest_validate_materialize() -> None:
-    """Wire ingest -> validate -> features -> materialize for one data interval."""
+    """Wire ingest -> validate -> record events -> features -> materialize for one interval."""
 
     poke_seconds, wait_seconds = _landing_timing()
 
@@ -126,14 +131,26 @@ def ingest_validate_materialize() -> None:
         interval = _interval(data_interval_start, data_interval_end)
         return _gate(lambda: publish_validated(dataset, interval)).total
 
+    # Seeds the fresh features' online event state from the day's good transactions.
+    @task
+    def record_events(data_interval_start=None, data_interval_end=None) -> int:
+        from driftline.core.settings import get_settings
+        from driftline.data.events import record_interval
+
+        interval = _interval(data_interval_start, data_interval_end)
+        return _gate(lambda: record_interval(get_settings(), interval))
+
     # The features of a day read the raw days before it: never before the previous
     # day's features succeeded, whichever runs exist at the same time.
     @task(depends_on_past=True)
-    def build_features(data_interval_start=None, data_interval_end=None) -> dict[str, int]:
+    def build_features(
+        data_interval_start=None, data_interval_end=None
+    ) -> dict[str, dict[str, int]]:
         from driftline.data.features import build_features as run
 
         interval = _interval(data_interval_start, data_interval_end)
-        return _gate(lambda: run(interval)).rows
+        result = _gate(lambda: run(interval))
+        return {"rows": result.rows, "fresh_rows": result.fresh_rows}
 
     @task(outlets=[INGESTED_DAYS])
     def materialize_features(
@@ -156,7 +173,8 @@ def ingest_validate_materialize() -> None:
         >> validate_batch.override(task_id=f"validate_{dataset}")(dataset)
         for dataset in ("transactions", "labels")
     ]
-    published >> build_features() >> materialize_features()
+    recorded = published[0] >> record_events()
+    [*published, recorded] >> build_features() >> materialize_features()
 
 
 ingest_validate_materialize()
