@@ -8,15 +8,26 @@ a negative. The remaining days are split by time, never at random: the oldest da
 train, the next ``valid_days`` validate (early stopping, tuning) and the last
 ``holdout_days`` are the recent holdout every candidate and the champion are judged on.
 
-Each transaction is joined to the features of its user and merchant *as the online
-store serves them*, with Feast ``get_historical_features`` through the versioned feature
-service. The ingest DAG materializes each day into the online store after the day, so a
-transaction on day ``d`` is scored with the features as of the end of day ``d - 1``; the
-join is therefore as of one microsecond before the transaction's day starts
-(:func:`serving_as_of`). Joining as of the transaction itself would train on fresher
-features than serving ever has (a training/serving skew the drift monitor flags at once,
-and which costs served accuracy). Request-time fields (amount, category, country,
-channel, currency, hour) come from the transaction.
+Each transaction gets the inputs serving has for it, as of the moment serving has them:
+
+* **Store features** (day-old): the features of its user and merchant *as the online
+  store serves them*, with Feast ``get_historical_features`` through the versioned
+  feature service. The ingest DAG materializes each day into the online store after the
+  day, so a transaction on day ``d`` is scored with the features as of the end of day
+  ``d - 1``; the join is therefore as of one microsecond before the transaction's day
+  starts (:func:`serving_as_of`). Joining as of the transaction itself would train on
+  fresher values than serving ever has (a training/serving skew).
+* **Fresh features** (:data:`~driftline.core.feature_spec.FRESH_FEATURES`): exact as of
+  just before the transaction, joined by ``transaction_id`` from the offline table that
+  :mod:`driftline.data.fresh` computes with the same function serving calls on its event
+  state. Every transaction of the set must have its row; a missing day is an error,
+  never a smaller training set.
+* **Request-time fields** (amount, category, country, channel, currency, hour) come from
+  the transaction.
+
+No model trains on days whose look-back features are incomplete: with ``data_start``
+declared, a window whose first training day is before
+:func:`~driftline.data.features.first_complete_day` is refused.
 """
 
 from __future__ import annotations
@@ -41,11 +52,13 @@ from driftline.core.columns import (
     MODEL_INPUTS,
     STORE_NUMERIC,
 )
+from driftline.core.feature_spec import FRESH_FEATURES
 from driftline.core.interval import Interval
 from driftline.core.schemas import LABELS, TRANSACTIONS
 from driftline.core.settings import Settings, get_settings
 from driftline.data.features import DATASET as FEATURES_DATASET
-from driftline.data.features import LOOKBACK
+from driftline.data.features import LOOKBACK, first_complete_day
+from driftline.data.fresh import MissingFreshFeaturesError, fresh_files, read_fresh_features
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -68,7 +81,13 @@ def serving_as_of(ts: pd.Series) -> pd.Series:
 
 
 class TrainingSetError(ValueError):
-    """The window cannot produce a usable training set (too short, no data, one class)."""
+    """The window cannot produce a usable training set (too short, no data, one class,
+    incomplete look-back features, missing fresh features)."""
+
+
+#: Columns of the model frame: keys, every model input, the fresh features (model
+#: inputs too once ``core.columns`` lists them), the label.
+FRAME_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((*KEYS, *MODEL_INPUTS, *FRESH_FEATURES)))
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,26 @@ def plan_splits(window: Interval, settings: Settings) -> SplitPlan:
         valid=Interval(valid_start, holdout.start),
         holdout=holdout,
         label_cutoff=window.end,
+    )
+
+
+def require_complete_history(window: Interval, plan: SplitPlan, settings: Settings) -> None:
+    """Refuse a window that trains on days whose look-back features are incomplete.
+
+    Raises:
+        TrainingSetError: ``data_start`` is declared and the first training day is
+            before :func:`~driftline.data.features.first_complete_day`.
+    """
+    data_start, first = settings.data_start, first_complete_day(settings)
+    train_start = plan.train.start.date()
+    if data_start is None or first is None or train_start >= first:
+        return
+    raise TrainingSetError(
+        f"window {window} trains from {train_start.isoformat()}, before "
+        f"{first.isoformat()}, the first day whose look-back features are complete (data "
+        f"starts {data_start.isoformat()} and the features look back "
+        f"{(first - data_start).days} days): a model would learn windows that cover days "
+        f"without data. Start the window on {first.isoformat()} or later."
     )
 
 
@@ -175,10 +214,37 @@ def _historical_features(
     return joined
 
 
+def _fresh_features(plan: SplitPlan, tx: pa.Table, settings: Settings) -> pd.DataFrame:
+    """The fresh features of every transaction of ``tx`` (float64), by transaction id.
+
+    Raises:
+        TrainingSetError: A day's fresh features are missing, or a transaction has no
+            fresh row (its day's features are older than its raw partition).
+    """
+    try:
+        table = read_fresh_features(settings, plan.transactions.days())
+    except MissingFreshFeaturesError as missing:
+        raise TrainingSetError(f"training set {plan.transactions}: {missing}") from missing
+    fresh = table.select(["transaction_id", *FRESH_FEATURES]).to_pandas()
+    fresh = fresh.astype({name: "float64" for name in FRESH_FEATURES})
+    lacking = set(tx["transaction_id"].to_pylist()) - set(fresh["transaction_id"])
+    if lacking:
+        raise TrainingSetError(
+            f"training set {plan.transactions}: {len(lacking)} transactions have no fresh "
+            f"features (e.g. {sorted(lacking)[:3]}); rebuild the features of their days "
+            "(`driftline features`) after their raw partitions changed"
+        )
+    return fresh
+
+
 def _model_frame(
-    tx: pa.Table, frauds: set[str], store: FeatureStore, service: FeatureService
+    tx: pa.Table,
+    frauds: set[str],
+    fresh: pd.DataFrame,
+    store: FeatureStore,
+    service: FeatureService,
 ) -> pd.DataFrame:
-    """Request-time fields + Feast features + label, one row per transaction."""
+    """Request-time fields + Feast features + fresh features + label, one row per txn."""
     frame = tx.to_pandas()
     entities = pd.DataFrame(
         {
@@ -195,10 +261,11 @@ def _model_frame(
     out = frame.rename(columns={"ts": "event_timestamp"}).merge(
         features, on="transaction_id", how="left", validate="one_to_one"
     )
+    out = out.merge(fresh, on="transaction_id", how="left", validate="one_to_one")
     out["hour_of_day"] = out["event_timestamp"].dt.hour.astype("float64")
     out[LABEL] = out["transaction_id"].isin(frauds).astype("int64")
     out = out.sort_values(["event_timestamp", "transaction_id"], ignore_index=True)
-    return out[[*KEYS, *MODEL_INPUTS, LABEL]]
+    return out[[*FRAME_COLUMNS, LABEL]]
 
 
 def file_digest(uri: str) -> str:
@@ -227,6 +294,7 @@ def _input_files(window: Interval, plan: SplitPlan, settings: Settings) -> list[
         ),
         *lake.existing_partition_files(settings.lake_uri, "raw", "labels", window.days()),
         *lake.existing_partition_files(settings.lake_uri, "features", FEATURES_DATASET, lookback),
+        *fresh_files(settings, plan.transactions.days()),
     ]
 
 
@@ -267,16 +335,20 @@ def build_training_set(
     """Build and write the train / valid / holdout Parquet files for ``window``.
 
     Raises:
-        TrainingSetError: The window is too short, has no data, or a split has one class.
+        TrainingSetError: The window is too short, trains on days whose look-back
+            features are incomplete, has no data or no fresh features for a day, or a
+            split has one class.
     """
     from driftline.data.feast import FEATURE_SERVICE, apply_definitions
 
     cfg = settings or get_settings()
     plan = plan_splits(window, cfg)
+    require_complete_history(window, plan, cfg)
+    tx, frauds = _transactions(plan, cfg), _fraud_ids(window, plan, cfg)
+    fresh = _fresh_features(plan, tx, cfg)
     store = apply_definitions(cfg)
     service = store.get_feature_service(FEATURE_SERVICE)
-    tx, frauds = _transactions(plan, cfg), _fraud_ids(window, plan, cfg)
-    frame = _model_frame(tx, frauds, store, service)
+    frame = _model_frame(tx, frauds, fresh, store, service)
     frame["split"] = plan.split_of(frame["event_timestamp"])
     _check_classes(frame, plan)
     out = Path(out_dir)
