@@ -1,8 +1,14 @@
-"""Training sets: point-in-time features from Feast, labels as of the cut-off, time splits."""
+"""Training sets: point-in-time features from Feast, fresh features as of each transaction,
+labels as of the cut-off, time splits.
+
+Data starts on 2026-01-01 (the session's ``DRIFTLINE_DATA_START``); the window starts on
+2026-01-16, after the first day whose 14-day look-back features are complete."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -10,10 +16,12 @@ import pytest
 
 from driftline.core import lake
 from driftline.core.columns import LABEL, MODEL_INPUTS
+from driftline.core.feature_spec import FRESH_FEATURES
 from driftline.core.interval import Interval
 from driftline.core.schemas import LABELS
 from driftline.core.settings import Settings, get_settings
 from driftline.data.features import DATASET, FEATURES, MERCHANT_FEATURES, USER_FEATURES
+from driftline.data.fresh import read_fresh_features
 from driftline.simulator import SimulatorConfig
 from driftline.training.dataset import (
     SPLITS,
@@ -25,13 +33,13 @@ from driftline.training.dataset import (
 from tests.lakes import populate_lake
 
 pytestmark = pytest.mark.slow
-SPAN = Interval.parse("2026-01-01", "2026-01-09")
-WINDOW = Interval.parse("2026-01-02", "2026-01-09")
+SPAN = Interval.parse("2026-01-01", "2026-01-23")
+WINDOW = Interval.parse("2026-01-16", "2026-01-23")
 
 
 @pytest.fixture(scope="module")
 def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Eight simulated days through the real gate and feature job; short splits."""
+    """22 simulated days through the real gate and feature job; short splits."""
     root = tmp_path_factory.mktemp("training_set")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DRIFTLINE_HOME", str(root / "state"))
@@ -59,15 +67,15 @@ def _all(directory: Path) -> pd.DataFrame:
 def test_splits_follow_time_and_leave_immature_days_out(built: Path) -> None:
     manifest = load_manifest(built)
     assert manifest["splits"] == {
-        "train": "[2026-01-02, 2026-01-04)",
-        "valid": "[2026-01-04, 2026-01-05)",
-        "holdout": "[2026-01-05, 2026-01-06)",
+        "train": "[2026-01-16, 2026-01-18)",
+        "valid": "[2026-01-18, 2026-01-19)",
+        "holdout": "[2026-01-19, 2026-01-20)",
     }
     frame = _all(built)
     ends = frame.groupby("split")["event_timestamp"].agg(["min", "max"])
     assert ends.loc["train", "max"] < ends.loc["valid", "min"]
     assert ends.loc["valid", "max"] < ends.loc["holdout", "min"]
-    assert frame["event_timestamp"].max() < pd.Timestamp("2026-01-06", tz="UTC")
+    assert frame["event_timestamp"].max() < pd.Timestamp("2026-01-20", tz="UTC")
     assert set(MODEL_INPUTS) <= set(frame.columns)
     assert frame["transaction_id"].is_unique
     assert manifest["feature_service"] == "fraud_v1" and manifest["feature_service_version"] == "1"
@@ -81,7 +89,7 @@ def test_features_are_those_served_for_each_transaction(
     frame = _all(built)
     frame["as_of"] = frame["event_timestamp"].dt.floor("D")
     frame = frame.sort_values("as_of")
-    days = list(Interval.parse("2026-01-01", "2026-01-09").days())
+    days = list(SPAN.days())
     stored = lake.read_partitions(lake_settings.lake_uri, "features", DATASET, days, FEATURES)
     stored = stored.to_pandas().sort_values("event_timestamp")
     for key, columns, ttl in (
@@ -131,11 +139,42 @@ def test_rebuild_is_identical_and_data_version_tracks_the_partitions(
             load_split(built, split), load_split(tmp_path / "again", split)
         )
     shorter = build_training_set(
-        Interval.parse("2026-01-03", "2026-01-09"), tmp_path / "shorter", lake_settings
+        Interval.parse("2026-01-17", "2026-01-23"), tmp_path / "shorter", lake_settings
     )
     assert shorter.data_version != again.data_version
 
 
 def test_too_short_a_window_is_a_clear_error(lake_settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(TrainingSetError, match="too short: it needs at least 6 days"):
-        build_training_set(Interval.parse("2026-01-05", "2026-01-09"), tmp_path, lake_settings)
+        build_training_set(Interval.parse("2026-01-19", "2026-01-23"), tmp_path, lake_settings)
+
+
+def test_fresh_features_are_the_offline_values_of_each_transaction(
+    built: Path, lake_settings: Settings
+) -> None:
+    """Every transaction carries its own fresh row (as of just before it), by id."""
+    frame = _all(built).set_index("transaction_id")
+    offline = read_fresh_features(lake_settings, WINDOW.days()).to_pandas()
+    offline = offline.set_index("transaction_id").loc[frame.index]
+    for column in FRESH_FEATURES:
+        pd.testing.assert_series_equal(
+            frame[column], offline[column].astype("float64"), check_names=False
+        )
+    assert frame["fresh_user_txn_count_24h"].gt(0).mean() > 0.5
+
+
+def test_a_missing_fresh_day_is_an_error_naming_it(lake_settings: Settings, tmp_path: Path) -> None:
+    copy = tmp_path / "state"
+    shutil.copytree(Path(lake_settings.lake_uri), copy / "lake")
+    settings = lake_settings.model_copy(update={"home": copy, "lake_uri": str(copy / "lake")})
+    lake.remove_partition(settings.lake_uri, "features", "fresh", date(2026, 1, 18))
+    with pytest.raises(TrainingSetError, match=r"fresh features missing for 1 day.*2026-01-18"):
+        build_training_set(WINDOW, tmp_path / "set", settings)
+    assert not (tmp_path / "set").exists()
+
+
+def test_a_window_training_before_the_first_complete_day_is_refused(
+    lake_settings: Settings, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainingSetError, match="before 2026-01-15, the first day whose"):
+        build_training_set(Interval.parse("2026-01-14", "2026-01-23"), tmp_path, lake_settings)
