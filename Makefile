@@ -43,7 +43,7 @@ DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_SIMULATION_START=$(DEMO_
 	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
 DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 
-.PHONY: install promtool demo test test-fast test-scheduler lint bench bench-serving airflow-init airflow-ui mlflow-ui dvc-repro clean
+.PHONY: install promtool redis-server demo test test-fast test-scheduler lint bench bench-serving airflow-init airflow-ui mlflow-ui dvc-repro clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 		>/dev/null; } || echo "promtool not installed: the promtool alert-rule test is skipped" >&2
+
+# redis-server (Debian's package) is the real Redis of the event-state tests in `make test`
+# (tests/integration/test_events.py start one per module); where apt cannot install it
+# the Redis cases are skipped, and say so.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server \
+		>/dev/null; } || echo "redis-server not installed: the Redis event-state tests are skipped" >&2
 
 airflow-init: install
 	mkdir -p $(AIRFLOW_HOME)
@@ -83,14 +91,14 @@ demo: install
 
 ## test: the whole suite but the long scheduler runs (`make test-scheduler`); pytest's
 ## "no tests collected" (exit 5) is a failure.
-test: install promtool
+test: install promtool redis-server
 	$(PY) -m pytest -m "not scheduler" -n 3 --dist loadfile --no-loadscope-reorder \
 		--durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 ## test-fast: the tests that start no Spark, Airflow, KFP or demo loop (not marked `slow`),
 ## on two workers like `make test`; exit 5 is a failure here too.
-test-fast: install
+test-fast: install redis-server
 	$(PY) -m pytest -m "not slow and not scheduler" -n 2 --dist loadfile --no-loadscope-reorder \
 		--durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

@@ -296,14 +296,16 @@ class SQLiteEventStore:
             return []
         with self._lock, self._transaction():
             self._insert_each(txns)
-            self._trim(txns)
-            return [
+            histories = [
                 (
                     self._read("user", t.user_id, t.ts_us, USER_WINDOW_US),
                     self._read("merchant", t.merchant_id, t.ts_us, MERCHANT_WINDOW_US),
                 )
                 for t in txns
             ]
+            # After the reads: a batch's earlier transactions keep their whole windows.
+            self._trim(txns)
+            return histories
 
     def record(self, events: Iterable[Event]) -> int:
         """See :meth:`EventStore.record`; one SQLite transaction per ``RECORD_CHUNK``."""
@@ -343,6 +345,8 @@ SEEN_TTL_S = int(FRESH_RETENTION.total_seconds()) + 86_400
 
 # KEYS: per transaction seen, user set, merchant set. ARGV: retention, seen TTL, read
 # flag, then per transaction: score, member, user window start, merchant window start.
+# Record, read, then trim (after the reads, so a batch's earlier transactions keep their
+# whole windows).
 # Scores and bounds travel as decimal strings: Lua numbers print with 14 digits, too
 # few for microseconds since the epoch.
 _LUA = """
@@ -363,11 +367,6 @@ for i = 1, n do
     touched[merchant] = true
   end
 end
-for key in pairs(touched) do
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
-  local cutoff = string.format('%.0f', tonumber(newest) - retention)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff)
-end
 local out = {new}
 if read then
   for i = 1, n do
@@ -375,6 +374,11 @@ if read then
     out[2 * i] = redis.call('ZRANGEBYSCORE', KEYS[3 * i - 1], ARGV[4 * i + 2], score)
     out[2 * i + 1] = redis.call('ZRANGEBYSCORE', KEYS[3 * i], ARGV[4 * i + 3], score)
   end
+end
+for key in pairs(touched) do
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+  local cutoff = string.format('%.0f', tonumber(newest) - retention)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff)
 end
 return out
 """
@@ -425,10 +429,18 @@ class RedisEventStore:
     def __init__(self, url: str, timeout_ms: int = 50) -> None:
         """Connect to ``url`` (``redis://host:port/db``) with short timeouts."""
         from redis import Redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         timeout = timeout_ms / 1000
+        # One immediate retry (a pooled connection that a Redis restart broke reconnects;
+        # a retried call is safe: ids are recorded once), not the client's default of
+        # three with backoff of seconds, which would hold a scorer far past its timeout.
         self._client: Redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
         )
         self._script: Script = self._client.register_script(_LUA)
         self._cache = _EventCache()
