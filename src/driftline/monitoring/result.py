@@ -45,6 +45,10 @@ class DriftResult:
             on reference days without drift), ``thresholds``, ``methods``; None when
             the reference was too small or the interval had insufficient data.
         notes: Human-readable remarks (skipped checks, columns not judged, ...).
+        consistency: The served fresh features against the offline ones
+            (:class:`~driftline.monitoring.consistency.ConsistencyResult` as a dict;
+            ``flagged`` below ``consistency_min_share``; never part of ``drifted``).
+            None when not checked.
         report_html: Path of Evidently's HTML report, None when none was written.
         report_json: Path of the ``drift.json`` summary, None when none was written.
     """
@@ -66,6 +70,7 @@ class DriftResult:
     notes: list[str] = field(default_factory=list)
     fallback_rows: int = 0
     calibration: dict[str, Any] | None = None
+    consistency: dict[str, Any] | None = None
     report_html: str | None = None
     report_json: str | None = None
 

@@ -10,6 +10,7 @@ rerun instead of being lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import date, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from driftline.core.settings import Settings
 from driftline.data.features import first_complete_day
 from driftline.data.predictions import read_predictions
 from driftline.lifecycle import registry
+from driftline.monitoring.consistency import check_consistency
 from driftline.monitoring.drift import measure_drift, performance_check, performance_days
 from driftline.monitoring.drift_log import DriftLog
 from driftline.monitoring.drift_report import report_folder, write_drift_report
@@ -87,7 +89,10 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
 
     A provisionally promoted champion whose canary days have matured is re-judged on
     their labels first (:func:`~driftline.monitoring.regime.rejudge_provisional`; it
-    may roll back), so the day is judged against the champion that then serves.
+    may roll back), so the day is judged against the champion that then serves. The
+    day's served fresh features are compared with the offline ones
+    (:func:`~driftline.monitoring.consistency.check_consistency`) and recorded in the
+    result's ``consistency`` (flagged below ``consistency_min_share``, never failing).
 
     Returns:
         ``day``, ``champion`` (version or None), ``drift`` (the
@@ -136,6 +141,10 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         performance=check,
         champion_version=version,
     )
+    consistency = _consistency(settings, day)
+    measurement = dataclasses.replace(
+        measurement, result=dataclasses.replace(measurement.result, consistency=consistency)
+    )
     result = write_drift_report(measurement, report_folder(settings, day))
     drift_log = DriftLog.load(settings)
     drift_log.record(result)
@@ -154,6 +163,21 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         "canary_rejudged": rejudged,
         **_out(decision),
     }
+
+
+def _consistency(settings: Settings, day: date) -> dict[str, Any]:
+    """The day's online/offline fresh-feature consistency, logged in one line.
+
+    A failure to check is recorded (``status`` ``error``) and logged, never raised:
+    the consistency check must not fail the monitor run.
+    """
+    try:
+        result = check_consistency(settings, day)
+    except Exception as error:
+        log.warning("fresh-feature consistency %s: not checked", day, exc_info=True)
+        return {"day": day.isoformat(), "status": "error", "flagged": False, "error": str(error)}
+    log.log(logging.WARNING if result.flagged else logging.INFO, "%s", result.line())
+    return {**result.to_dict(), "line": result.line()}
 
 
 def _out(decision: TriggerDecision) -> dict[str, Any]:
