@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.core.columns import CATEGORICAL, MODEL_INPUTS, STORE_NUMERIC
+from driftline.core.columns import CATEGORICAL, FRESH_NUMERIC, MODEL_INPUTS, STORE_NUMERIC
 from driftline.serving.batching import MicroBatcher
 from driftline.training import lean
 from driftline.training.model import ModelConfig
@@ -36,7 +36,7 @@ def trained(request: pytest.FixtureRequest) -> tuple[TrainedModel, pd.DataFrame]
 def hostile(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows that exercise every preprocessing branch the holdout may not."""
     odd = rows.head(12).copy()
-    odd.loc[0:2, list(STORE_NUMERIC)] = np.nan
+    odd.loc[0:2, [*STORE_NUMERIC, *FRESH_NUMERIC]] = np.nan  # no history; fresh fallback
     odd.loc[3, "user_amount_mean_7d"] = np.inf
     odd.loc[4, "user_amount_max_24h"] = -np.inf
     odd.loc[5, "user_amount_mean_7d"] = 0.0  # ratio to a zero mean: missing
@@ -63,7 +63,7 @@ def test_array_preprocessor_equals_the_pandas_one_bit_for_bit(
     np.testing.assert_array_equal(categorical, expected_categorical.numpy())
     odd = len(holdout)  # the hostile rows follow the holdout
     assert (categorical[odd + 8] == 0).all() and (categorical[odd + 9] == 0).all()
-    assert numeric[odd, -1] == 1.0  # a missing store feature sets its indicator
+    assert numeric[odd, -1] == 1.0  # a missing feature sets its indicator
 
 
 def test_exported_lean_model_scores_like_the_pyfunc(

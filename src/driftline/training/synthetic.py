@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from driftline.core.columns import LABEL, STORE_NUMERIC
+from driftline.core.columns import FRESH_NUMERIC, LABEL, STORE_NUMERIC
 from driftline.core.schemas import CHANNELS, COUNTRIES, CURRENCIES, MERCHANT_CATEGORIES
 
 
@@ -60,5 +60,25 @@ def model_frame(
         fraud & (kind == 2), rng.uniform(0.05, 0.2, n), rng.uniform(0, 0.01, n)
     )
     frame.loc[rng.random(n) < 0.05, list(STORE_NUMERIC)] = np.nan
+    _add_fresh(frame, rng, fraud, kind)
     frame[LABEL] = fraud.astype(np.int64)
     return frame
+
+
+def _add_fresh(
+    frame: pd.DataFrame, rng: np.random.Generator, fraud: np.ndarray, kind: np.ndarray
+) -> None:
+    """Fresh features (complete: computed from the event state, never missing)."""
+    n = len(frame)
+    for name in FRESH_NUMERIC:
+        frame[name] = rng.poisson(1.0, n).astype(float)
+    testing, takeover = fraud & (kind == 1), fraud & (kind == 0)
+    frame["fresh_user_txn_count_10m"] = np.where(
+        testing, rng.integers(3, 15, n), rng.poisson(0.1, n)
+    ).astype(float)
+    frame["fresh_user_device_new"] = np.where(takeover, 1, rng.random(n) < 0.05).astype(float)
+    frame["fresh_user_country_foreign"] = np.where(takeover, 1, rng.random(n) < 0.1).astype(float)
+    frame["fresh_user_amount_to_median_7d"] = frame["amount"] / np.exp(3.5)
+    frame["fresh_user_seconds_since_prev"] = np.where(
+        testing, rng.uniform(1, 120, n), np.minimum(rng.exponential(20_000, n), 604_800)
+    )
