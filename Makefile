@@ -43,7 +43,7 @@ DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_SIMULATION_START=$(DEMO_
 	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
 DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 
-.PHONY: install promtool redis-server demo test test-fast test-scheduler lint bench bench-serving airflow-init airflow-ui mlflow-ui dvc-repro clean
+.PHONY: install promtool redis-server prod-deps demo demo-prod test test-fast test-scheduler test-prod lint bench bench-serving airflow-init airflow-ui mlflow-ui dvc-repro clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,43 @@ airflow-init: install
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1
 	$(BIN)/airflow dags reserialize > $(AIRFLOW_HOME)/reserialize.log 2>&1
 
+# nginx and redis-server (Debian's packages) for the production profile (PostgreSQL and
+# moto_server are already there: the scheduler tests and the Python environment).
+prod-deps: redis-server
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx \
+		>/dev/null; }
+
+# The production profile's loop (make demo PROFILE=prod): the closed-loop test's scale
+# (3000 rows a day, two trials on one worker), served from the day before the drift; the
+# landing sensor looks every 5 s. KEEP=1 keeps every component up after the timeline.
+PROFILE ?= local
+PROD_SERVE_FROM ?= 2026-01-18
+PROD_END ?= 2026-01-27
+PROD_DRIFT ?= new_fraud_pattern@2026-01-19 covariate_shift@2026-01-19
+PROD_ROWS ?= 3000
+PROD_ENV = $(DEMO_ENV) DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS=2 DRIFTLINE_CANARY_MIN_REQUESTS=300 \
+	DRIFTLINE_MAX_EPOCHS=6 DRIFTLINE_TUNING_TRIALS=2 DRIFTLINE_TUNING_WORKERS=1 \
+	DRIFTLINE_LANDING_POKE_SECONDS=5
+PROD_LOG = $(DRIFTLINE_HOME)/prod/prod.log
+
+## demo-prod (make demo PROFILE=prod): the loop on PostgreSQL, Redis, S3 (moto), an MLflow
+## server, the Airflow scheduler and two replicas behind nginx, all on loopback, from a
+## clean state; ends with the timeline and where each UI is. Full log: $(PROD_LOG).
+demo-prod: install prod-deps
+	rm -rf $(DRIFTLINE_HOME)
+	mkdir -p $(dir $(PROD_LOG))
+	set -o pipefail; env $(PROD_ENV) $(PY) scripts/prod_loop.py --start $(DEMO_START) \
+		--serve-from $(PROD_SERVE_FROM) --end $(PROD_END) --train-start $(TRAIN_START) \
+		$(foreach d,$(PROD_DRIFT),--drift $(d)) --rows $(PROD_ROWS) --trials 2 --workers 1 \
+		$(if $(KEEP),--keep) 2>&1 | tee $(PROD_LOG) \
+		| grep --line-buffered -E '^ *(==>|replay 2)' | sed -u 's/^ *//' \
+		|| (tail -n 60 $(PROD_LOG); exit 1)
+	sed -n '/======== timeline/,$$p' $(PROD_LOG)
+
+ifeq ($(PROFILE),prod)
+demo: demo-prod
+else
 ## demo: the closed loop on a clean state (DRIFTLINE_HOME is emptied first): backfill the
 ## history through the ingest DAG, crown the first model with retrain_promote, serve and
 ## monitor day after day while a concept drift starts, retrain, canary, promote; ends with
@@ -88,18 +125,19 @@ demo: install
 		| tee $(DEMO_LOG) | grep --line-buffered -E '^ *(==>|replay 2)' | sed -u 's/^ *//' \
 		|| (tail -n 60 $(DEMO_LOG); exit 1)
 	sed -n '/======== timeline/,$$p' $(DEMO_LOG)
+endif
 
 ## test: the whole suite but the long scheduler runs (`make test-scheduler`); pytest's
 ## "no tests collected" (exit 5) is a failure.
 test: install promtool redis-server
-	$(PY) -m pytest -m "not scheduler" -n 3 --dist loadfile --no-loadscope-reorder \
+	$(PY) -m pytest -m "not scheduler and not prod" -n 3 --dist loadfile --no-loadscope-reorder \
 		--durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 ## test-fast: the tests that start no Spark, Airflow, KFP or demo loop (not marked `slow`),
 ## on two workers like `make test`; exit 5 is a failure here too.
 test-fast: install redis-server
-	$(PY) -m pytest -m "not slow and not scheduler" -n 2 --dist loadfile --no-loadscope-reorder \
+	$(PY) -m pytest -m "not slow and not scheduler and not prod" -n 2 --dist loadfile --no-loadscope-reorder \
 		--durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -108,6 +146,12 @@ test-fast: install redis-server
 test-scheduler: install
 	$(PY) -m pytest -m scheduler; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+## test-prod: the production profile end to end (tests/e2e/test_prod_profile.py, marker
+## prod): drift -> retrain -> canary -> promote across two replicas behind nginx.
+test-prod: install prod-deps
+	$(PY) -m pytest -m prod -n 0 -p no:randomly tests/e2e/test_prod_profile.py --durations=5; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: install
 	$(BIN)/ruff check src dags scripts tests bench feature_repo components pipelines

@@ -14,6 +14,7 @@ the sensor's timing at parse time without loading them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -25,8 +26,11 @@ if TYPE_CHECKING:
 
 #: The datasets a daily ingest run needs, each one landing file per day.
 LANDING_DATASETS = ("transactions", "labels")
-#: Seconds between two checks of the landing zone.
-POKE_SECONDS = 300.0
+#: Environment variable overriding :data:`POKE_SECONDS` (the production profile on one
+#: machine, ``make demo PROFILE=prod``, lands a simulated day every minute or two).
+POKE_ENV = "DRIFTLINE_LANDING_POKE_SECONDS"
+#: Seconds between two checks of the landing zone (read when the DAG file is parsed).
+POKE_SECONDS = float(os.environ.get(POKE_ENV) or 300.0)
 #: Longest wait for a day's landing files before the run fails (a day late is an incident).
 WAIT_SECONDS = 24 * 3600.0
 
