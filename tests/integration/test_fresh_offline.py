@@ -80,6 +80,17 @@ def test_one_row_per_transaction_with_the_spec_dtypes(lake_settings: Settings) -
         assert set(ids) == set(raw["transaction_id"])
 
 
+def test_every_value_lies_in_its_spec_domain(lake_settings: Settings) -> None:
+    table = read_fresh_features(lake_settings, BUILT.days()).to_pandas()
+    for feature in FRESH_SPEC:
+        column = table[feature.name]
+        assert column.notna().all(), feature.name
+        if feature.minimum is not None:
+            assert column.min() >= feature.minimum, feature.name
+        if feature.maximum is not None:
+            assert column.max() <= feature.maximum, feature.name
+
+
 def _naive_events(frame: pd.DataFrame) -> list[Event]:
     """Events from raw rows, built here independently of the job's conversion."""
     return [
