@@ -176,7 +176,7 @@ class _EventCache(dict[Hashable, Event]):
         """Keep ``event`` under ``key``; drop the older half first when full."""
         if len(self) >= self._limit:
             for old in list(islice(self, self._limit // 2)):
-                del self[old]
+                self.pop(old, None)  # another thread may have dropped it already
         self[key] = event
 
 
