@@ -14,7 +14,7 @@ checks each of their days, oldest first. A manual run names its `day` in the for
    arrive late, so the champion's served scores on the *matured* days
    (`label_maturity_days` earlier) are judged against the chargebacks known by now
    (performance drift). The HTML report and `drift.json` are kept per day under
-   `$DRIFTLINE_HOME/monitoring/reports/dt=DAY/`; the result goes into the drift log.
+   `{lake}/monitoring/reports/dt=DAY/`; the result goes into the drift log (in the lake).
 2. **should_retrain**: the trigger policy (debounce, cool-down, and waiting until labels
    of the drift exist) decides, on the newest checked day that asks for a retrain, else
    the newest day; most days it says no and the rest of the run is skipped.

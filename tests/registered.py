@@ -59,6 +59,9 @@ def on_registry(settings: Settings, registered: Settings, **overrides: Any) -> S
         "mlflow_tracking_uri": registered.mlflow_tracking_uri,
         "mlflow_artifact_uri": registered.mlflow_artifact_uri,
         "serve_poll_seconds": 3600.0,
+        # In-process tests read the prediction log while the app still serves: each
+        # request's rows are written before it answers (the buffering has its own tests).
+        "prediction_log_flush_rows": 1,
         **overrides,
     }
     return settings.model_copy(update=update)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from driftline.core.settings import Settings
+from driftline.data.predictions import logged_days
 from driftline.serving import read_predictions
 from driftline.serving.api import Service
 from driftline.serving.lookup import FeatureRow
@@ -127,8 +129,7 @@ def test_each_bad_input_is_a_4xx_naming_the_field_and_is_never_scored_or_logged(
     assert accepted.status_code == 200, accepted.text
     logged = read_predictions(settings, DAY)
     assert logged.empty  # the accepted row is logged under its own day, 2000-01-01
-    days = sorted(p.name for p in (Path(settings.home) / "predictions").iterdir())
-    assert days == ["dt=2000-01-01"]
+    assert logged_days(settings) == [date(2000, 1, 1)]
 
     metrics = client.get("/metrics").text
     rejected = len(BAD_FIELDS) + 3  # the fields and the three unparsable bodies
@@ -229,7 +230,7 @@ def test_an_unhandled_error_is_counted_as_a_500(
     point(registered, champion="1")
     blocked = tmp_path / "a-file"
     blocked.write_text("")
-    client, _ = serve(home=blocked / "state")
+    client, _ = serve(home=blocked / "state", lake_uri=str(blocked / "state" / "lake"))
     # The real server answers an exception that escapes the app with a 500.
     raw_client = TestClient(client.app, raise_server_exceptions=False)
 

@@ -468,7 +468,7 @@ def test_drift_log_replaces_a_recomputed_day_and_round_trips(settings: Settings)
     drift_log.record_trigger(_day(1), decision)
     path = drift_log.save()
 
-    assert path == settings.home / "monitoring" / "drift_log.json"
+    assert path == f"{settings.lake_uri}/monitoring/drift_log"
     loaded = DriftLog.load(settings)
     assert [r.day for r in loaded.history()] == [_day(0).isoformat(), _day(1).isoformat()]
     assert not loaded.history()[0].drifted

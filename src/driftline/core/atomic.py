@@ -67,3 +67,17 @@ def write_atomic(
         if fs.exists(tmp):
             fs.rm(tmp)
         raise
+
+
+def put_atomic(target: str | Path, payload: bytes) -> None:
+    """Replace the file ``target`` with ``payload`` so that no reader sees half of it.
+
+    On a local disk this is :func:`write_atomic` (write aside, rename). On an object
+    store it is one upload of the whole object, which is atomic already: no temporary
+    object appears beside the target, so a reader listing the folder never meets one.
+    """
+    fs, path = _target(target)
+    if isinstance(fs, LocalFileSystem):
+        write_atomic(target, lambda handle: handle.write(payload))
+    else:
+        fs.pipe_file(path, payload)

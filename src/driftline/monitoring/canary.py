@@ -49,7 +49,7 @@ import pandas as pd
 
 from driftline.core.settings import Settings
 from driftline.core.stats import psi
-from driftline.data.predictions import day_folder, read_predictions
+from driftline.data.predictions import logged_days, read_predictions
 
 Verdict = Literal["promote", "rollback", "wait"]
 
@@ -425,12 +425,5 @@ def read_shadow(settings: Settings, days: list[date]) -> pd.DataFrame:
 
 
 def shadow_days(settings: Settings) -> list[date]:
-    """Transaction days with shadow-log lines, oldest first."""
-    root = day_folder(settings, date(2000, 1, 1), shadow=True).parent
-    if not root.is_dir():
-        return []
-    return sorted(
-        date.fromisoformat(path.name.removeprefix("dt="))
-        for path in root.glob("dt=*")
-        if path.is_dir() and any(path.glob("*.jsonl"))
-    )
+    """Transaction days with shadow-log rows, oldest first."""
+    return logged_days(settings, shadow=True)

@@ -665,7 +665,7 @@ def compute_drift(
     *,
     labels: pd.DataFrame | None = None,
     performance: Mapping[str, Any] | None = None,
-    report_dir: Path | None = None,
+    report_dir: str | Path | None = None,
     champion_version: str | None = None,
 ) -> DriftResult:
     """:func:`measure_drift`, then :func:`~driftline.monitoring.drift_report.write_drift_report`.
@@ -673,7 +673,7 @@ def compute_drift(
     Args:
         reference, current, interval, settings, labels, performance, champion_version:
             As for :func:`measure_drift`.
-        report_dir: Root of the reports; ``{home}/monitoring/reports`` when None. The
+        report_dir: Root of the reports; ``{lake}/monitoring/reports`` when None. The
             interval's ``dt=YYYY-MM-DD`` folder is overwritten on a rerun.
 
     Returns:

@@ -2,7 +2,8 @@
 
 :func:`write_drift_report` is the step after
 :func:`~driftline.monitoring.drift.measure_drift`: it writes what the measurement holds
-into the interval's ``dt=YYYY-MM-DD`` folder and returns the result naming those files.
+into the interval's ``dt=YYYY-MM-DD`` folder, in the lake by default
+(``{lake}/monitoring/reports/``), and returns the result naming those files.
 """
 
 from __future__ import annotations
@@ -11,42 +12,43 @@ import dataclasses
 from datetime import date
 from pathlib import Path
 
-from driftline.core.atomic import write_atomic
+from driftline.core.atomic import put_atomic
 from driftline.core.settings import Settings
-from driftline.monitoring.files import write_json
+from driftline.monitoring.files import monitoring_uri, remove, write_json
 from driftline.monitoring.result import DriftMeasurement, DriftResult
 
 REPORT_HTML = "drift_report.html"
 REPORT_JSON = "drift.json"
 
 
-def report_folder(settings: Settings, day: date, report_dir: Path | None = None) -> Path:
-    """The folder of ``day``'s drift report: ``{report_dir}/dt=YYYY-MM-DD``.
+def report_folder(settings: Settings, day: date, report_dir: str | Path | None = None) -> str:
+    """The folder (URI) of ``day``'s drift report: ``{report_dir}/dt=YYYY-MM-DD``.
 
-    ``report_dir`` defaults to ``{home}/monitoring/reports``.
+    ``report_dir`` defaults to ``{lake}/monitoring/reports``.
     """
-    return (report_dir or settings.home / "monitoring" / "reports") / f"dt={day.isoformat()}"
+    root = str(report_dir) if report_dir is not None else monitoring_uri(settings, "reports")
+    return f"{root.rstrip('/')}/dt={day.isoformat()}"
 
 
-def write_drift_report(measurement: DriftMeasurement, folder: Path) -> DriftResult:
-    """Write ``measurement`` into ``folder``; return its result with the files' paths.
+def write_drift_report(measurement: DriftMeasurement, folder: str | Path) -> DriftResult:
+    """Write ``measurement`` into ``folder``; return its result with the files' URIs.
 
     Writes ``drift_report.html`` (Evidently's report) and ``drift.json`` (the result as
     a dict), each atomically, overwriting an earlier run's. For an interval with
     insufficient data there is no HTML report: only ``drift.json`` is written, and a
     stale HTML report of an earlier run is removed.
     """
-    html_path, json_path = folder / REPORT_HTML, folder / REPORT_JSON
+    root = str(folder).rstrip("/")
+    html_path, json_path = f"{root}/{REPORT_HTML}", f"{root}/{REPORT_JSON}"
     snapshot = measurement.snapshot
     if snapshot is None:
-        result = dataclasses.replace(measurement.result, report_json=str(json_path))
-        html_path.unlink(missing_ok=True)  # a rerun must not leave a stale report behind
+        result = dataclasses.replace(measurement.result, report_json=json_path)
+        remove(html_path)  # a rerun must not leave a stale report behind
     else:
         result = dataclasses.replace(
-            measurement.result, report_html=str(html_path), report_json=str(json_path)
+            measurement.result, report_html=html_path, report_json=json_path
         )
-        # Snapshot.save_html ignores a file object: write the HTML it writes to a file name.
-        html = snapshot.get_html_str(as_iframe=False).encode()
-        write_atomic(html_path, lambda out: out.write(html))
+        # Snapshot.save_html ignores a file object: take the HTML it would write.
+        put_atomic(html_path, snapshot.get_html_str(as_iframe=False).encode())
     write_json(json_path, result.to_dict())
     return result

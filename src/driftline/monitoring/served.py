@@ -19,20 +19,13 @@ from driftline.core import lake
 from driftline.core.interval import Interval
 from driftline.core.schemas import LABELS
 from driftline.core.settings import Settings
-from driftline.data.predictions import FOLDER, read_predictions
+from driftline.data import predictions
+from driftline.data.predictions import read_predictions
 
 
 def logged_days(settings: Settings, *, since: date | None = None) -> list[date]:
-    """Transaction days that have prediction-log lines, oldest first (from ``since``)."""
-    root = settings.home / FOLDER
-    if not root.is_dir():
-        return []
-    days = sorted(
-        date.fromisoformat(path.name.removeprefix("dt="))
-        for path in root.glob("dt=*")
-        if path.is_dir() and any(path.glob("*.jsonl"))
-    )
-    return [day for day in days if since is None or day >= since]
+    """Transaction days that have prediction-log rows, oldest first (from ``since``)."""
+    return predictions.logged_days(settings, since=since)
 
 
 def read_served(settings: Settings, days: Iterable[date]) -> pd.DataFrame:
