@@ -15,10 +15,12 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from driftline.core.columns import MODEL_INPUTS
+from driftline.core.feature_spec import FRESH_FEATURES
 from driftline.core.settings import Settings
 from driftline.lifecycle import registry
 from driftline.serving import ModelProvider, create_app, read_predictions, rules
@@ -100,6 +102,11 @@ def test_a_version_registered_without_the_lean_form_is_served_by_its_pyfunc(
     assert np.max(np.abs(got - expected)) <= lean.TOLERANCE
 
 
+def fresh(logged: pd.DataFrame, transaction_id: str) -> dict[str, float]:
+    """The fresh features ``transaction_id`` was scored with (its logged line)."""
+    return {name: float(logged.loc[transaction_id, name]) for name in FRESH_FEATURES}
+
+
 def test_fallback_chain_previous_champion_then_rules_said_in_response_and_log(
     served: tuple[TestClient, Service, Loader, Settings], settings: Settings
 ) -> None:
@@ -128,15 +135,16 @@ def test_fallback_chain_previous_champion_then_rules_said_in_response_and_log(
     assert by_previous_nan["answered_by"] == "previous_champion"
     assert (by_rules["answered_by"], by_rules["model_version"]) == ("rules", rules.VERSION)
     assert {r["variant"] for r in (healthy, by_previous, by_rules)} == {"champion"}
-    # Each answer is exactly what that link computes for the transaction.
-    columns = model_columns([Transaction(**txn(1))], [Features().row])
+    logged = read_predictions(settings, DAY).set_index("transaction_id")
+    # Each answer is exactly what that link computes for the transaction (with the fresh
+    # features it was scored with, as logged).
+    columns = model_columns([Transaction(**txn(1))], [Features().row], [fresh(logged, "tx-1")])
     assert by_previous["score"] == pytest.approx(
         float(loader.models["1"].inner.predict_columns(columns)[0]), abs=1e-12
     )
-    rule_columns = model_columns([Transaction(**txn(3))], [Features().row])
+    rule_columns = model_columns([Transaction(**txn(3))], [Features().row], [fresh(logged, "tx-3")])
     assert by_rules["score"] == pytest.approx(float(rules.score(rule_columns)[0]), abs=1e-12)
 
-    logged = read_predictions(settings, DAY).set_index("transaction_id")
     assert logged["answered_by"].tolist() == [
         "champion",
         "previous_champion",
@@ -182,6 +190,9 @@ def test_concurrent_single_requests_score_as_one_by_one(
     registry.set_alias(cfg, registry.CHAMPION, "1")
     service.models.refresh()
     payloads = [txn(i, user=i + 1, amount=20.0 + 37.0 * i) for i in range(24)]
+    # Recorded once first, so both passes below are retries that see the same earlier
+    # transactions (the fresh features of a first sighting depend on what came before).
+    assert client.post("/v1/score/batch", json={"transactions": payloads}, headers=KEY).is_success
     one_by_one = {
         p["transaction_id"]: client.post("/v1/score", json=p, headers=KEY).json()["score"]
         for p in payloads

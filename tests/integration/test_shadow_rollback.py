@@ -24,10 +24,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from driftline.cli import app as cli
+from driftline.core.feature_spec import FRESH_FEATURES
 from driftline.core.settings import Settings, get_settings
 from driftline.lifecycle import promotion, registry
 from driftline.monitoring.canary import analyse_shadow, read_shadow
-from driftline.serving import ModelProvider, create_app
+from driftline.serving import ModelProvider, create_app, read_predictions
 from driftline.serving.api import Service
 from driftline.serving.models import load_scorable
 from driftline.serving.schemas import Transaction
@@ -127,8 +128,12 @@ def test_shadow_never_changes_or_holds_an_answer_and_is_logged_beside_it(
     assert sorted(logged.index) == [f"tx-{i}" for i in range(6)]
     assert set(logged["shadow_version"].astype(str)) == {"2"}
     assert set(logged["model_version"].astype(str)) == {"1"}
+    served = read_predictions(settings, DAY).drop_duplicates("transaction_id")
+    scored_fresh = served.set_index("transaction_id").loc[[f"tx-{i}" for i in range(6)]]
     columns = model_columns(
-        [Transaction(**txn(i, user=i + 1)) for i in range(6)], [Features().row] * 6
+        [Transaction(**txn(i, user=i + 1)) for i in range(6)],
+        [Features().row] * 6,
+        scored_fresh[list(FRESH_FEATURES)].to_dict("records"),
     )
     expected = gate.inner.predict_columns(columns)
     got = logged.loc[[f"tx-{i}" for i in range(6)], "shadow_score"].to_numpy(dtype=float)
