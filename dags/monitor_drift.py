@@ -15,6 +15,8 @@ checks each of their days, oldest first. A manual run names its `day` in the for
    (`label_maturity_days` earlier) are judged against the chargebacks known by now
    (performance drift). The HTML report and `drift.json` are kept per day under
    `{lake}/monitoring/reports/dt=DAY/`; the result goes into the drift log (in the lake).
+   The day's served fresh features are compared with the offline ones (one line in
+   the task log; below `consistency_min_share` it is flagged, never a failure).
 2. **should_retrain**: the trigger policy (debounce, cool-down, and waiting until labels
    of the drift exist) decides, on the newest checked day that asks for a retrain, else
    the newest day; most days it says no and the rest of the run is skipped.
@@ -77,6 +79,9 @@ def monitor_drift() -> None:
         checks = [check_interval(Interval.for_day(day), cfg) for day in days]
         for check in checks:
             print(f"{check['day']}: {check['decision']['reason']}")
+            consistency = (check.get("drift") or {}).get("consistency") or {}
+            if consistency.get("line"):
+                print(consistency["line"])
         asking = [check for check in checks if check["decision"]["trigger"]]
         return {**(asking or checks)[-1], "checked": [day.isoformat() for day in days]}
 
