@@ -4,7 +4,7 @@ After a request has its answer, :meth:`ShadowScorer.offer` puts a copy of its
 model-input columns (plus what was served) on a bounded queue, without blocking: when
 the queue is full the copy is dropped and counted. A single background thread takes
 whatever is queued, scores it with the shadow model in one forward pass and appends one
-line per transaction to the shadow log (``predictions/shadow/dt=D/<pid>.jsonl``, see
+row per transaction to the shadow log (``{lake}/predictions/shadow/dt=D/``, see
 :mod:`driftline.data.predictions`): ``transaction_id``, ``ts``, ``shadow_version``,
 ``shadow_score``, ``shadow_decision``, the served ``model_version``, ``score`` and
 ``answered_by``, and ``shadow_error`` when the shadow failed. A slow or failing shadow
