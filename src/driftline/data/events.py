@@ -424,9 +424,9 @@ class RedisEventStore:
     Keys: ``dl:seen:<id>`` (the id was recorded; expires after ``SEEN_TTL_S``),
     ``dl:u:<user>`` and ``dl:m:<merchant>`` (the entity's events, score ``ts_us``,
     member the event's JSON). The script (loaded once, then called by ``EVALSHA``)
-    records each new id, trims every touched set to the retention before its newest
-    score and reads the windows, all in one round trip that Redis runs atomically, so
-    replicas scoring at once never count an event twice.
+    records each new id, reads the windows and then trims every touched set to the
+    retention before its newest score, all in one round trip that Redis runs
+    atomically, so replicas scoring at once never count an event twice.
     """
 
     def __init__(self, url: str, timeout_ms: int = 50) -> None:
