@@ -39,6 +39,7 @@ from driftline.data.fresh import build_fresh_features
 from driftline.data.predictions import read_predictions
 from driftline.lifecycle import registry
 from driftline.monitoring.consistency import check_consistency, compare
+from driftline.monitoring.steps import consistency_entry
 from driftline.serving import ModelProvider, create_app
 from driftline.serving.fresh import EventState
 from driftline.serving.lookup import EntityKey, FeatureRow, missing_row
@@ -99,6 +100,10 @@ def test_replayed_day_serves_the_fresh_features_the_offline_job_computes(
     assert result.rows == replayed.sent and result.skipped["fallback"] == 0, result
     assert result.share is not None and result.share >= 0.995, result.line()
     assert not result.flagged
+    # The monitor's output for the day: the result and its one line, never raising.
+    entry = consistency_entry(cfg, SERVED_DAY)
+    assert entry["share"] == result.share and not entry["flagged"]
+    assert entry["line"].startswith(f"fresh-feature consistency {SERVED_DAY}: {result.identical}/")
     logged = read_predictions(cfg, SERVED_DAY)
     # The windows filled: the values are not trivially equal (all zero or all missing).
     assert (logged["fresh_user_txn_count_24h"] >= 3).mean() > 0.5

@@ -141,7 +141,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         performance=check,
         champion_version=version,
     )
-    consistency = _consistency(settings, day)
+    consistency = consistency_entry(settings, day)
     measurement = dataclasses.replace(
         measurement, result=dataclasses.replace(measurement.result, consistency=consistency)
     )
@@ -165,7 +165,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _consistency(settings: Settings, day: date) -> dict[str, Any]:
+def consistency_entry(settings: Settings, day: date) -> dict[str, Any]:
     """The day's online/offline fresh-feature consistency, logged in one line.
 
     A failure to check is recorded (``status`` ``error``) and logged, never raised:
@@ -175,7 +175,8 @@ def _consistency(settings: Settings, day: date) -> dict[str, Any]:
         result = check_consistency(settings, day)
     except Exception as error:
         log.warning("fresh-feature consistency %s: not checked", day, exc_info=True)
-        return {"day": day.isoformat(), "status": "error", "flagged": False, "error": str(error)}
+        line = f"fresh-feature consistency {day}: not checked ({type(error).__name__}: {error})"
+        return {"day": day.isoformat(), "status": "error", "flagged": False, "line": line}
     log.log(logging.WARNING if result.flagged else logging.INFO, "%s", result.line())
     return {**result.to_dict(), "line": result.line()}
 
