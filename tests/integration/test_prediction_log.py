@@ -267,20 +267,21 @@ def test_two_replicas_stopped_by_sigterm_lose_and_duplicate_no_row(
         "DRIFTLINE_HOME": str(settings.home),
         "DRIFTLINE_MLFLOW_TRACKING_URI": one_model.mlflow_tracking_uri,
         "DRIFTLINE_MLFLOW_ARTIFACT_URI": one_model.mlflow_artifact_uri,
-        # A bound some flushes reach while serving; the rest is buffered at SIGTERM.
-        "DRIFTLINE_PREDICTION_LOG_FLUSH_ROWS": "37",
         "DRIFTLINE_PREDICTION_LOG_FLUSH_SECONDS": "600",
     }
+    # Replica 0 reaches its row bound several times while serving (and holds a rest at
+    # SIGTERM); replica 1 never does: all its rows are still buffered at SIGTERM.
+    bounds = ["37", "100000"]
     ports = [free_port(), free_port()]
     logs = [tmp_path / f"replica-{i}.log" for i in range(2)]
     replicas = [
         subprocess.Popen(
             [sys.executable, "-c", REPLICA, str(port)],
-            env=env,
+            env={**env, "DRIFTLINE_PREDICTION_LOG_FLUSH_ROWS": bound},
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        for port, log in zip(ports, logs, strict=True)
+        for port, log, bound in zip(ports, logs, bounds, strict=True)
     ]
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -297,8 +298,12 @@ def test_two_replicas_stopped_by_sigterm_lose_and_duplicate_no_row(
 
             statuses = list(pool.map(post, range(len(sent))))
         assert statuses == [200] * len(sent)
-        before = len(read_predictions(settings, DAY)) + len(read_predictions(settings, NEXT))
-        assert before < len(sent)  # rows were still buffered in the replicas
+
+        def in_lake() -> int:
+            return sum(len(read_predictions(settings, day)) for day in (DAY, NEXT))
+
+        until(lambda: in_lake() > 0)  # replica 0's bound flushes (its background thread)
+        assert in_lake() <= len(sent) // 2  # replica 1's rows all wait in its buffer
 
         for replica in replicas:
             replica.send_signal(signal.SIGTERM)
