@@ -39,8 +39,10 @@ from tests.lakes import populate_lake
 
 pytestmark = pytest.mark.slow
 
-SPAN = Interval.parse("2026-01-01", "2026-01-15")
-WINDOW = ("2026-01-02", "2026-01-15")
+#: Data starts on 2026-01-01 (the session's DRIFTLINE_DATA_START): the window starts on
+#: the first day whose look-back features are complete (data start + 14 days).
+SPAN = Interval.parse("2026-01-01", "2026-01-28")
+WINDOW = ("2026-01-15", "2026-01-28")
 #: Small, fast settings for every process of this module: chargebacks count as mature
 #: after 3 days and one day validates, so 7 of the window's 13 days train.
 TRAINING_ENV = {
@@ -137,7 +139,7 @@ def test_pipeline_registers_staging_with_lineage(home: Path, first: dict[str, An
     assert str(staged.version) == first["version"]
     for tag in LINEAGE_TAGS:
         assert staged.tags.get(tag), f"missing lineage tag {tag}"
-    assert staged.tags["data_interval"] == "[2026-01-02, 2026-01-15)"
+    assert staged.tags["data_interval"] == "[2026-01-15, 2026-01-28)"
     assert staged.tags["feast_feature_service"] == "fraud_v1"
     assert staged.tags["kfp_run_id"] != "none" and staged.tags["airflow_run_id"] == "none"
     parent = client.get_run(staged.run_id)
@@ -201,7 +203,7 @@ def test_rerunning_a_request_resumes_its_study_and_registers_no_copy(
     from driftline.training.tuning import open_storage
 
     settings = _settings(home)
-    name = study_name(settings, "2026-01-02_2026-01-15")
+    name = study_name(settings, "2026-01-15_2026-01-28")
     before = len(
         optuna.load_study(study_name=name, storage=open_storage(settings.optuna_storage)).trials
     )
