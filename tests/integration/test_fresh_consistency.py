@@ -20,6 +20,7 @@ fresh features.
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,9 +42,10 @@ from driftline.lifecycle import registry
 from driftline.monitoring.consistency import check_consistency, compare
 from driftline.monitoring.steps import consistency_entry
 from driftline.serving import ModelProvider, create_app
-from driftline.serving.fresh import EventState
+from driftline.serving.fresh import EventState, event_of
 from driftline.serving.lookup import EntityKey, FeatureRow, missing_row
 from driftline.serving.replay import replay_day
+from driftline.serving.schemas import Transaction
 from driftline.simulator import SimulatorConfig
 from tests.lakes import publish_days
 from tests.registered import KEY, on_registry, register_models
@@ -219,24 +221,32 @@ def _fallback_rows(client: TestClient) -> dict[str, float]:
     found: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(
-            ("driftline_event_store_fallback_rows_total", "driftline_feature_fallback_total")
+            (
+                "driftline_event_store_fallback_rows_total",
+                "driftline_event_store_failures_total",
+                "driftline_feature_fallback_total",
+            )
         ):
             name, value = line.rsplit(" ", 1)
             found[name] = float(value)
     return found
 
 
-@pytest.mark.parametrize("broken", ["closed", "not_a_database"])
+@pytest.mark.parametrize("broken", ["closed", "not_a_database", "locked"])
 def test_a_broken_event_store_gives_nan_fresh_features_and_fallback_rows(
     settings: Settings, registered: Settings, broken: str
 ) -> None:
     cfg = on_registry(settings, registered, serve_breaker_failures=2)
-    events: Callable[[], EventState] | None = Closed(cfg)
+    path = Path(cfg.home) / "events" / "events.db"
+    events: Callable[[], EventState] | None = Closed(cfg) if broken == "closed" else None
     if broken == "not_a_database":  # the default opener, on a path SQLite cannot open
-        (Path(cfg.home) / "events" / "events.db").mkdir(parents=True)
-        events = None
+        path.mkdir(parents=True)
+    blocker = None
     t = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
     with serving(cfg, events) as client:
+        if broken == "locked":  # another process holds the write lock: every call is slow
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
         single = client.post("/v1/score", json=_txn("a", t), headers=KEY)
         batch = client.post(
             "/v1/score/batch",
@@ -245,6 +255,9 @@ def test_a_broken_event_store_gives_nan_fresh_features_and_fallback_rows(
         )
         after = client.post("/v1/score", json=_txn("d", t), headers=KEY)  # breaker open
         counts = _fallback_rows(client)
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
 
     assert [r.status_code for r in (single, batch, after)] == [200, 200, 200]
     scores = [single.json(), *batch.json()["scores"], after.json()]
@@ -257,6 +270,12 @@ def test_a_broken_event_store_gives_nan_fresh_features_and_fallback_rows(
     assert counts['driftline_event_store_fallback_rows_total{reason="store_failed"}'] == 3
     assert counts['driftline_event_store_fallback_rows_total{reason="breaker_open"}'] == 1
     assert counts["driftline_feature_fallback_total"] == 4
+    kind = "timeout" if broken == "locked" else "error"
+    assert counts[f'driftline_event_store_failures_total{{reason="{kind}"}}'] == 2
+    if broken == "locked":  # the call past its deadline still recorded "a" once unlocked
+        store = open_event_store(cfg)
+        assert store.record([event_of(Transaction(**_txn("a", t)))]) == 0
+        store.close()
 
 
 def _frame(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
