@@ -130,11 +130,12 @@ def test_drift_retrain_canary_promote_under_the_scheduler(
 
 
 def _writer_pids(home: Path, day: date) -> set[int]:
+    """Process ids in the day's prediction file names (``<host>-<pid>-<start>-...``)."""
     folder = home / "lake" / "predictions" / f"dt={day.isoformat()}"
     return {
         int(match.group(1))
         for path in folder.glob("*.parquet")
-        if (match := re.match(r".+?-(\d+)-", path.name))
+        if (match := re.search(r"-(\d+)-\d{8}T\d{6}Z-", path.name))
     }
 
 
@@ -172,7 +173,10 @@ def test_both_replicas_applied_the_same_canary_weight(loop: tuple[Path, dict[str
         assert len(replicas) == 2
         first, second = (view["control"] for view in replicas)
         assert first["weight"] == second["weight"] == 0.3
-        assert first.get("state") == second.get("state")
+        assert first["serving_weight"] == second["serving_weight"] == 0.3
+        assert first["source"] == second["source"] == "registry"
+        assert first["state"] == second["state"] == "running"
+        assert first["canary"] == second["canary"]
         assert replicas[0]["canary"] == replicas[1]["canary"] is not None
 
 

@@ -504,6 +504,10 @@ class AirflowApi:
         except ProdError:
             return None
 
+    def set_state(self, dag_id: str, run_id: str, state: str) -> None:
+        """Mark a run ``success`` or ``failed`` (its unfinished tasks stop)."""
+        self.call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": state})
+
     def consumed_days(self, dag_id: str, run_id: str) -> list[str]:
         """``extra.day`` of each asset event that started an asset-triggered run."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents"
@@ -697,6 +701,30 @@ def record_retrain(profile: Profile, run_id: str, day: str) -> dict[str, Any] | 
     return decision
 
 
+def stop_wall_clock_runs(profile: Profile, wait_s: float = 0.0) -> list[str]:
+    """Fail the ingest DAG's scheduled runs (the wall clock's day); their run ids.
+
+    Unpausing a daily DAG with ``catchup=False`` starts the run of the latest interval
+    of the real calendar, whose landing files never come in a simulated period: its
+    sensor would wake a task process every poke for a day. The simulated days run as
+    one backfill (:func:`serve_days`), like history on a real platform.
+    """
+    dag = "ingest_validate_materialize"
+    deadline = time.monotonic() + wait_s
+    while True:
+        scheduled = [
+            run["dag_run_id"]
+            for run in profile.api.runs(dag)
+            if run["run_type"] == "scheduled" and run["state"] not in TERMINAL
+        ]
+        if scheduled or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
+    for run_id in scheduled:
+        profile.api.set_state(dag, run_id, "failed")
+    return scheduled
+
+
 def first_champion(profile: Profile, options: ProdOptions) -> None:
     """Trigger ``retrain_promote`` by REST on the history; the first model is champion.
 
@@ -833,6 +861,7 @@ def serve_days(profile: Profile, options: ProdOptions, config: Any) -> None:
         info["served"] = replay(profile, day, config)
         if pending is not None:
             info["canary_views"] = canary_views(profile)
+        stop_wall_clock_runs(profile)  # a real midnight may have passed meanwhile
         write_landing(config, Interval.for_day(day), lake_uri)
         run = api.wait(
             functools.partial(monitored, profile, day),
@@ -1040,6 +1069,8 @@ def run_prod(
         )  # fmt: skip
         for dag_id in ("ingest_validate_materialize", "monitor_drift", "retrain_promote"):
             profile.api.unpause(dag_id)
+        stopped = stop_wall_clock_runs(profile, wait_s=60)
+        profile.timeline.event(options.serve_from, "DAGs unpaused", wall_clock_runs_failed=stopped)
         first_champion(profile, options)
         with scoring(profile):
             profile.timeline.event(
