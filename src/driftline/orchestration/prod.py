@@ -172,16 +172,14 @@ def choose_ports(layout: ProdLayout) -> dict[str, int]:
     """
     path = layout.root / "ports.json"
     known: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    postgres_running = (layout.root / "postgres" / "data" / "postmaster.pid").exists()
     ports: dict[str, int] = {}
     for name in COMPONENTS:
         port = known.get(name)
-        running_pg = name == "postgres" and (layout.root / "postgres" / "data" / "postmaster.pid")
-        keep = port is not None and (
-            _port_free(port) or (running_pg is not False and Path(running_pg).exists())
-        )
-        ports[name] = port if keep and port is not None else free_port()
-    while len(set(ports.values())) < len(ports):  # free_port may hand one out twice
-        ports = {name: ports[name] if i == 0 else free_port() for i, name in enumerate(ports)}
+        reuse = port is not None and (_port_free(port) or (name == "postgres" and postgres_running))
+        while port is None or not reuse or port in ports.values():
+            port, reuse = free_port(), True  # free_port may hand out one twice
+        ports[name] = port
     layout.root.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ports, indent=2) + "\n")
     return ports
@@ -1096,7 +1094,8 @@ def run_prod(
             out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
             print_summary(profile, payload)
             _narrate()(f"\ntimeline JSON: {out}")
-            while keep:
-                profile.api.stack.check_alive() if profile.api.stack else None
+            while keep:  # until SIGTERM / Ctrl-C (the handlers stop every component)
+                if profile.api.stack is not None:
+                    profile.api.stack.check_alive()
                 time.sleep(2)
     return payload
