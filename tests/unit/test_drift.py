@@ -49,6 +49,12 @@ def _shifted(frame: pd.DataFrame) -> pd.DataFrame:
         out[name] = out[name] * 3
     out["hour_of_day"] = (out["hour_of_day"] % 6).astype(float)  # all night-time
     out["user_new_device"] = 1.0
+    # The fresh features see the same shift: bigger amounts, new devices, foreign countries.
+    for name in ("fresh_user_amount_sum_1h", "fresh_user_amount_sum_24h"):
+        out[name] = out[name] * 3 + 50
+    out["fresh_user_device_new"] = 1.0
+    out["fresh_user_country_foreign"] = 1.0
+    out["fresh_user_amount_to_median_7d"] = out["fresh_user_amount_to_median_7d"] * 3
     out["merchant_country"] = "NG"
     out["channel"] = "online"
     out["currency"] = "EUR"

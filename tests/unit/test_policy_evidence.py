@@ -192,6 +192,12 @@ def _shifted(frame: pd.DataFrame) -> pd.DataFrame:
     out["user_txn_count_7d"] = out["user_txn_count_7d"] * 1.5
     out["user_amount_std_7d"] = out["user_amount_std_7d"] * 1.6
     out["user_seconds_since_prev_txn"] = out["user_seconds_since_prev_txn"] * 0.5
+    # The fresh features move with the shift (more and larger earlier transactions).
+    for name in ("fresh_user_txn_count_24h", "fresh_user_txn_count_7d"):
+        out[name] = out[name] + 2
+    for name in ("fresh_user_amount_sum_1h", "fresh_user_amount_sum_24h"):
+        out[name] = out[name] * 1.6 + 20
+    out["fresh_user_seconds_since_prev"] = out["fresh_user_seconds_since_prev"] * 0.5
     return out
 
 
