@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from driftline.core.columns import CATEGORICAL, MODEL_INPUTS, NUMERIC, STORE_NUMERIC
+from driftline.core.columns import CATEGORICAL, FRESH_NUMERIC, MODEL_INPUTS, NUMERIC, STORE_NUMERIC
 from driftline.core.settings import Settings
 from driftline.training.model import (
     CLIP,
@@ -183,12 +183,13 @@ def frame_columns(frame: pd.DataFrame) -> dict[str, Any]:
 def check_rows(example: pd.DataFrame) -> pd.DataFrame:
     """The rows an export is checked on: example rows, then copies without history.
 
-    The copies have every store feature missing and unknown categories, so the
-    missing-value and unknown-category branches are compared as well.
+    The copies have every store and fresh feature missing (a feature-store or
+    event-store fallback) and unknown categories, so the missing-value and
+    unknown-category branches are compared as well.
     """
     rows = example[list(MODEL_INPUTS)].head(CHECK_ROWS).reset_index(drop=True)
     blank = rows.head(20).copy()
-    blank[list(STORE_NUMERIC)] = np.nan
+    blank[list(STORE_NUMERIC + FRESH_NUMERIC)] = np.nan
     for name in CATEGORICAL:
         blank[name] = "unseen-category"
     return pd.concat([rows, blank], ignore_index=True)
