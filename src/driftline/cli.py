@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from driftline.core.interval import Interval
 from driftline.core.settings import get_settings
@@ -47,6 +46,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 @contextmanager
 def _days(label: str, interval: Interval) -> Iterator[Callable[[date], None]]:
     """A progress bar over the interval's days; yields the per-day callback."""
+    # Imported here: commands without a progress bar (rollback, models) skip it.
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     days = list(interval.days())
     columns = (
         TextColumn("{task.description}"),

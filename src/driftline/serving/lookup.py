@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from driftline.core.columns import STORE_NUMERIC
-from driftline.core.feature_spec import MERCHANT_FEATURES, USER_FEATURES
+from driftline.core.feature_spec import JOIN_KEYS, MERCHANT_FEATURES, USER_FEATURES
 from driftline.core.settings import Settings
 
 if TYPE_CHECKING:
-    from feast import FeatureService, FeatureStore
+    from feast import FeatureService, FeatureStore, FeatureView
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,61 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+@dataclass(frozen=True)
+class _ViewRead:
+    """One feature view of the feature service, as the direct online read needs it."""
+
+    #: The registry's feature view (the online store's table).
+    view: FeatureView
+    #: The service's features of the view, in the view's order.
+    features: list[str]
+    #: The view's join key (``user_id`` or ``merchant_id``).
+    join_key: str
+    #: Which side of an :data:`EntityKey` the key is: 0 (user) or 1 (merchant).
+    side: int
+
+
+def _proto_number(value: Any) -> float:
+    """A Feast ``ValueProto`` scalar as float; unset (no stored value) as NaN."""
+    kind = value.WhichOneof("val")
+    return math.nan if kind is None or kind == "null_val" else float(getattr(value, kind))
+
+
 class FeastFeatureSource:
-    """Feast online store, built once per process from settings (lazily, on first use)."""
+    """Feast online store, built once per process from settings (lazily, on first use).
+
+    :meth:`fetch` reads each feature view of the ``fraud_v1`` service through Feast's
+    provider (``online_read``: the online store's own read, entity keys serialised by
+    Feast), once per view per call, and takes the values off the protos it returns.
+    That is exactly what ``get_online_features`` reads, without its per-call work
+    around the read: resolving the service in the registry, converting the entity rows
+    to protos column by column, building the response protos and turning them into
+    Python lists (measured: 5.6 ms -> 2.6 ms for 64 pairs on the 2-core machine).
+    Feast 0.67 applies no TTL on this online path either (``get_online_features``
+    returns an expired row's values with status ``PRESENT``; only its opt-in
+    ``precompute_online`` path marks them): ``tests/integration/test_online_read.py``
+    checks both paths give the same rows, missing and expired entities included.
+    :meth:`fetch_via_get_online_features` is the reference path.
+
+    The feature views are resolved once, when the store is opened: a ``feast apply``
+    that changes them needs a restart of the service (as a model change does).
+    """
 
     def __init__(self, settings: Settings) -> None:
         """Remember the settings; nothing is opened until the first lookup."""
         self._settings = settings
         self._lock = threading.Lock()
-        self._store: tuple[FeatureStore, FeatureService] | None = None
+        self._store: tuple[FeatureStore, FeatureService, list[_ViewRead]] | None = None
 
-    def _open(self) -> tuple[FeatureStore, FeatureService]:
-        """The store and feature service; a failure is retried on the next lookup."""
+    def _open(self) -> tuple[FeatureStore, FeatureService, list[_ViewRead]]:
+        """The store, the feature service and its views; a failure is retried next time."""
         with self._lock:
             if self._store is None:
                 from driftline.data.feast import FEATURE_SERVICE, get_store
 
                 store = get_store(self._settings)
-                self._store = (store, store.get_feature_service(FEATURE_SERVICE))
+                service = store.get_feature_service(FEATURE_SERVICE)
+                self._store = (store, service, _view_reads(store, service))
             return self._store
 
     def warm_up(self) -> None:
@@ -101,11 +139,63 @@ class FeastFeatureSource:
         self.fetch([(0, 0)])
 
     def fetch(self, entities: Sequence[EntityKey]) -> list[FeatureRow]:
-        """Read the ``fraud_v1`` features of the entity pairs: one ``get_online_features``."""
-        store, service = self._open()
+        """The ``fraud_v1`` features of the entity pairs: one ``online_read`` per view."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+        if not entities:
+            return []
+        store, _, reads = self._open()
+        provider = store._get_provider()  # Feast's extension point for online stores
+        rows: list[FeatureRow] = [{} for _ in entities]
+        for read in reads:
+            ids = list(dict.fromkeys(pair[read.side] for pair in entities))
+            keys = [
+                EntityKeyProto(join_keys=[read.join_key], entity_values=[ValueProto(int64_val=i)])
+                for i in ids
+            ]
+            stored = provider.online_read(store.config, read.view, keys, read.features)
+            if len(stored) != len(ids):
+                raise ValueError(f"{read.view.name}: {len(stored)} rows for {len(ids)} keys")
+            values: dict[int, FeatureRow] = {}
+            for key, (_, found) in zip(ids, stored, strict=True):
+                data = found or {}
+                values[key] = {
+                    name: _proto_number(data[name]) if name in data else math.nan
+                    for name in read.features
+                }
+            for row, pair in zip(rows, entities, strict=True):
+                row.update(values[pair[read.side]])
+        return [{name: row[name] for name in STORE_NUMERIC} for row in rows]
+
+    def fetch_via_get_online_features(self, entities: Sequence[EntityKey]) -> list[FeatureRow]:
+        """The same rows through ``FeatureStore.get_online_features`` (the reference)."""
+        store, service, _ = self._open()
         rows = [{"user_id": user, "merchant_id": merchant} for user, merchant in entities]
         found = store.get_online_features(features=service, entity_rows=rows).to_dict()
         return [{name: _number(found[name][i]) for name in STORE_NUMERIC} for i in range(len(rows))]
+
+
+def _view_reads(store: FeatureStore, service: FeatureService) -> list[_ViewRead]:
+    """The service's feature views with their features, join key and entity side.
+
+    Raises:
+        ValueError: When the service does not cover ``STORE_NUMERIC`` exactly, or a
+            view is not keyed by one of the two entities.
+    """
+    sides = {JOIN_KEYS["user"]: 0, JOIN_KEYS["merchant"]: 1}
+    reads = []
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        keys = [column.name for column in view.entity_columns]
+        if len(keys) != 1 or keys[0] not in sides or projection.join_key_map:
+            raise ValueError(f"feature view {view.name} is keyed by {keys}, not one entity")
+        features = [feature.name for feature in projection.features]
+        reads.append(_ViewRead(view, features, keys[0], sides[keys[0]]))
+    served = sorted(name for read in reads for name in read.features)
+    if served != sorted(STORE_NUMERIC):
+        raise ValueError(f"feature service {service.name} serves {served}, not STORE_NUMERIC")
+    return reads
 
 
 class CircuitBreaker:
