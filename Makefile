@@ -82,7 +82,9 @@ prod-deps: redis-server
 
 # The production profile's loop (make demo PROFILE=prod): the closed-loop test's scale
 # (3000 rows a day, two trials on one worker), served from the day before the drift; the
-# landing sensor looks every 5 s. KEEP=1 keeps every component up after the timeline.
+# landing sensor looks every 20 s (at 5 s, Airflow 3.3's LocalExecutor raced reschedules:
+# "finished with state success, but the task instance's state attribute is queued", a
+# failed try). KEEP=1 keeps every component up after the timeline.
 PROFILE ?= local
 PROD_SERVE_FROM ?= 2026-01-18
 PROD_END ?= 2026-01-27
@@ -90,7 +92,7 @@ PROD_DRIFT ?= new_fraud_pattern@2026-01-19 covariate_shift@2026-01-19
 PROD_ROWS ?= 3000
 PROD_ENV = $(DEMO_ENV) DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS=2 DRIFTLINE_CANARY_MIN_REQUESTS=300 \
 	DRIFTLINE_MAX_EPOCHS=6 DRIFTLINE_TUNING_TRIALS=2 DRIFTLINE_TUNING_WORKERS=1 \
-	DRIFTLINE_LANDING_POKE_SECONDS=5
+	DRIFTLINE_LANDING_POKE_SECONDS=20
 PROD_LOG = $(DRIFTLINE_HOME)/prod/prod.log
 
 ## demo-prod (make demo PROFILE=prod): the loop on PostgreSQL, Redis, S3 (moto), an MLflow

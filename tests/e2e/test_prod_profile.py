@@ -55,7 +55,7 @@ LOOP = [
     "--drift", f"new_fraud_pattern@{DRIFT_DAY}", "--drift", f"covariate_shift@{DRIFT_DAY}",
 ]  # fmt: skip
 #: ``make demo``'s compressed time plus the closed-loop test's, and a landing sensor that
-#: looks every 5 s (the profile lands a simulated day every minute or two).
+#: looks every 20 s (the profile lands a simulated day every two or three minutes).
 LOOP_ENV = {
     "DRIFTLINE_DATA_START": START.isoformat(),
     "DRIFTLINE_SIMULATION_START": START.isoformat(),
@@ -70,7 +70,7 @@ LOOP_ENV = {
     "DRIFTLINE_MAX_EPOCHS": "6",
     "DRIFTLINE_TUNING_TRIALS": "2",
     "DRIFTLINE_TUNING_WORKERS": "1",
-    "DRIFTLINE_LANDING_POKE_SECONDS": "5",
+    "DRIFTLINE_LANDING_POKE_SECONDS": "20",
 }
 
 
@@ -185,5 +185,6 @@ def test_artifacts_on_s3_and_every_component_stopped(loop: tuple[Path, dict[str,
     assert timeline["artifacts_on_s3"] > 0
     sources = timeline["registry"]["artifact_sources"].values()
     assert sources and all(not source.startswith(("/", "file:")) for source in sources)
+    assert timeline["artifact_uri"].startswith("mlflow-artifacts:")
     assert not any(group_alive(pid) for pid in timeline["replica_pids"])
     assert not (home / "prod" / "postgres" / "data" / "postmaster.pid").exists()

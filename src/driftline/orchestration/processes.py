@@ -301,8 +301,12 @@ _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def stop_all() -> None:
-    """Stop every child still running (the atexit and signal handlers call this)."""
-    for child in list(_LIVE.values()):
+    """Stop every child still running (the atexit and signal handlers call this).
+
+    Newest first, as nested ``with`` blocks would: a server stops before what it
+    depends on (a scoring replica before the Redis and MLflow servers it reads).
+    """
+    for child in reversed(list(_LIVE.values())):
         try:
             child.stop()
         except Exception:  # keep stopping the others

@@ -411,6 +411,9 @@ def settings_env(
     env = {
         "DRIFTLINE_HOME": str(layout.home),
         "DRIFTLINE_MLFLOW_TRACKING_URI": endpoints.mlflow_url,
+        # The experiment's artifacts through the server's proxy, which writes them to S3
+        # (the default, a local folder, would bypass the server).
+        "DRIFTLINE_MLFLOW_ARTIFACT_URI": "mlflow-artifacts:/driftline",
         "DRIFTLINE_OPTUNA_STORAGE": endpoints.postgres.url("optuna"),
         "DRIFTLINE_FEAST_ENV": "production",
         "DRIFTLINE_ENVIRONMENT": "production-local",
@@ -1088,6 +1091,7 @@ def run_prod(
                 "replica_scored_rows": scored_rows(profile),
                 "registry": registry_snapshot(),
                 "artifacts_on_s3": len(s3_objects(e.s3_endpoint, BUCKETS["mlflow"])),
+                "artifact_uri": profile.env["DRIFTLINE_MLFLOW_ARTIFACT_URI"],
                 "seconds": round(time.monotonic() - started, 1),
             }  # fmt: skip
             out = options.out or layout.root / "timeline.json"
