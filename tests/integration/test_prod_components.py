@@ -110,9 +110,10 @@ def test_nginx_balances_both_upstreams_and_sends_each_post_once(
             )
             with urllib.request.urlopen(request, timeout=10) as reply:
                 answered[json.loads(reply.read())["port"]] += 1
-    assert set(answered) == set(upstreams)  # both replicas got traffic
-    assert min(answered.values()) >= 10
-    assert len(_Upstream.seen) == 40 and set(_Upstream.seen.values()) == {1}
+    assert set(answered) == set(upstreams), answered  # both replicas got traffic
+    assert min(answered.values()) >= 10, answered
+    assert len(_Upstream.seen) == 40, _Upstream.seen
+    assert set(_Upstream.seen.values()) == {1}, _Upstream.seen  # no POST sent twice
     assert not group_alive(child.pgid)
 
 
