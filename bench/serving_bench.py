@@ -200,6 +200,7 @@ def server_section(
             for name, server in servers.items():
                 exit_codes[name] = server.stop()
         commands = {name: s.command for name, s in servers.items()}
+        warnings = server_warnings(Path(tmp) / f"{CANDIDATE}.log")
     return {
         "commands": commands,
         "seconds_to_ready": ready_s,
@@ -207,7 +208,24 @@ def server_section(
         "score_check": scores,
         "modes": modes,
         "soak": soaked,
+        "driftline_log_warnings": warnings,
     }
+
+
+def server_warnings(log: Path, most: int = 40) -> dict[str, Any]:
+    """driftline's WARNING/ERROR log lines (store calls that failed and why, breakers).
+
+    The counters say how many rows fell back and by which reason; these lines say which
+    call failed, after how long, against which limit.
+    """
+    if not log.exists():
+        return {"count": 0, "lines": []}
+    lines = [
+        line.rstrip()
+        for line in log.read_text(errors="replace").splitlines()
+        if " WARNING " in line or " ERROR " in line or line.startswith(("WARNING", "ERROR"))
+    ]
+    return {"count": len(lines), "lines": lines[:most]}
 
 
 def levels(text: str) -> tuple[int, ...]:

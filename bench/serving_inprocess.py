@@ -11,6 +11,11 @@ same online store:
   (:meth:`FeastFeatureSource.fetch`, the store call alone);
 * ``read_plus_forward``: the bare work, timed as one unit: that read, then that
   forward pass;
+* ``guarded_events``: the scorer's event-store call alone (:class:`GuardedEvents`
+  ``begin`` + ``finish``: one ``record_and_read`` of the request's transactions in the
+  SQLite event state under the benchmark's temporary home, and the fresh features
+  computed from its answer). Units repeat, so after the warm-up a transaction's event is
+  already stored and its insert is ignored (by id); the read and the trim still run;
 * ``guarded_lookup``: the scorer's lookup alone (:meth:`GuardedFeatures.lookup`: the
   hand-off to a feature worker, the same read, timeout and breaker bookkeeping);
 * ``scorer_score``: driftline's in-process scoring path, :meth:`Scorer.score`: the
@@ -128,6 +133,7 @@ def in_process(
                     "online_read": lambda u: source.fetch(keys(u)),
                     "read_plus_forward": bare,
                     "guarded_lookup": lambda u: scorer.features.lookup(keys(u)),
+                    "guarded_events": lambda u: fresh_rows(scorer, u),
                     "scorer_score": lambda u: scorer.score(u.transactions),
                 }
                 reference: dict[str, Callable[[Unit], Any]] = {
@@ -145,11 +151,18 @@ def in_process(
     return results
 
 
+def fresh_rows(scorer: Any, unit: Unit) -> Any:
+    """The scorer's event-store call for ``unit`` (begin, then finish: the whole call)."""
+    return scorer.events.finish(scorer.events.begin(unit.transactions))
+
+
 def _fallback_rows(name: str, returned: Any) -> int:
     """Rows of a timed call that were answered from the feature fallback."""
     if name == "scorer_score":
         return sum(score.features_fallback for score in returned)
     if name == "guarded_lookup":
+        return len(returned.rows) if returned.fallback else 0
+    if name == "guarded_events":
         return len(returned.rows) if returned.fallback else 0
     return 0
 
@@ -164,7 +177,7 @@ def _time_stages(
     leaves threads waking up or caches cold would otherwise tax its successor).
     """
     stages: dict[str, list[float]] = {name: [] for name in calls}
-    fallbacks = {"scorer_score": 0, "guarded_lookup": 0}
+    fallbacks = {name: 0 for name in ("scorer_score", "guarded_lookup", "guarded_events")}
     rng = random.Random(ORDER_SEED)
     names = list(calls)
     for step in range(WARM_REQUESTS + count):

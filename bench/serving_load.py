@@ -54,7 +54,21 @@ SERVER_COUNTERS = (
     "driftline_admitted_requests",
     "driftline_shed_requests",
     "driftline_rate_limited",
+    "driftline_event_store_calls",
+    "driftline_event_store_events",
+    "driftline_event_store_failures",
+    "driftline_event_store_fallback_rows",
 )
+#: Of :data:`SERVER_COUNTERS`, those also counted per ``reason`` label (why rows fell
+#: back: a store call that failed, and why; an open breaker; no free worker).
+BY_REASON = (
+    "driftline_feature_store_failures",
+    "driftline_feature_lookup_fallbacks",
+    "driftline_event_store_failures",
+    "driftline_event_store_fallback_rows",
+)
+#: Call-duration histograms whose count and sum are read too (mean time per call).
+HISTOGRAMS = ("driftline_feature_store_read_seconds", "driftline_event_store_call_seconds")
 #: driftline_feature_breaker_state values.
 BREAKER_STATES = {0.0: "closed", 1.0: "open", 2.0: "half_open"}
 Arrivals = Literal["poisson", "uniform"]
@@ -262,12 +276,27 @@ def closed_loop(target: Target, concurrency: int, warmup_s: float, duration_s: f
 
 
 def server_counters(base_url: str) -> dict[str, float]:
-    """driftline's :data:`SERVER_COUNTERS` now (summed over labels), from ``/metrics``."""
+    """driftline's :data:`SERVER_COUNTERS` now, from ``/metrics``.
+
+    Each counter summed over its labels; those of :data:`BY_REASON` also per reason
+    (``name{reason=...}``), and the :data:`HISTOGRAMS`' ``_count`` and ``_sum``.
+    """
     text = httpx.get(base_url + "/metrics", timeout=30.0).text
     totals = dict.fromkeys(SERVER_COUNTERS, 0.0)
     for family in text_string_to_metric_families(text):
-        if family.name in totals:
-            totals[family.name] += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        if family.name in HISTOGRAMS:
+            for sample in family.samples:
+                if sample.name.endswith(("_count", "_sum")):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        if family.name not in SERVER_COUNTERS:
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            totals[family.name] += sample.value
+            if family.name in BY_REASON and "reason" in sample.labels:
+                key = f"{family.name}{{reason={sample.labels['reason']}}}"
+                totals[key] = totals.get(key, 0.0) + sample.value
     return totals
 
 
@@ -301,9 +330,9 @@ def wait_breaker_not_open(base_url: str, timeout_s: float) -> dict[str, Any]:
 def counter_change(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """What each counter added between two scrapes (names without ``driftline_``)."""
     return {
-        name.removeprefix("driftline_"): after[name] - before[name]
-        for name in before
-        if after[name] != before[name]
+        name.removeprefix("driftline_"): after[name] - before.get(name, 0.0)
+        for name in after
+        if after[name] != before.get(name, 0.0)
     }
 
 
@@ -356,13 +385,17 @@ def post_driftline_batch(
 
 
 def check_scores(base_urls: dict[str, str], workload: Workload, key: str) -> dict[str, Any]:
-    """Both servers' scores on the first batch, compared (same model, same inputs?)."""
+    """Both servers' scores on the first batch, compared (same model, same inputs?).
+
+    Sent as driftline's first scoring request, so its fresh features are those of
+    ``workload.check_body`` (see :class:`Workload`).
+    """
     ours = post_driftline_batch(
         base_urls[CANDIDATE] + "/v1/score/batch", workload.bodies[CANDIDATE]["batch"][0], key
     )
     theirs = httpx.post(
         base_urls[BASELINE] + "/invocations",
-        content=workload.bodies[BASELINE]["batch"][0],
+        content=workload.check_body,
         headers={"content-type": "application/json"},
         timeout=60.0,
     )

@@ -12,6 +12,7 @@ leftover server on the same port is never measured instead.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -183,6 +184,11 @@ def serve_main(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not args.version or not args.log_home:
         raise SystemExit("--serve needs --version and --log-home")
+    # As the CLI's callback does for `driftline serve`: warnings (failed store calls,
+    # breakers) reach the log with their level and logger (see server_warnings).
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     def factory() -> fastapi.FastAPI:
         provider = ModelProvider(settings, resolve=pinned_version(args.version))

@@ -14,7 +14,15 @@ warning). This script makes a bench home from such a home, leaving the source un
    benchmark's transactions and the copied store's features;
 3. that version gets the ``champion`` alias (tags name the source home and version).
 
-Same weights, same preprocessor, same features: only the packaging is current. Then::
+Same weights, same preprocessor, same features: only the packaging is current.
+
+``--train`` (for a source home whose champion predates the model's current inputs,
+e.g. the fresh features: its pyfunc no longer predicts with the current code) instead
+trains a new model with the current trainer and the source champion's configuration
+(architecture and sizes, so the same forward cost; 2 epochs) on a synthetic labelled
+frame (:func:`driftline.training.synthetic.model_frame`, every current model input),
+then registers it the same way. Its scores mean nothing; its serving path and its cost
+are the current code's. Then::
 
     DRIFTLINE_HOME=<new home> python bench/serving_bench.py
 
@@ -73,6 +81,26 @@ def download_model_folder(settings: Settings, version: str, into: Path) -> Path:
     return Path(found)
 
 
+def train_current(source_model: Path, into: Path) -> Path:
+    """A model of the current trainer with ``source_model``'s configuration (2 epochs).
+
+    Trained on a synthetic frame with every current model input; written to ``into``.
+    """
+    import dataclasses
+    import json
+
+    from driftline.training.model import ModelConfig
+    from driftline.training.synthetic import model_frame
+    from driftline.training.trainer import train_model
+
+    config = ModelConfig.from_dict(json.loads((source_model / "config.json").read_text()))
+    config = dataclasses.replace(config, max_epochs=2)
+    frame = model_frame(n=4000, seed=0)
+    model = train_model(config, frame[:3000], frame[3000:], seed=0, device="cpu")
+    model.save(into)
+    return into
+
+
 def example_frame(settings: Settings, day: date, rows: int) -> pd.DataFrame:
     """Model frames of ``day``'s simulated transactions with the store's features."""
     config = SimulatorConfig(
@@ -82,7 +110,9 @@ def example_frame(settings: Settings, day: date, rows: int) -> pd.DataFrame:
     return model_frame(transactions, lookup_features(settings, transactions))
 
 
-def build(source_home: Path, home: Path, version: str | None, day: date) -> str:
+def build(
+    source_home: Path, home: Path, version: str | None, day: date, *, train: bool = False
+) -> str:
     """Make ``home`` from ``source_home`` (see the module docstring); the new version."""
     import mlflow
 
@@ -95,6 +125,8 @@ def build(source_home: Path, home: Path, version: str | None, day: date) -> str:
     frame = example_frame(target, day, 2048)
     with tempfile.TemporaryDirectory(prefix="driftline-bench-state-") as scratch:
         model_dir = download_model_folder(source, chosen, Path(scratch))
+        if train:
+            model_dir = train_current(model_dir, Path(scratch) / "trained")
         mlflow.set_tracking_uri(target.mlflow_tracking_uri)
         mlflow.set_registry_uri(target.mlflow_tracking_uri)
         with mlflow.start_run(experiment_id=registry.experiment_id(target)):
@@ -104,10 +136,17 @@ def build(source_home: Path, home: Path, version: str | None, day: date) -> str:
     client = registry.client(target)
     client.set_model_version_tag(target.model_name, new_version, "source_home", str(source_home))
     client.set_model_version_tag(target.model_name, new_version, "source_version", chosen)
+    how = "trained_synthetic_with_source_config" if train else "re-registered"
+    client.set_model_version_tag(target.model_name, new_version, "bench_state", how)
     registry.set_alias(target, "champion", new_version)
+    what = (
+        "trained by the current code with its configuration on synthetic rows"
+        if train
+        else "re-registered with the lean form"
+    )
     print(
-        f"{home}: version {new_version} (champion) = {source_home} version {chosen} ({why}), "
-        "re-registered with the lean form; Feast store copied"
+        f"{home}: version {new_version} (champion) from {source_home} version {chosen} "
+        f"({why}), {what}; Feast store copied"
     )
     return new_version
 
@@ -119,8 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, required=True, help="The bench home to make.")
     parser.add_argument("--version", default=None, help="Source version (default: champion).")
     parser.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY)
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="Train a current-code model with the source's configuration (synthetic rows).",
+    )
     args = parser.parse_args(argv)
-    build(args.source.resolve(), args.home.resolve(), args.version, args.day)
+    build(args.source.resolve(), args.home.resolve(), args.version, args.day, train=args.train)
     return 0
 
 

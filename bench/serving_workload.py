@@ -69,13 +69,21 @@ def choose_version(settings: Settings, requested: str | None) -> tuple[str, str]
 
 @dataclass(frozen=True)
 class Workload:
-    """The transactions of the run, their store features and the request bodies."""
+    """The transactions of the run, their store features and the request bodies.
+
+    ``mlflow models serve`` cannot compute fresh features (they come from driftline's
+    event state), so its bodies carry them as NaN (missing: what the model's
+    preprocessor imputes); ``check_body`` is its first batch with the fresh features
+    driftline computes for that batch as its first request, so the scores can be
+    compared on equal inputs.
+    """
 
     payloads: list[dict[str, Any]]
     transactions: list[Transaction]
     features: list[FeatureRow]
     frames: list[pd.DataFrame]
     bodies: dict[str, dict[str, list[bytes]]] = field(default_factory=dict)
+    check_body: bytes = b""
 
 
 def lookup_features(settings: Settings, transactions: Sequence[Transaction]) -> list[FeatureRow]:
@@ -86,6 +94,32 @@ def lookup_features(settings: Settings, transactions: Sequence[Transaction]) -> 
         chunk = transactions[start : start + 256]
         rows += source.fetch([(t.user_id, t.merchant_id) for t in chunk])
     return rows
+
+
+def first_call_fresh(transactions: Sequence[Transaction]) -> list[dict[str, float]]:
+    """The fresh features driftline computes for ``transactions`` as its first request.
+
+    A fresh server's event state (under its temporary home) is empty: the first batch is
+    recorded and read in one ``record_and_read``, as here on an empty SQLite state of the
+    same kind, then turned into rows by the same function the server uses.
+    """
+    import tempfile
+
+    from driftline.core.fresh import fresh_features
+    from driftline.data.events import SQLiteEventStore
+    from driftline.serving.fresh import event_of
+
+    events = [event_of(t) for t in transactions]
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-events-") as tmp:
+        store = SQLiteEventStore(Path(tmp) / "events.db")
+        try:
+            histories = store.record_and_read(events)
+        finally:
+            store.close()
+    return [
+        fresh_features(event, users, merchants)
+        for event, (users, merchants) in zip(events, histories, strict=True)
+    ]
 
 
 def frame_body(frame: pd.DataFrame) -> bytes:
@@ -126,7 +160,9 @@ def build_workload(settings: Settings, args: argparse.Namespace) -> Workload:
             ],
         },
     }
-    return Workload(payloads, transactions, features, frames, bodies)
+    first = transactions[:size]
+    check = frame_body(model_frame(first, features[:size], first_call_fresh(first)))
+    return Workload(payloads, transactions, features, frames, bodies, check)
 
 
 def describe_features(features: Sequence[FeatureRow]) -> dict[str, Any]:
