@@ -99,6 +99,8 @@ DEMO_TRAINING_ENV = {
     "DRIFTLINE_VALID_DAYS": "1",
     "DRIFTLINE_HOLDOUT_DAYS": "1",
 }
+#: Ground-truth fraud types that are not fraud (the simulator's legitimate rows).
+NOT_FRAUD = frozenset({"", "legit", "unknown"})
 #: Paired-bootstrap resamples and two-sided level of the PR-AUC differences.
 BOOTSTRAP_SAMPLES = 400
 CONFIDENCE = 0.9
@@ -304,10 +306,14 @@ def fraud_types(frame: pd.DataFrame, settings: Settings) -> pd.Series:
 
 
 def compare(
-    labels: pd.Series, scores: Mapping[str, np.ndarray], types: pd.Series, threshold: float
+    labels: pd.Series,
+    scores: Mapping[str, np.ndarray],
+    types: pd.Series,
+    threshold: float,
+    pair: tuple[str, str],
 ) -> dict[str, Any]:
-    """PR-AUC of each scoring, recall per fraud type, and the paired difference of the
-    last two scorings (``scores`` in order: the reference first)."""
+    """PR-AUC of each scoring, recall per fraud type at ``threshold``, and the paired
+    difference ``pair[0] - pair[1]`` with its bootstrap interval."""
     import numpy as np
 
     from driftline.core.evidence import paired_difference_interval
@@ -321,7 +327,7 @@ def compare(
         metrics = score_metrics(y, s)
         recall = {
             kind: round(float((s[(types == kind).to_numpy()] >= threshold).mean()), 4)
-            for kind in sorted(set(types) - {"legit"})
+            for kind in sorted(set(types) - NOT_FRAUD)
             if (types == kind).any()
         }
         out[name] = {
@@ -329,9 +335,8 @@ def compare(
             "roc_auc": round(metrics["roc_auc"], 4),
             "recall_at_threshold_by_fraud_type": recall,
         }
-    names = list(scores)
-    if len(names) >= 2:
-        first, second = names[-1], names[0]
+    first, second = pair
+    if first in scores and second in scores:
         diff = paired_difference_interval(
             y, scores[first], scores[second], samples=BOOTSTRAP_SAMPLES, confidence=CONFIDENCE,
             seed=0,
@@ -382,7 +387,8 @@ def post_drift(
     days = sorted({d.isoformat() for d in frame.loc[mask, "day"]})
     types = fraud_types(frame.loc[mask], settings)
     ordered = {f"v{v}": s[mask] for v, s in sorted(scores.items(), key=lambda kv: int(kv[0]))}
-    result = compare(frame.loc[mask, "label"], ordered, types, settings.serve_threshold)
+    pair = (f"v{newest}", "v1")
+    result = compare(frame.loc[mask, "label"], ordered, types, settings.serve_threshold, pair)
     return {"days": days, **result}
 
 
@@ -411,7 +417,7 @@ def fresh_vs_day_old(
     build_training_set(Interval.parse(spec["train_start"], spec["serve_from"]), folder, settings)
     train, valid = load_split(folder, "train"), load_split(folder, "valid")
     storage = f"sqlite:///{home / 'scenario_matrix' / 'compare.db'}"
-    models: dict[str, Any] = {"v1 (champion)": scores["1"][mask]}
+    models: dict[str, Any] = {"champion_v1": scores["1"][mask]}
     tuned: dict[str, Any] = {}
     for name, inputs in (("day_old", day_old), ("fresh", None)):
         study = f"compare-{name}"
@@ -426,7 +432,9 @@ def fresh_vs_day_old(
         tuned[name] = {"best_valid_pr_auc": round(model.best_valid_pr_auc, 4), **config.to_dict()}
     days = sorted({d.isoformat() for d in frame.loc[mask, "day"]})
     types = fraud_types(frame.loc[mask], settings)
-    result = compare(frame.loc[mask, "label"], models, types, settings.serve_threshold)
+    result = compare(
+        frame.loc[mask, "label"], models, types, settings.serve_threshold, ("fresh", "day_old")
+    )
     ratio = None
     if "fresh" in result and "day_old" in result and result["day_old"]["pr_auc"] > 0:
         ratio = round(result["fresh"]["pr_auc"] / result["day_old"]["pr_auc"], 3)
