@@ -9,10 +9,10 @@ and a hung store still fails under load.
 
 The busy process here is two threads hashing large buffers (``hashlib`` releases the
 GIL for them): the process is CPU-bound, yet the waiter wakes on time, so only the
-saturation rule, not the stall rule, can excuse the call. On a host so oversubscribed
-that this process gets less than a CPU (measured: 0.47 CPU at a load average of 7 on
-the 2-core development machine), the process cannot be told from an idle one by its CPU
-time, and the tests that need a saturated process are skipped, saying so.
+saturation rule, not the stall rule, can excuse the call. On a shared host this busy
+process may get less than a CPU (measured: 0.39-0.55 CPU during ``make test-fast`` on
+the 2-core development machine), so the tests lower ``SATURATED_SHARE`` to a third of the
+share the busy threads actually got: what is tested is the rule, not the host.
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ class SlowFeatures:
 
 
 @pytest.fixture
-def busy() -> Iterator[None]:
-    """Two threads keeping this process CPU-bound (outside the GIL) until the test ends."""
+def busy(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
+    """Two threads keeping this process CPU-bound (outside the GIL) until the test ends.
+
+    Yields the CPU share they got; ``SATURATED_SHARE`` is set to a third of it (at most its
+    own value), so the process counts as saturated however loaded the host is.
+    """
     stop = threading.Event()
     data = b"x" * (1 << 20)
 
@@ -60,9 +64,10 @@ def busy() -> Iterator[None]:
         thread.start()
     try:
         share = _cpu_share(0.2)
-        if share < lookup.SATURATED_SHARE + 0.1:
-            pytest.skip(f"the host gives this busy process {share:.2f} CPU: oversubscribed")
-        yield
+        if share < 0.1:
+            pytest.skip(f"the host gives this busy process {share:.2f} CPU: no saturation")
+        monkeypatch.setattr(lookup, "SATURATED_SHARE", min(lookup.SATURATED_SHARE, share / 3))
+        yield share
     finally:
         stop.set()
         for thread in threads:
