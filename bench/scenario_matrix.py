@@ -57,6 +57,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -477,6 +478,8 @@ def analyse(spec_file: Path) -> int:
     spec = json.loads(spec_file.read_text())
     settings = get_settings()
     home = Path(spec["home"])
+    # A rerun starts afresh: its training sets and the comparison's Optuna studies.
+    shutil.rmtree(home / "scenario_matrix", ignore_errors=True)
     timeline = json.loads((home / "demo" / "timeline.json").read_text())
     onset = date.fromisoformat(spec["onset"]) if spec["onset"] else None
     summary = loop_summary(timeline, onset)
