@@ -3,13 +3,17 @@
 :meth:`FeastFeatureSource.fetch` reads each feature view through Feast's provider
 (``online_read``) instead of ``get_online_features``; on a real Feast SQLite online store
 both must return the same rows: stored, missing, duplicated and TTL-expired entities, a
-stored NaN and an entity with only one of its two views.
+stored NaN and an entity with only one of its two views. Also on Feast's Redis online
+store (the production environment's), with a real ``redis-server`` when installed.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,8 +21,9 @@ import pytest
 from driftline.core.columns import STORE_NUMERIC
 from driftline.core.feature_spec import ENTITY_TTL, FEATURE_SPEC, FEATURE_VIEWS, JOIN_KEYS
 from driftline.core.settings import Settings
-from driftline.data.feast import apply_definitions
+from driftline.data.feast import apply_definitions, get_store
 from driftline.serving.lookup import EntityKey, FeastFeatureSource, FeatureRow
+from tests.servers import redis_server
 
 USERS, MERCHANTS = list(range(1, 41)), list(range(1, 9))
 #: Stored with an event time older than its view's TTL (7 days users, 14 merchants).
@@ -48,9 +53,29 @@ def _write_view(settings: Settings, entity: str, ids: list[int], expired: int) -
     store.write_to_online_store(FEATURE_VIEWS[entity], frame)
 
 
-@pytest.fixture
-def online(settings: Settings) -> Settings:
-    """A Feast online store with users 1..40 and merchants 1..8 (one of each expired)."""
+@pytest.fixture(params=["sqlite", "redis"])
+def online(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> Iterator[Settings]:
+    """A Feast online store with users 1..40 and merchants 1..8 (one of each expired).
+
+    SQLite (the local environment), or Redis (the production environment's store).
+    """
+    if request.param == "sqlite":
+        yield _filled(settings)
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make redis-server)")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    with redis_server(folder) as url:
+        address = url.removeprefix("redis://").rsplit("/", 1)[0]
+        on_redis = settings.model_copy(update={"feast_env": "production", "redis_url": address})
+        assert get_store(on_redis).config.online_store.type == "redis"
+        yield _filled(on_redis)
+
+
+def _filled(settings: Settings) -> Settings:
     _write_view(settings, "user", USERS, EXPIRED_USER)
     _write_view(settings, "merchant", MERCHANTS, EXPIRED_MERCHANT)
     return settings
