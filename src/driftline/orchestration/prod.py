@@ -414,6 +414,9 @@ def settings_env(
         # The experiment's artifacts through the server's proxy, which writes them to S3
         # (the default, a local folder, would bypass the server).
         "DRIFTLINE_MLFLOW_ARTIFACT_URI": "mlflow-artifacts:/driftline",
+        # mlflow-artifacts: URIs resolve against MLflow's process-global tracking URI
+        # (pyfunc.load_model, download_artifacts), not the client driftline passes.
+        "MLFLOW_TRACKING_URI": endpoints.mlflow_url,
         "DRIFTLINE_OPTUNA_STORAGE": endpoints.postgres.url("optuna"),
         "DRIFTLINE_FEAST_ENV": "production",
         "DRIFTLINE_ENVIRONMENT": "production-local",
