@@ -523,3 +523,24 @@ def test_served_and_reference_days_are_labelled_with_the_same_maturity(settings:
     assert evidence is not None
     assert evidence[0].tolist() == [1, 1, 0, 0, 0, 0]  # relabelled, not the training labels
     assert "within 3 days" in rule
+
+
+def test_reference_prefers_holdout_days_over_the_validation_days() -> None:
+    from driftline.monitoring.steps import _reference_evidence
+
+    settings = Settings(drift_min_positives=2)
+    # The validation day chose the model: it ranks perfectly there, worse on holdout.
+    reference = pd.DataFrame(
+        {
+            "split": ["valid"] * 4 + ["holdout"] * 6 + ["train"] * 2,
+            "label": [1, 1, 0, 0] + [1, 0, 1, 0, 1, 0] + [1, 0],
+            "score": [0.9, 0.8, 0.1, 0.2] + [0.9, 0.8, 0.3, 0.7, 0.6, 0.2] + [0.9, 0.1],
+        }
+    )
+
+    evidence, _ = _reference_evidence(reference, settings)
+    assert evidence is not None
+    assert evidence[0].tolist() == [1, 0, 1, 0, 1, 0]  # the holdout rows only
+
+    few = _reference_evidence(reference, settings.model_copy(update={"drift_min_positives": 4}))[0]
+    assert few is not None and few[0].size == 10  # too few holdout frauds: valid + holdout

@@ -45,7 +45,8 @@ def _reference_evidence(
 ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
     """The champion's reference rows it was not fitted on, labelled like the served check.
 
-    Those are the validation and holdout days (the train days would flatter it). When
+    Those are the holdout days, or with too few labelled frauds there the validation
+    and holdout days (the train days would flatter it; see :func:`_holdout_first`). When
     the reference dates its rows, their labels are the chargebacks reported within
     ``label_maturity_days`` of the transaction's day -- the rule the served check uses
     -- instead of the training labels, which were known at a later cut-off (a
@@ -70,7 +71,25 @@ def _reference_evidence(
         return None, "no reference labels"
     if not 0 < labels.sum() < labels.size:
         return None, rule
-    return (labels, scores), rule
+    return _holdout_first(unseen, labels, scores, settings), rule
+
+
+def _holdout_first(
+    unseen: pd.DataFrame, labels: np.ndarray, scores: np.ndarray, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """The holdout rows alone when they hold enough labelled frauds, else all ``unseen``.
+
+    The validation days chose the model (early stopping and the tuning trials' best), so
+    its score there is optimistic; the holdout days only judged it. A reference from the
+    validation days flags an unchanged model as degraded on ordinary days.
+    """
+    if "split" not in unseen.columns:
+        return labels, scores
+    holdout = (unseen["split"] == "holdout").to_numpy()
+    held = labels[holdout]
+    if held.sum() >= settings.drift_min_positives and held.sum() < held.size:
+        return held, scores[holdout]
+    return labels, scores
 
 
 def _label_rule(settings: Settings) -> str:
