@@ -231,6 +231,7 @@ def monitor(day: date, timeline: Timeline) -> dict[str, Any] | None:
         "score_psi": drift.get("prediction_drift_score"),
         "baseline_share": (drift.get("calibration") or {}).get("baseline_share"),
         "fallback_rows": drift.get("fallback_rows", 0),
+        "fresh": _fresh_summary(drift.get("consistency") or {}),
         "performance": performance,
         "decision": (check.get("decision") or {}).get("reason"),
         "report": drift.get("report_html"),
@@ -241,6 +242,13 @@ def monitor(day: date, timeline: Timeline) -> dict[str, Any] | None:
     if requests:
         timeline.event(day, "retrain requested", **requests[-1])
     return requests[-1] if requests else None
+
+
+def _fresh_summary(consistency: dict[str, Any]) -> dict[str, Any]:
+    """The day's served fresh features against the offline job's (online = offline)."""
+    return {
+        key: consistency.get(key) for key in ("status", "rows", "identical", "share", "flagged")
+    }
 
 
 def drift_reason(drift: dict[str, Any]) -> str:
@@ -403,10 +411,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def print_days(days: dict[str, dict[str, Any]]) -> None:
-    """One line per served day: traffic, drift and the decision."""
+    """One line per served day: traffic, drift, fresh features and the decision.
+
+    ``fresh=off`` is the share of the day's served rows whose fresh features (computed
+    at request time from the event state) equal the offline job's for the same
+    transactions.
+    """
     say(
         f"\n{'day':<11} {'scored':>6} {'canary':>6} {'share':>5} {'PSI':>6} "
-        f"{'PR-AUC@matured':>15}  decision"
+        f"{'fresh=off':>9} {'PR-AUC@matured':>15}  decision"
     )
     for day, info in sorted(days.items()):
         served, monitored = info.get("served") or {}, info.get("monitor") or {}
@@ -421,6 +434,7 @@ def print_days(days: dict[str, dict[str, Any]]) -> None:
         say(
             f"{day:<11} {served.get('ok', 0):>6} {served.get('variants', {}).get('canary', 0):>6} "
             f"{_fmt(monitored.get('drift_share'), 2):>5} {_fmt(monitored.get('score_psi')):>6} "
+            f"{_fmt((monitored.get('fresh') or {}).get('share')):>9} "
             f"{matured:>15}  {str(monitored.get('decision', ''))[:90]}"
         )
 
