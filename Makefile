@@ -82,9 +82,9 @@ prod-deps: redis-server
 
 # The production profile's loop (make demo PROFILE=prod): the closed-loop test's scale
 # (3000 rows a day, two trials on one worker), served from the day before the drift; the
-# landing sensor looks every 20 s (at 5 s, Airflow 3.3's LocalExecutor raced reschedules:
-# "finished with state success, but the task instance's state attribute is queued", a
-# failed try). The canary's p99 model latency may exceed the champion's by 60 ms, not 20:
+# landing and canary sensors look every 20 s (at 3-5 s, Airflow 3.3's LocalExecutor raced
+# reschedules: "finished with state success, but the task instance's state attribute is
+# queued/running", a failed try; test-prod run 3 lost a canary verdict "promote" to it). The canary's p99 model latency may exceed the champion's by 60 ms, not 20:
 # the replicas share two cores with Spark, training and the scheduler (a test-prod run
 # rolled a better canary back at 30.4 ms vs 6.2 ms). KEEP=1 keeps every component up.
 PROFILE ?= local
@@ -94,7 +94,8 @@ PROD_DRIFT ?= new_fraud_pattern@2026-01-19 covariate_shift@2026-01-19
 PROD_ROWS ?= 3000
 PROD_ENV = $(DEMO_ENV) DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS=2 DRIFTLINE_CANARY_MIN_REQUESTS=300 \
 	DRIFTLINE_MAX_EPOCHS=6 DRIFTLINE_TUNING_TRIALS=2 DRIFTLINE_TUNING_WORKERS=1 \
-	DRIFTLINE_LANDING_POKE_SECONDS=20 DRIFTLINE_CANARY_LATENCY_SLACK_MS=60
+	DRIFTLINE_LANDING_POKE_SECONDS=20 DRIFTLINE_CANARY_POKE_SECONDS=20 \
+	DRIFTLINE_CANARY_LATENCY_SLACK_MS=60
 PROD_LOG = $(DRIFTLINE_HOME)/prod/prod.log
 
 ## demo-prod (make demo PROFILE=prod): the loop on PostgreSQL, Redis, S3 (moto), an MLflow

@@ -64,7 +64,9 @@ LOOP_ENV = {
     "DRIFTLINE_HOLDOUT_DAYS": "1",
     "DRIFTLINE_SERVE_POLL_SECONDS": "1",
     "DRIFTLINE_SERVE_CANARY_WEIGHT": "0.3",
-    "DRIFTLINE_CANARY_POKE_SECONDS": "3",
+    # Reschedule sensors at 3-5 s raced Airflow 3.3's LocalExecutor into failed tries (a
+    # canary verdict "promote" was lost to it): both sensors look every 20 s here.
+    "DRIFTLINE_CANARY_POKE_SECONDS": "20",
     "DRIFTLINE_RETRAIN_MIN_DRIFT_DAYS": "2",
     "DRIFTLINE_CANARY_MIN_REQUESTS": "300",
     "DRIFTLINE_MAX_EPOCHS": "6",
