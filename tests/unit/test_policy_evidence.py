@@ -533,8 +533,9 @@ def test_reference_prefers_holdout_days_over_the_validation_days() -> None:
     reference = pd.DataFrame(
         {
             "split": ["valid"] * 4 + ["holdout"] * 6 + ["train"] * 2,
-            "label": [1, 1, 0, 0] + [1, 0, 1, 0, 1, 0] + [1, 0],
-            "score": [0.9, 0.8, 0.1, 0.2] + [0.9, 0.8, 0.3, 0.7, 0.6, 0.2] + [0.9, 0.1],
+            # valid (4) | holdout (6) | train (2)
+            "label": [1, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0],
+            "score": [0.9, 0.8, 0.1, 0.2, 0.9, 0.8, 0.3, 0.7, 0.6, 0.2, 0.9, 0.1],
         }
     )
 
