@@ -236,7 +236,8 @@ def _fallback_rows(client: TestClient) -> dict[str, float]:
 def test_a_broken_event_store_gives_nan_fresh_features_and_fallback_rows(
     settings: Settings, registered: Settings, broken: str
 ) -> None:
-    cfg = on_registry(settings, registered, serve_breaker_failures=2)
+    # The shipped event-store limit (on_registry loosens it): "locked" must time out.
+    cfg = on_registry(settings, registered, serve_breaker_failures=2, serve_event_timeout_ms=50)
     path = Path(cfg.home) / "events" / "events.db"
     events: Callable[[], EventState] | None = Closed(cfg) if broken == "closed" else None
     if broken == "not_a_database":  # the default opener, on a path SQLite cannot open
