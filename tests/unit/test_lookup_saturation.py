@@ -2,7 +2,8 @@
 
 On one pinned core, 16 batch requests in flight kept the feature worker from running:
 merged reads that take 2 ms alone took 65 ms on average and a few passed their limit.
-:class:`GuardedFeatures` gives a call past its deadline further periods (at most
+:class:`GuardedFeatures` (through the serving guard, :mod:`driftline.serving.guard`, where
+the rule lives) gives a call past its deadline further periods (at most
 ``MAX_EXTENSIONS``) while the process's CPU time since the call started is at least
 ``SATURATED_SHARE`` of the wall time; an idle process still fails a slow call at once,
 and a hung store still fails under load.
@@ -24,7 +25,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from driftline.serving import lookup
+from driftline.serving import guard, lookup
 from driftline.serving.lookup import CircuitBreaker, FeatureRow, GuardedFeatures, missing_row
 
 LIMIT = 0.05
@@ -66,7 +67,7 @@ def busy(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
         share = _cpu_share(0.2)
         if share < 0.1:
             pytest.skip(f"the host gives this busy process {share:.2f} CPU: no saturation")
-        monkeypatch.setattr(lookup, "SATURATED_SHARE", min(lookup.SATURATED_SHARE, share / 3))
+        monkeypatch.setattr(guard, "SATURATED_SHARE", min(guard.SATURATED_SHARE, share / 3))
         yield share
     finally:
         stop.set()
@@ -107,7 +108,7 @@ def test_without_the_saturation_rule_the_same_call_times_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The test above fails without the rule: the stall rule alone does not excuse it."""
-    monkeypatch.setattr(lookup, "SATURATED_SHARE", float("inf"))
+    monkeypatch.setattr(guard, "SATURATED_SHARE", float("inf"))
     guarded = _guarded(SlowFeatures(seconds=2.5 * LIMIT))
     fallback, _ = _timed_lookup(guarded)
     assert fallback is True

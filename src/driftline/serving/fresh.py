@@ -6,21 +6,17 @@ events go to the event state (:mod:`driftline.data.events`) in one
 one's user and merchant history; :func:`~driftline.core.fresh.fresh_features` (the one
 computation the offline job uses too) then gives the ``FRESH_FEATURES`` of each row.
 
-:class:`GuardedEvents` guards that call like :class:`~driftline.serving.lookup.GuardedFeatures`
-guards the Feast read, so a failing or slow event store degrades rows instead of failing
-requests:
-
-* **Coalescing.** Concurrent requests wait in one queue; the worker thread takes
-  everything pending and makes one ``record_and_read`` for all of it (the SQLite store
-  serialises writers anyway: one transaction for many requests instead of one each).
-* **A timeout on the store call only**, from the call's start: ``timeout`` plus an
-  allowance per further event in the call. A call past its deadline fails once for its
-  whole batch and its worker is replaced; a waiter woken well after the deadline (the
-  process stalled) gives the call one more period.
-* **A circuit breaker** of its own (the Feast store's stays independent). A failed,
-  slow or refused call answers its rows with NaN fresh features, and the rows are
-  flagged ``features_fallback``; the counts by reason are metrics
-  (:class:`EventMetrics`).
+:class:`GuardedEvents` puts that call behind the serving guard
+(:class:`~driftline.serving.guard.CoalescingGuard`, the same one the Feast read has in
+:class:`~driftline.serving.lookup.GuardedFeatures`), so a failing or slow event store
+degrades rows instead of failing requests: concurrent requests are coalesced into one
+``record_and_read`` (the SQLite store serialises writers anyway: one transaction for
+many requests instead of one each), the call is timed from its start with an allowance
+per further event, a call slowed by a stalled, saturated or CPU-starved process gets
+further periods (at most :data:`~driftline.serving.guard.MAX_EXTENSIONS`), and the
+event store has a circuit breaker of its own (the Feast store's stays independent). A
+failed, slow or refused call answers its rows with NaN fresh features, and the rows are
+flagged ``features_fallback``; the counts by reason are metrics (:class:`EventMetrics`).
 
 A call that timed out may still have recorded its events (the store commits them
 whole): the transactions did happen, so the state keeps them.
@@ -31,8 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,7 +42,16 @@ from prometheus_client.registry import Collector
 
 from driftline.core.feature_spec import FRESH_FEATURES
 from driftline.core.fresh import Event, fresh_features
-from driftline.serving.lookup import BREAKER_STATE_VALUE, READ_BUCKETS, CircuitBreaker
+from driftline.serving.guard import (
+    READ_BUCKETS,
+    CoalescingGuard,
+    GuardNames,
+    GuardStats,
+    RunQueueClock,
+    Ticket,
+    run_queue_wait,
+)
+from driftline.serving.lookup import BREAKER_STATE_VALUE, CircuitBreaker
 from driftline.serving.metrics import counts_by
 from driftline.serving.schemas import Transaction
 
@@ -117,7 +120,7 @@ class EventStats:
     #: Requests asked (one per scoring request) and their rows.
     requests: int = 0
     rows: int = 0
-    #: Store calls made and the events they carried.
+    #: Store calls made and the distinct events they carried.
     calls: int = 0
     events: int = 0
     #: Finished store calls per :data:`READ_BUCKETS` bound (the last: above every bound),
@@ -130,49 +133,40 @@ class EventStats:
     fallback_rows: dict[str, int] = field(
         default_factory=lambda: {"store_failed": 0, "breaker_open": 0, "no_worker": 0}
     )
+    #: Further periods given to calls past their deadline, by rule (``stall``,
+    #: ``saturated``, ``starved``; see :mod:`driftline.serving.guard`).
+    extensions: dict[str, int] = field(default_factory=dict)
 
-
-class _Request:
-    """One request's events, waiting for the call that answers them."""
-
-    def __init__(self, events: list[Event]) -> None:
-        self.events = events
-        self.batch: _Batch | None = None
-        self.started = threading.Event()
-        self.done = threading.Event()
-        self.histories: list[History] | None = None
-        self.reason: str | None = None
-
-
-class _Batch:
-    """Requests answered by one store call; its outcome is settled exactly once."""
-
-    def __init__(self, requests: list[_Request], started: float, limit: float) -> None:
-        self.requests = requests
-        self.deadline = started + limit
-        self.limit = limit
-        self._lock = threading.Lock()
-        self.settled = False
-        self.expired = False
-
-    def settle(self, *, expire: bool = False) -> bool:
-        """Claim the right to settle the outcome (False when already settled)."""
-        with self._lock:
-            if self.settled:
-                return False
-            self.settled, self.expired = True, expire
-            return True
+    @classmethod
+    def of(cls, stats: GuardStats) -> EventStats:
+        """The guard's counts under the event store's names."""
+        return cls(
+            requests=stats.requests,
+            rows=stats.items,
+            calls=stats.calls,
+            events=stats.call_items,
+            call_buckets=stats.call_buckets,
+            call_seconds=stats.call_seconds,
+            failures=stats.failures,
+            fallback_rows=stats.fallback_items,
+            extensions=stats.extensions,
+        )
 
 
 @dataclass(frozen=True)
 class PendingFresh:
     """A request handed to :meth:`GuardedEvents.begin`, to pass to ``finish``."""
 
-    request: _Request
+    ticket: Ticket[Event, History]
+
+
+def _transaction_id(event: Event) -> str:
+    """What makes two events the same: a retry racing its original is asked once."""
+    return event.transaction_id
 
 
 class GuardedEvents:
-    """The event store behind a coalescing worker, a timeout and a breaker.
+    """The event store behind the serving guard (one worker) and its own breaker.
 
     Args:
         open_store: Opens the store (``driftline.data.events.open_event_store``); called
@@ -182,8 +176,10 @@ class GuardedEvents:
         breaker: Opened by consecutive failed calls.
         queue_seconds: Longest a request waits for a free worker (then NaN features,
             ``no_worker``; not a store failure).
-        max_events: Most events in one coalesced call (a larger request goes alone).
+        max_events: Most distinct events in one coalesced call (a larger request goes
+            alone).
         max_abandoned: Most workers left behind in calls past their deadline.
+        run_queue: The guard's reading of a worker's run-queue wait (tests pass theirs).
     """
 
     def __init__(
@@ -196,24 +192,27 @@ class GuardedEvents:
         queue_seconds: float = 1.0,
         max_events: int = 1024,
         max_abandoned: int = 4,
+        run_queue: RunQueueClock = run_queue_wait,
     ) -> None:
         """Nothing is opened and no thread started until :meth:`open` or the first call."""
         self._open_store = open_store
         self._store: EventState | None = None
         self._store_lock = threading.Lock()
-        self._timeout = timeout_seconds
-        self._per_event = per_event_seconds
-        self._stall_seconds = max(0.002, timeout_seconds / 5.0)
-        self._queue_seconds = queue_seconds
-        self._max_events = max_events
-        self._max_abandoned = max_abandoned
         self.breaker = breaker
-        self.stats = EventStats()
-        self._cond = threading.Condition()
-        self._pending: deque[_Request] = deque()
-        self._live = 0
-        self._abandoned = 0
-        self._closed = False
+        self._guard: CoalescingGuard[Event, History] = CoalescingGuard(
+            self._record_and_read,
+            names=GuardNames(store="event store", items="events", thread="events"),
+            logger=log,
+            key=_transaction_id,
+            timeout_seconds=timeout_seconds,
+            per_item_seconds=per_event_seconds,
+            breaker=breaker,
+            workers=1,
+            queue_seconds=queue_seconds,
+            max_items=max_events,
+            max_abandoned=max_abandoned,
+            run_queue=run_queue,
+        )
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -230,13 +229,13 @@ class GuardedEvents:
                 self._store = self._open_store()
             return self._store
 
+    def _record_and_read(self, events: list[Event]) -> list[History]:
+        """The guard's store call: one ``record_and_read`` of distinct events."""
+        return self._opened().record_and_read(events)
+
     def close(self) -> None:
         """Stop the worker, answer what is pending with the fallback, close the store."""
-        with self._cond:
-            self._closed = True
-            pending, self._pending = list(self._pending), deque()
-            self._cond.notify_all()
-        self._resolve_fallback(pending, "no_worker")
+        self._guard.close()
         with self._store_lock:
             store, self._store = self._store, None
         if store is not None:
@@ -248,8 +247,12 @@ class GuardedEvents:
     @property
     def queued(self) -> int:
         """Requests waiting for the worker now."""
-        with self._cond:
-            return len(self._pending)
+        return self._guard.queued
+
+    @property
+    def stats(self) -> EventStats:
+        """The counts since start, as of now."""
+        return EventStats.of(self._guard.stats())
 
     # The caller's side ---------------------------------------------------------------
 
@@ -263,182 +266,19 @@ class GuardedEvents:
         The scorer begins before its Feast lookup and finishes after it, so the two
         stores are asked at the same time.
         """
-        request = _Request([event_of(t) for t in transactions])
-        if not request.events:
-            request.histories = []
-            request.done.set()
-        elif self.breaker.state == "open":
-            self._resolve_fallback([request], "breaker_open")
-        elif self._closed:
-            self._resolve_fallback([request], "no_worker")
-        else:
-            self._enqueue(request)
-        return PendingFresh(request)
+        return PendingFresh(self._guard.submit([event_of(t) for t in transactions]))
 
     def finish(self, pending: PendingFresh) -> FreshLookup:
         """Wait for the call that answers ``pending`` (bounded), then compute its rows."""
-        request = pending.request
-        if not request.done.is_set():
-            self._wait(request)
-        return self._finish(request)
-
-    def _wait(self, request: _Request) -> None:
-        """Wait for the worker to start the call, then at most its limit from its start."""
-        if not request.started.wait(self._queue_seconds) and self._withdraw(request):
-            log.warning(
-                "no event-store worker free within %.0f ms; fresh features fall back",
-                self._queue_seconds * 1000.0,
-            )
-            self._resolve_fallback([request], "no_worker")
-            return
-        request.started.wait()  # set before anything is settled (also by the fallback)
-        batch = request.batch
-        if request.done.is_set() or batch is None:
-            request.done.wait()
-            return
-        if not request.done.wait(max(0.0, batch.deadline - time.perf_counter())):
-            late = time.perf_counter() - batch.deadline
-            # Woken well after the deadline: the process was stalled, not known to be the
-            # store. One more period; a hung store still fails one period later.
-            if late < self._stall_seconds or not request.done.wait(batch.limit):
-                self._expire(batch)
-        request.done.wait()
-
-    def _finish(self, request: _Request) -> FreshLookup:
-        """Compute the rows' fresh features (or the NaN rows) and count the request."""
-        with self._cond:
-            self.stats.requests += 1
-            self.stats.rows += len(request.events)
-        if request.reason is not None or request.histories is None:
-            return FreshLookup([missing_fresh() for _ in request.events], request.reason)
+        events = pending.ticket.items
+        outcome = self._guard.wait(pending.ticket)
+        if outcome.answers is None:
+            return FreshLookup([missing_fresh() for _ in events], outcome.reason)
         rows = [
             fresh_features(event, users, merchants)
-            for event, (users, merchants) in zip(request.events, request.histories, strict=True)
+            for event, (users, merchants) in zip(events, outcome.answers, strict=True)
         ]
         return FreshLookup(rows)
-
-    def _enqueue(self, request: _Request) -> None:
-        with self._cond:
-            self._pending.append(request)
-            self._start_workers()
-            self._cond.notify()
-
-    def _withdraw(self, request: _Request) -> bool:
-        with self._cond:
-            try:
-                self._pending.remove(request)
-            except ValueError:
-                return False
-            return True
-
-    # The worker's side ---------------------------------------------------------------
-
-    def _start_workers(self) -> None:
-        """Keep one live worker (lock held); an abandoned one is replaced, up to a bound."""
-        while not self._closed and self._live < 1 and self._abandoned < self._max_abandoned:
-            self._live += 1
-            threading.Thread(target=self._work, name="events", daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    self._live -= 1
-                    return
-                requests = self._take()
-            batch = self._call(requests)
-            if batch is not None and batch.expired:
-                with self._cond:  # replaced when the call expired: leave
-                    self._abandoned -= 1
-                    self._start_workers()
-                return
-
-    def _take(self) -> list[_Request]:
-        """Whole pending requests up to ``max_events`` events (lock held)."""
-        taken = [self._pending.popleft()]
-        count = len(taken[0].events)
-        while self._pending and count + len(self._pending[0].events) <= self._max_events:
-            count += len(self._pending[0].events)
-            taken.append(self._pending.popleft())
-        return taken
-
-    def _call(self, requests: list[_Request]) -> _Batch | None:
-        """One ``record_and_read`` for ``requests`` (None when the breaker allowed none)."""
-        # A transaction id sent twice at once (a retry racing its original) is asked once.
-        distinct = list({e.transaction_id: e for r in requests for e in r.events}.values())
-        started = time.perf_counter()
-        batch = _Batch(requests, started, self._timeout + self._per_event * (len(distinct) - 1))
-        for request in requests:
-            request.batch = batch
-            request.started.set()
-        if not self.breaker.allow():
-            if batch.settle():
-                self._resolve_fallback(requests, "breaker_open")
-            return None
-        with self._cond:
-            self.stats.calls += 1
-            self.stats.events += len(distinct)
-        try:
-            try:
-                histories = self._opened().record_and_read(distinct)
-            finally:
-                self._observe(time.perf_counter() - started)
-            if len(histories) != len(distinct):
-                raise ValueError(f"{len(histories)} histories for {len(distinct)} events")
-        except Exception as error:  # any store failure degrades, never fails the request
-            elapsed = (time.perf_counter() - started) * 1000.0
-            if batch.settle():
-                self._failed(
-                    batch, "error", f"{type(error).__name__} after {elapsed:.1f} ms: {error}"
-                )
-            return batch
-        if batch.settle():
-            self.breaker.record_success()
-            found = {e.transaction_id: h for e, h in zip(distinct, histories, strict=True)}
-            for request in requests:
-                request.histories = [found[e.transaction_id] for e in request.events]
-                request.done.set()
-        return batch
-
-    def _observe(self, seconds: float) -> None:
-        bucket = next((i for i, bound in enumerate(READ_BUCKETS) if seconds <= bound), -1)
-        with self._cond:
-            self.stats.call_buckets[bucket] += 1
-            self.stats.call_seconds += seconds
-
-    def _expire(self, batch: _Batch) -> None:
-        """A caller saw ``batch``'s deadline pass: fail it once and replace its worker."""
-        if not batch.settle(expire=True):
-            return
-        elapsed = (time.perf_counter() - batch.deadline + batch.limit) * 1000.0
-        with self._cond:
-            self._live -= 1
-            self._abandoned += 1
-            self._start_workers()
-        events = sum(len(r.events) for r in batch.requests)
-        self._failed(
-            batch,
-            "timeout",
-            f"TimeoutError: no answer after {elapsed:.1f} ms "
-            f"(limit {batch.limit * 1000.0:.0f} ms, {events} events)",
-        )
-
-    def _failed(self, batch: _Batch, kind: str, reason: str) -> None:
-        log.warning("event store call failed: %s", reason)
-        with self._cond:
-            self.stats.failures[kind] += 1
-        self.breaker.record_failure(reason)
-        self._resolve_fallback(batch.requests, "store_failed")
-
-    def _resolve_fallback(self, requests: list[_Request], reason: str) -> None:
-        with self._cond:
-            self.stats.fallback_rows[reason] += sum(len(r.events) for r in requests)
-        for request in requests:
-            request.reason = reason
-            request.done.set()
-            request.started.set()  # a waiter still waiting for a worker sees it settled
 
 
 class EventMetrics(Collector):
@@ -450,7 +290,7 @@ class EventMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The families (all ``driftline_event_store_*``)."""
-        stats = self._events.stats
+        stats = self._events.stats  # one consistent snapshot per scrape
         yield CounterMetricFamily(
             "driftline_event_store_calls",
             "record_and_read calls to the event store (concurrent requests share one).",

@@ -3,30 +3,18 @@
 :class:`FeatureSource` is what the scorer needs from a feature store: the
 ``STORE_NUMERIC`` values of each (user, merchant) pair. :class:`FeastFeatureSource`
 reads them from the Feast online store (feature service ``fraud_v1``).
-:class:`GuardedFeatures` wraps any source so that a failing or slow store degrades
-scores instead of failing requests, and so that load alone never does:
-
-* **Coalescing.** Each request's entities wait in one queue; a free worker thread takes
-  everything pending (whole requests, distinct entity pairs) and answers it with one
-  ``fetch``: 64 concurrent single-row requests make a handful of store reads, not 64.
-* **A timeout on the store call only.** The deadline starts when the worker starts the
-  call and grows with the work asked of it (a base plus an allowance per distinct
-  entity pair: a merged read of 130 pairs is not held to a one-row budget), so waiting
-  for a worker (bounded by the service's admission control, which caps requests in
-  flight) never counts as slowness of the store. A call past its deadline
-  fails once for its whole batch, and the worker stuck in it is replaced. Two cases
-  are not known to be the store, and give the call one more period (at most
-  :data:`MAX_EXTENSIONS` in all, so a hung store still fails, a few periods later):
-  the waiter itself woke well after the deadline (the whole process was stalled: a
-  garbage collection, CPU starvation), or the process was saturated during the call
-  (its CPU time since the call started is at least :data:`SATURATED_SHARE` of the wall
-  time: its own threads kept the worker from running; measured in the serving bench on
-  one pinned core, where merged reads of ~64 pairs that take 2 ms alone took 65 ms on
-  average with 16 batch requests in flight, and a few passed their 81 ms limit).
-* **A circuit breaker.** Enough consecutive failed calls open a :class:`CircuitBreaker`;
-  while the store cannot answer, each entity gets its last known features (an in-memory
-  LRU of recent successful lookups) or missing values, which the model's preprocessor
-  handles. Opening, half-opening and closing are logged with the reason.
+:class:`GuardedFeatures` wraps any source in the serving guard
+(:class:`~driftline.serving.guard.CoalescingGuard`, shared with the event store's
+:class:`~driftline.serving.fresh.GuardedEvents`), so that a failing or slow store
+degrades scores instead of failing requests, and so that load alone never does:
+concurrent lookups are coalesced into one ``fetch`` of their distinct entity pairs (64
+concurrent single-row requests make a handful of store reads, not 64), the call is timed
+from its start with an allowance per further pair, a call slowed by a stalled, saturated
+or CPU-starved process gets further periods (at most :data:`MAX_EXTENSIONS`), and
+consecutive failed calls open a :class:`CircuitBreaker`. While the store cannot answer,
+each entity gets its last known features (an in-memory LRU of recent successful
+lookups, :class:`LastKnown`) or missing values, which the model's preprocessor handles.
+Opening, half-opening and closing the breaker are logged with the reason.
 """
 
 from __future__ import annotations
@@ -35,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -43,6 +31,18 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from driftline.core.columns import STORE_NUMERIC
 from driftline.core.feature_spec import JOIN_KEYS, MERCHANT_FEATURES, USER_FEATURES
 from driftline.core.settings import Settings
+
+# The guard's rules and buckets are also read from here (metrics, tests, the bench).
+from driftline.serving.guard import MAX_EXTENSIONS as MAX_EXTENSIONS
+from driftline.serving.guard import READ_BUCKETS as READ_BUCKETS
+from driftline.serving.guard import SATURATED_SHARE as SATURATED_SHARE
+from driftline.serving.guard import (
+    CoalescingGuard,
+    GuardNames,
+    GuardStats,
+    RunQueueClock,
+    run_queue_wait,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView
@@ -56,14 +56,6 @@ FeatureRow = dict[str, float]
 BreakerState = Literal["closed", "open", "half_open"]
 #: Gauge value of each breaker state.
 BREAKER_STATE_VALUE: dict[BreakerState, int] = {"closed": 0, "open": 1, "half_open": 2}
-#: Upper bounds (seconds) of the store-call duration histogram.
-READ_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-#: Process CPU time over wall time, since a store call started, at or above which the
-#: process counts as saturated (a store call waiting on I/O uses none of it; a process
-#: whose own threads hold the GIL back-to-back uses about one CPU's worth).
-SATURATED_SHARE = 0.8
-#: Most further periods a store call past its deadline is given (stall or saturation).
-MAX_EXTENSIONS = 3
 
 
 class FeatureSource(Protocol):
@@ -351,57 +343,29 @@ class LookupStats:
     fallbacks: dict[str, int] = field(
         default_factory=lambda: {"store_failed": 0, "breaker_open": 0, "no_worker": 0}
     )
+    #: Further periods given to calls past their deadline, by rule (``stall``,
+    #: ``saturated``, ``starved``; see :mod:`driftline.serving.guard`).
+    extensions: dict[str, int] = field(default_factory=dict)
 
-
-class _Request:
-    """One caller's lookup, waiting for the batch that answers it."""
-
-    def __init__(self, entities: list[EntityKey]) -> None:
-        self.entities = entities
-        self.batch: _Batch | None = None
-        self.started = threading.Event()
-        self.done = threading.Event()
-        self.rows: list[FeatureRow] | None = None
-        #: Why the fallback answered (None: the store did).
-        self.reason: str | None = None
-
-
-def _saturated(batch: _Batch, now: float) -> bool:
-    """Whether this process was CPU-bound since ``batch``'s call started."""
-    wall = now - (batch.deadline - batch.limit)
-    return wall > 0 and time.process_time() - batch.cpu_started >= SATURATED_SHARE * wall
-
-
-class _Batch:
-    """Requests answered by one store call; its outcome is settled exactly once."""
-
-    def __init__(self, requests: list[_Request], deadline: float, limit: float) -> None:
-        self.requests = requests
-        self.deadline = deadline
-        #: The process's CPU time when the call started (see :data:`SATURATED_SHARE`).
-        self.cpu_started = time.process_time()
-        #: The call's time limit in seconds (``deadline`` is its start plus this).
-        self.limit = limit
-        self.lock = threading.Lock()
-        self.settled = False
-        #: The call ran past its deadline (its worker is being replaced).
-        self.expired = False
-
-    def settle(self, *, expire: bool = False) -> bool:
-        """Claim the right to settle the outcome (False when already settled).
-
-        ``expire`` marks the call as past its deadline in the same step, so the worker
-        that loses the race to settle always sees that it was replaced.
-        """
-        with self.lock:
-            if self.settled:
-                return False
-            self.settled, self.expired = True, expire
-            return True
+    @classmethod
+    def of(cls, stats: GuardStats) -> LookupStats:
+        """The guard's counts under the feature lookup's names."""
+        return cls(
+            lookups=stats.requests,
+            rows=stats.items,
+            fallback_rows=sum(stats.fallback_items.values()),
+            store_reads=stats.calls,
+            store_entities=stats.call_items,
+            read_buckets=stats.call_buckets,
+            read_seconds=stats.call_seconds,
+            store_failures=stats.failures,
+            fallbacks=stats.fallbacks,
+            extensions=stats.extensions,
+        )
 
 
 class GuardedFeatures:
-    """A :class:`FeatureSource` behind coalescing workers, a timeout, a breaker and a cache.
+    """A :class:`FeatureSource` behind the serving guard and a last-known cache.
 
     Args:
         source: The store.
@@ -411,15 +375,12 @@ class GuardedFeatures:
         breaker: Opened by consecutive failed store calls.
         cache_size: Entities of each kind remembered for the fallback.
         workers: Threads calling the store; each takes everything pending.
-        queue_seconds: Longest a lookup waits for a free worker. Past it the lookup is
-            answered from the fallback (counted as ``no_worker``, not a store failure);
-            it only happens when every worker is stuck in a call, since a free worker
-            takes all pending lookups at once.
+        queue_seconds: Longest a lookup waits for a free worker (then the fallback,
+            ``no_worker``; never a store failure).
         max_entities: Most distinct entity pairs in one store call (whole requests
             are never split, so one larger request still goes alone).
-        max_abandoned: Most worker threads left behind in calls past their deadline
-            (each is replaced, so a hung store still gets trial calls); beyond it no
-            replacement is started until one returns.
+        max_abandoned: Most worker threads left behind in calls past their deadline.
+        run_queue: The guard's reading of a worker's run-queue wait (tests pass theirs).
     """
 
     def __init__(
@@ -434,225 +395,45 @@ class GuardedFeatures:
         queue_seconds: float = 1.0,
         max_entities: int = 1024,
         max_abandoned: int = 16,
+        run_queue: RunQueueClock = run_queue_wait,
     ) -> None:
         """Wrap ``source``; worker threads start with the first lookup."""
-        self._source = source
-        self._timeout = timeout_seconds
-        self._per_entity = per_entity_seconds
-        #: A waiter woken this much after the deadline saw a stall of the process.
-        self._stall_seconds = max(0.002, timeout_seconds / 5.0)
-        self._queue_seconds = queue_seconds
-        self._max_entities = max_entities
-        self._max_abandoned = max_abandoned
-        self._workers = workers
         self.breaker = breaker
-        self.stats = LookupStats()
+        self._guard: CoalescingGuard[EntityKey, FeatureRow] = CoalescingGuard(
+            source.fetch,
+            names=GuardNames(store="feature store", items="entities", thread="features"),
+            logger=log,
+            timeout_seconds=timeout_seconds,
+            per_item_seconds=per_entity_seconds,
+            breaker=breaker,
+            workers=workers,
+            queue_seconds=queue_seconds,
+            max_items=max_entities,
+            max_abandoned=max_abandoned,
+            run_queue=run_queue,
+        )
         self._users = LastKnown(cache_size)
         self._merchants = LastKnown(cache_size)
-        self._cond = threading.Condition()
-        self._pending: deque[_Request] = deque()
-        self._live = 0  # workers not abandoned in a call past its deadline
-        self._abandoned = 0
-        self._closed = False
 
     @property
     def queued(self) -> int:
         """Lookups waiting for a free worker now."""
-        with self._cond:
-            return len(self._pending)
+        return self._guard.queued
 
-    # The caller's side ---------------------------------------------------------------
+    @property
+    def stats(self) -> LookupStats:
+        """The counts since start, as of now."""
+        return LookupStats.of(self._guard.stats())
 
     def lookup(self, entities: Sequence[EntityKey]) -> Lookup:
         """Features of ``entities``; the fallback when the store fails, is slow or open."""
-        request = _Request(list(entities))
-        if not request.entities:
+        if not entities:
             return Lookup([], fallback=False)
-        if self.breaker.state == "open":  # no call would be allowed: do not queue
-            self._resolve_fallback([request], "breaker_open")
-        elif self._closed:  # shutting down: no worker will take it
-            self._resolve_fallback([request], "no_worker")
-        else:
-            self._enqueue(request)
-            self._wait(request)
-        return self._finish(request)
-
-    def _wait(self, request: _Request) -> None:
-        """Wait for a worker to start the call, then at most the timeout from its start."""
-        if not request.started.wait(self._queue_seconds) and self._withdraw(request):
-            log.warning(
-                "no feature worker free within %.0f ms (%d workers busy in store calls); "
-                "answered from the fallback",
-                self._queue_seconds * 1000.0,
-                self._workers,
-            )
-            self._resolve_fallback([request], "no_worker")
-            return
-        request.started.wait()  # set by the worker before it settles anything
-        batch = request.batch
-        assert batch is not None
-        deadline, extensions = batch.deadline, 0
-        while not request.done.wait(max(0.0, deadline - time.perf_counter())):
-            now = time.perf_counter()
-            # Past the deadline, but the time lost is not known to be the store's when
-            # this waiter woke late (the process was stalled) or the process was busy
-            # all along (its own threads starved the worker): one more period, a few
-            # at most, so a hung store still fails.
-            if extensions < MAX_EXTENSIONS and (
-                now - deadline >= self._stall_seconds or _saturated(batch, now)
-            ):
-                deadline, extensions = now + batch.limit, extensions + 1
-                continue
-            self._expire(batch)
-            break
-        request.done.wait()
-
-    def _finish(self, request: _Request) -> Lookup:
-        """Count the answered lookup and return it."""
-        assert request.rows is not None
-        fallback = request.reason is not None
-        with self._cond:
-            self.stats.lookups += 1
-            self.stats.rows += len(request.rows)
-            if fallback:
-                self.stats.fallback_rows += len(request.rows)
-        return Lookup(request.rows, fallback=fallback)
-
-    def _enqueue(self, request: _Request) -> None:
-        with self._cond:
-            self._pending.append(request)
-            self._start_workers()
-            self._cond.notify()
-
-    def _withdraw(self, request: _Request) -> bool:
-        """Take a request that no worker started off the queue (False if one did)."""
-        with self._cond:
-            try:
-                self._pending.remove(request)
-            except ValueError:
-                return False
-            return True
-
-    # The workers' side ---------------------------------------------------------------
-
-    def _start_workers(self) -> None:
-        """Keep ``workers`` live threads (lock held); abandoned ones are replaced."""
-        while (
-            not self._closed
-            and self._live < self._workers
-            and self._abandoned + self._live < self._workers + self._max_abandoned
-        ):
-            self._live += 1
-            threading.Thread(target=self._work, name="features", daemon=True).start()
-
-    def _work(self) -> None:
-        """Take everything pending and answer it with one store call, until closed."""
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    self._live -= 1
-                    return
-                requests = self._take()
-            batch = self._call(requests)
-            if batch is not None and batch.expired:
-                with self._cond:  # replaced when the call expired: leave
-                    self._abandoned -= 1
-                    self._start_workers()
-                return
-
-    def _take(self) -> list[_Request]:
-        """Whole pending requests up to ``max_entities`` distinct pairs (lock held)."""
-        taken = [self._pending.popleft()]
-        seen = set(taken[0].entities)
-        while self._pending:
-            more = set(self._pending[0].entities) - seen
-            if len(seen) + len(more) > self._max_entities:
-                break
-            seen |= more
-            taken.append(self._pending.popleft())
-        return taken
-
-    def _call(self, requests: list[_Request]) -> _Batch | None:
-        """One store call for ``requests`` (None when the breaker allowed none)."""
-        wanted = list(dict.fromkeys(e for r in requests for e in r.entities))
-        limit = self._timeout + self._per_entity * (len(wanted) - 1)
-        started = time.perf_counter()
-        batch = _Batch(requests, deadline=started + limit, limit=limit)
-        for request in requests:
-            request.batch = batch
-            request.started.set()
-        if not self.breaker.allow():
-            if batch.settle():
-                self._resolve_fallback(requests, "breaker_open")
-            return None
-        with self._cond:
-            self.stats.store_reads += 1
-            self.stats.store_entities += len(wanted)
-        try:
-            try:
-                rows = self._source.fetch(wanted)
-            finally:
-                self._observe(time.perf_counter() - started)
-            if len(rows) != len(wanted):
-                raise ValueError(f"{len(rows)} feature rows for {len(wanted)} entities")
-        except Exception as error:  # any store failure degrades, never fails the request
-            elapsed = (time.perf_counter() - started) * 1000.0
-            if batch.settle():
-                self._failed(
-                    batch, "error", f"{type(error).__name__} after {elapsed:.1f} ms: {error}"
-                )
-            return batch
-        if batch.settle():
-            self.breaker.record_success()
-            self._remember(wanted, rows)
-            found = dict(zip(wanted, rows, strict=True))
-            for request in requests:
-                request.rows = [found[e] for e in request.entities]
-                request.done.set()
-        return batch
-
-    def _observe(self, seconds: float) -> None:
-        """Count a finished store call's duration in the histogram."""
-        bucket = next((i for i, bound in enumerate(READ_BUCKETS) if seconds <= bound), -1)
-        with self._cond:
-            self.stats.read_buckets[bucket] += 1
-            self.stats.read_seconds += seconds
-
-    def _expire(self, batch: _Batch) -> None:
-        """A caller saw ``batch``'s deadline pass: fail it once and replace its worker."""
-        if not batch.settle(expire=True):
-            return
-        elapsed = (time.perf_counter() - batch.deadline + batch.limit) * 1000.0
-        with self._cond:
-            self._live -= 1
-            self._abandoned += 1
-            self._start_workers()
-        entities = len({e for r in batch.requests for e in r.entities})
-        self._failed(
-            batch,
-            "timeout",
-            f"TimeoutError: no answer after {elapsed:.1f} ms "
-            f"(limit {batch.limit * 1000.0:.0f} ms, {entities} entities)",
-        )
-
-    def _failed(self, batch: _Batch, kind: str, reason: str) -> None:
-        """Count and log a failed store call, then answer its requests from the fallback."""
-        log.warning("feature store call failed: %s", reason)
-        with self._cond:
-            self.stats.store_failures[kind] += 1
-        self.breaker.record_failure(reason)
-        self._resolve_fallback(batch.requests, "store_failed")
-
-    # Shared ----------------------------------------------------------------------------
-
-    def _resolve_fallback(self, requests: list[_Request], reason: str) -> None:
-        with self._cond:
-            self.stats.fallbacks[reason] += len(requests)
-        for request in requests:
-            request.rows, request.reason = self._fallback_rows(request.entities), reason
-            request.done.set()
+        outcome = self._guard.ask(entities)
+        if outcome.answers is None:
+            return Lookup(self._fallback_rows(entities), fallback=True)
+        self._remember(entities, outcome.answers)
+        return Lookup(outcome.answers, fallback=False)
 
     def _remember(self, entities: Sequence[EntityKey], rows: list[FeatureRow]) -> None:
         for (user, merchant), row in zip(entities, rows, strict=True):
@@ -670,9 +451,4 @@ class GuardedFeatures:
 
     def close(self) -> None:
         """Stop the workers without waiting for a call that is still hanging."""
-        with self._cond:
-            self._closed = True
-            pending, self._pending = list(self._pending), deque()
-            self._cond.notify_all()
-        if pending:
-            self._resolve_fallback(pending, "no_worker")
+        self._guard.close()
