@@ -17,6 +17,12 @@ timestamps in ``(t - window, t]`` (a binary search); :func:`fresh_features` then
 the distinct events strictly before it. One row per transaction is written to
 ``features/fresh/dt=YYYY-MM-DD`` per day, replaced atomically and byte for byte
 reproducibly (a rerun of a day rewrites the same file, never appends).
+
+Before anything is written, every day passes the GX suite ``fresh_features``
+(``great_expectations/expectations/fresh_features.json``), which :func:`fresh_suite`
+derives from :data:`FRESH` and ``FRESH_SPEC`` (a unit test keeps the committed file equal
+to it). A failing day is quarantined under ``quarantine/fresh/dt=D/`` with the failed
+expectations, and no day of the interval is published.
 """
 
 from __future__ import annotations
@@ -24,27 +30,39 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from driftline.core import lake
-from driftline.core.feature_spec import FRESH_RETENTION, FRESH_SPEC, FRESH_WINDOWS
+from driftline.core.feature_spec import (
+    FRESH_RETENTION,
+    FRESH_SPEC,
+    FRESH_WINDOWS,
+    FreshFeature,
+)
 from driftline.core.fresh import Event, fresh_features
 from driftline.core.interval import Interval
 from driftline.core.schemas import TIMESTAMP, TRANSACTIONS
 from driftline.core.settings import Settings, get_settings
-from driftline.data.errors import DataError
+from driftline.data import quarantine as quarantine_zone
+from driftline.data.errors import BatchQuarantined, DataError
 from driftline.data.events import events_of
 from driftline.data.features import require_history
+from driftline.data.validate import describe_failures, validate_frame
 
 log = logging.getLogger(__name__)
 
 ZONE = "features"
 DATASET = "fresh"
+#: The GX suite every fresh-feature day passes before it is published.
+SUITE = "fresh_features"
 _US = 1_000_000
 _ARROW = {"int64": pa.int64(), "float64": pa.float64()}
 #: Schema of a fresh-feature partition: keys and time, then ``FRESH_SPEC`` in order.
@@ -170,20 +188,182 @@ def build_fresh_features(interval: Interval, settings: Settings | None = None) -
         driftline.data.features.MissingHistoryError: A raw transactions partition of the
             interval or of its ``FRESH_RETENTION`` look-back (from ``data_start`` on) is
             missing; nothing is written.
+        BatchQuarantined: A day failed the ``fresh_features`` suite (see
+            :func:`publish_fresh`); nothing is written.
     """
     cfg = settings or get_settings()
-    days = require_history(interval, cfg, FRESH_RETENTION, ("transactions",))
-    raw = lake.read_partitions(cfg.lake_uri, "raw", "transactions", days, TRANSACTIONS)
+    tables, events = compute_fresh_interval(interval, cfg)
+    partitions = publish_fresh(tables, cfg)
+    rows = {day.isoformat(): table.num_rows for day, table in tables.items()}
+    log.info("fresh features %s: %s rows from %d events", interval, rows, events)
+    return FreshResult(str(interval), rows, events, partitions)
+
+
+def compute_fresh_interval(
+    interval: Interval, settings: Settings
+) -> tuple[dict[date, pa.Table], int]:
+    """Compute (but do not publish) the fresh features of ``interval``, per day.
+
+    Returns:
+        One table (schema :data:`FRESH`) per day of ``interval``, and the number of
+        transactions read (the interval and its look-back).
+
+    Raises:
+        driftline.data.features.MissingHistoryError: As :func:`build_fresh_features`.
+    """
+    days = require_history(interval, settings, FRESH_RETENTION, ("transactions",))
+    raw = lake.read_partitions(settings.lake_uri, "raw", "transactions", days, TRANSACTIONS)
     history = events_of(raw)
     computed = compute_fresh(history, _inside(history, interval))
-    tables = {day: _day_of(computed, day) for day in interval.days()}
-    partitions = tuple(
-        lake.replace_partition(cfg.lake_uri, ZONE, DATASET, day, table)
+    return {day: _day_of(computed, day) for day in interval.days()}, len(history)
+
+
+def publish_fresh(tables: Mapping[date, pa.Table], settings: Settings) -> tuple[str, ...]:
+    """Validate every day's fresh-feature table, then publish them all.
+
+    Args:
+        tables: One table (schema :data:`FRESH`) per day.
+        settings: Lake and GX locations.
+
+    Returns:
+        The URIs of the partitions written, in the order of ``tables``.
+
+    Raises:
+        BatchQuarantined: A day failed the :data:`SUITE` suite: it is quarantined under
+            ``quarantine/fresh/dt=D/`` (the rows, the validation result, the reason
+            naming each failed expectation and column) and no day is published.
+    """
+    for day, table in tables.items():
+        _require_valid(day, table, settings)
+    return tuple(
+        lake.replace_partition(settings.lake_uri, ZONE, DATASET, day, table)
         for day, table in tables.items()
     )
-    rows = {day.isoformat(): table.num_rows for day, table in tables.items()}
-    log.info("fresh features %s: %s rows from %d events", interval, rows, len(history))
-    return FreshResult(str(interval), rows, len(history), partitions)
+
+
+def _require_valid(day: date, table: pa.Table, settings: Settings) -> None:
+    """Quarantine ``table`` and raise unless it passes :data:`SUITE` for ``day``."""
+    outcome = validate_frame(table, SUITE, Interval.for_day(day), settings)
+    if outcome.success:
+        return
+    reason = describe_failures(outcome)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    where = quarantine_zone.put_entry(
+        settings.lake_uri,
+        DATASET,
+        day,
+        {f"{DATASET}.parquet": sink.getvalue().to_pybytes()},
+        reason,
+        outcome.result,
+    )
+    raise BatchQuarantined(f"fresh features for {day} failed validation: {reason}", where)
+
+
+# ------------------------------------------------------------------------------ GX suite
+
+#: The GX (pandas) type each spec dtype must have: exact, so a count that became a float
+#: (or a string) fails, and an int64 column is integral by construction.
+_GX_TYPES = {"int64": "int64", "float64": "float64"}
+
+
+def _expect(kind: str, **kwargs: Any) -> dict[str, Any]:
+    """One expectation of a GX 1.x suite file."""
+    return {"type": kind, "kwargs": kwargs, "meta": {}}
+
+
+def _is_flag(feature: FreshFeature) -> bool:
+    """An integer feature whose domain is exactly 0 and 1."""
+    return feature.dtype == "int64" and (feature.minimum, feature.maximum) == (0, 1)
+
+
+def _domain(feature: FreshFeature) -> list[dict[str, Any]]:
+    """The set (flags) or range check of ``feature``: exactly its spec bounds."""
+    name = feature.name
+    if _is_flag(feature):
+        return [_expect("expect_column_values_to_be_in_set", column=name, value_set=[0, 1])]
+    bounds = {"min_value": feature.minimum, "max_value": feature.maximum}
+    bounds = {key: value for key, value in bounds.items() if value is not None}
+    if not bounds:
+        return []
+    return [_expect("expect_column_values_to_be_between", column=name, **bounds)]
+
+
+def _measure(feature: FreshFeature) -> str:
+    """``feature``'s name without its window suffix (``fresh_user_txn_count``)."""
+    head, _, suffix = feature.name.rpartition("_")
+    return head if suffix[:-1].isdigit() and suffix[-1] in "mhd" else feature.name
+
+
+def _monotone_pairs() -> list[dict[str, Any]]:
+    """A count or sum over a longer window is never below the same one over a shorter.
+
+    Features sharing a measure (:func:`_measure`) of one entity differ only by window;
+    every event inside the shorter window is inside the longer one, and the values
+    (counts, sums of positive amounts) only grow with more events.
+    """
+    groups: dict[tuple[str, str], list[FreshFeature]] = defaultdict(list)
+    for feature in FRESH_SPEC:
+        groups[(feature.entity, _measure(feature))].append(feature)
+    checks: list[dict[str, Any]] = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda f: f.window)
+        for shorter, longer in pairwise(ordered):
+            checks.append(
+                _expect(
+                    "expect_column_pair_values_a_to_be_greater_than_b",
+                    column_A=longer.name,
+                    column_B=shorter.name,
+                    or_equal=True,
+                )
+            )
+    return checks
+
+
+def fresh_suite() -> dict[str, Any]:
+    """The GX suite :data:`SUITE`, derived from :data:`FRESH` and ``FRESH_SPEC``.
+
+    Exactly the partition's columns; keys and time typed and not null; one row per
+    transaction id; every row's time inside the day (suite parameters); each feature of
+    its spec dtype (so counts are integral), not null (a first transaction has values
+    too: ``fresh_user_seconds_since_prev`` is the 7-day window when there is no earlier
+    one), inside its spec bounds (flags in {0, 1}); counts and sums growing with the
+    window. The committed ``great_expectations/expectations/fresh_features.json`` is this
+    dict as JSON (``tests/unit/test_fresh_suite.py``).
+    """
+    features = [f.name for f in FRESH_SPEC]
+    expectations = [
+        _expect("expect_table_columns_to_match_set", column_set=FRESH.names, exact_match=True),
+        _expect("expect_column_values_to_be_of_type", column="user_id", type_="int64"),
+        _expect("expect_column_values_to_be_of_type", column="merchant_id", type_="int64"),
+        _expect("expect_column_values_to_be_of_type", column="event_timestamp", type_="Timestamp"),
+        *(
+            _expect("expect_column_values_to_be_of_type", column=f.name, type_=_GX_TYPES[f.dtype])
+            for f in FRESH_SPEC
+        ),
+        *(_expect("expect_column_values_to_not_be_null", column=name) for name in FRESH.names),
+        _expect("expect_column_values_to_be_unique", column="transaction_id"),
+        _expect(
+            "expect_column_values_to_be_between",
+            column="event_timestamp",
+            min_value={"$PARAMETER": "interval_start"},
+            max_value={"$PARAMETER": "interval_end"},
+            strict_max=True,
+        ),
+        *(check for f in FRESH_SPEC for check in _domain(f)),
+        *_monotone_pairs(),
+    ]
+    return {
+        "name": SUITE,
+        "notes": (
+            "Fresh features of one day's transactions (driftline.data.fresh), as of just "
+            f"before each: {', '.join(features)}. Generated from "
+            "driftline.core.feature_spec.FRESH_SPEC by driftline.data.fresh.fresh_suite; "
+            "edit the spec, not this file."
+        ),
+        "meta": {"owner": "driftline"},
+        "expectations": expectations,
+    }
 
 
 def missing_fresh_days(settings: Settings, days: Iterable[date]) -> list[date]:

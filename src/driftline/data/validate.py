@@ -4,7 +4,8 @@ The expectation suites and checkpoints are committed as JSON under the repositor
 ``great_expectations/`` folder (:attr:`Settings.gx_project_dir`):
 
 * ``expectations/<suite>.json``: one GX 1.x expectation suite per dataset
-  (``raw_transactions``, ``raw_labels``, ``features``). Interval-dependent bounds are
+  (``raw_transactions``, ``raw_labels``, ``features``, ``fresh_features``; the last one
+  generated from the fresh-feature spec). Interval-dependent bounds are
   *suite parameters* (``{"$PARAMETER": "interval_start"}``) filled per run by
   :func:`suite_parameters`, so one suite serves every day.
 * ``checkpoints/<suite>.json``: the GX checkpoint of that dataset (actions, result
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Suites committed under ``great_expectations/expectations/``.
-SUITES = ("raw_transactions", "raw_labels", "features")
+SUITES = ("raw_transactions", "raw_labels", "features", "fresh_features")
 #: In-memory pandas data source holding one dataframe asset per suite.
 DATASOURCE_NAME = "driftline_dataframes"
 BATCH_DEFINITION_NAME = "whole_dataframe"
