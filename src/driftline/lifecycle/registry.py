@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,13 +55,51 @@ CanaryStateName = Literal["running", "paused", "aborted"]
 CANARY_STATES: tuple[CanaryStateName, ...] = ("running", "paused", "aborted")
 
 
+#: The entry-point group of MLflow's REST request-header plugins, and the package whose
+#: plugin in it :func:`client` leaves out (see :func:`_load_header_providers`).
+HEADER_PROVIDER_GROUP = "mlflow.request_header_provider"
+SKIPPED_HEADER_PLUGIN_PACKAGE = "feast"
+
+
+def _load_header_providers() -> None:
+    """Import MLflow's request-header registry without Feast's plugin in it.
+
+    MLflow loads every ``mlflow.request_header_provider`` entry point when that registry
+    is first imported (on the first REST call to a tracking server). Feast registers one
+    (``FeastMLflowHeaderProvider``) whose import pulls in all of Feast (pandas, pyarrow,
+    protobuf: seconds), and it only adds a header while Feast's own MLflow data source
+    has set a token in a context variable, which driftline never uses: leaving it out
+    changes no request. Other plugins load as usual. No-op once the registry exists.
+    """
+    if "mlflow.tracking.request_header.registry" in sys.modules:
+        return
+    from mlflow.utils import plugins
+
+    original = plugins.get_entry_points
+
+    def without_skipped(group: str) -> list[Any]:
+        found = original(group)
+        if group != HEADER_PROVIDER_GROUP:
+            return found
+        prefix = SKIPPED_HEADER_PLUGIN_PACKAGE + "."
+        return [entry for entry in found if not entry.value.startswith(prefix)]
+
+    plugins.get_entry_points = without_skipped
+    try:
+        import mlflow.tracking.request_header.registry  # noqa: F401
+    finally:
+        plugins.get_entry_points = original
+
+
 def client(settings: Settings) -> MlflowClient:
     """An MLflow client for the configured tracking server and registry.
 
     MLflow's own stderr handler is turned off first (:func:`route_library_logs`), so
-    its INFO lines reach logging at INFO, not a task log's stderr at ``error``.
+    its INFO lines reach logging at INFO, not a task log's stderr at ``error``; MLflow's
+    request-header plugins are loaded without Feast's (:func:`_load_header_providers`).
     """
     route_library_logs()
+    _load_header_providers()
     from mlflow import MlflowClient
 
     return MlflowClient(
