@@ -16,25 +16,41 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from driftline.orchestration.airflow_rest import AirflowRestError
 from driftline.orchestration.postgres import PostgresError
 from driftline.orchestration.processes import ProcessStartError
 from driftline.orchestration.prod import ProdError, ProdOptions, run_prod
 
+#: The options' defaults (:class:`~driftline.orchestration.demo.LoopOptions`: ``make
+#: demo``'s period and scale; ``make demo PROFILE=prod`` passes its own). No ``--drift``
+#: means no drift.
+DEFAULTS = ProdOptions()
+
 
 def parse_args() -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options (defaults: :data:`DEFAULTS`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     day = date.fromisoformat
-    parser.add_argument("--start", type=day, required=True, help="First simulated day.")
-    parser.add_argument("--serve-from", type=day, required=True, help="First served day.")
-    parser.add_argument("--end", type=day, required=True, help="Day after the last one.")
-    parser.add_argument("--train-start", type=day, required=True, help="First training day.")
-    parser.add_argument("--drift", action="append", default=[], help="NAME[:INTENSITY]@YYYY-MM-DD.")
-    parser.add_argument("--rows", type=int, default=3000, help="Transactions per day.")
-    parser.add_argument("--fraud-rate", type=float, default=0.02)
-    parser.add_argument("--trials", type=int, default=2, help="Trials of the first training.")
-    parser.add_argument("--workers", type=int, default=1, help="Workers of the first training.")
-    parser.add_argument("--out", type=Path, default=None, help="Timeline JSON.")
+    parser.add_argument("--start", type=day, default=DEFAULTS.start, help="First simulated day.")
+    parser.add_argument(
+        "--serve-from", type=day, default=DEFAULTS.serve_from, help="First served day."
+    )
+    parser.add_argument("--end", type=day, default=DEFAULTS.end, help="Day after the last one.")
+    parser.add_argument(
+        "--train-start", type=day, default=DEFAULTS.train_start, help="First training day."
+    )
+    parser.add_argument(
+        "--drift", action="append", default=[], help="NAME[:INTENSITY]@YYYY-MM-DD (none: no drift)."
+    )
+    parser.add_argument("--rows", type=int, default=DEFAULTS.rows, help="Transactions per day.")
+    parser.add_argument("--fraud-rate", type=float, default=DEFAULTS.fraud_rate)
+    parser.add_argument(
+        "--trials", type=int, default=DEFAULTS.trials, help="Trials of the first training."
+    )
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULTS.workers, help="Workers of the first training."
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULTS.out, help="Timeline JSON.")
     parser.add_argument("--keep", action="store_true", help="Keep the components up after.")
     return parser.parse_args()
 
@@ -58,7 +74,7 @@ def main() -> int:
         run_prod(options, keep=args.keep)
     except KeyboardInterrupt:
         return 130
-    except (ProdError, ProcessStartError, PostgresError) as error:
+    except (ProdError, AirflowRestError, ProcessStartError, PostgresError) as error:
         raise SystemExit(f"production profile failed: {error}") from error
     return 0
 

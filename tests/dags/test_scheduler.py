@@ -18,14 +18,11 @@ partition equal to one computed with its whole look-back in place.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -38,6 +35,7 @@ import pytest
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.orchestration import assets
+from driftline.orchestration.airflow_rest import AirflowRest
 from driftline.orchestration.airflow_stack import AirflowStack, StackConfig, airflow_stack
 from driftline.orchestration.postgres import ensure_postgres, stop_postgres
 from driftline.orchestration.processes import free_port, group_alive
@@ -59,19 +57,10 @@ class Scheduler:
     stack: AirflowStack
     state: Path
 
-    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One REST call (all-admins: no login); the JSON answer."""
-        request = urllib.request.Request(
-            f"{self.stack.api_url}{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as reply:
-                return json.loads(reply.read() or b"null")
-        except urllib.error.HTTPError as error:
-            raise AssertionError(f"{method} {path}: {error.code} {error.read()!r}") from None
+    @property
+    def rest(self) -> AirflowRest:
+        """The REST client of the profile's API server (all-admins: no login)."""
+        return AirflowRest(self.stack.api_url)
 
 
 def _simulate(state: Path, days: int) -> None:
@@ -127,29 +116,14 @@ def scheduler(tmp_path: Path) -> Iterator[Scheduler]:
 # --------------------------------------------------------------------------------------
 
 
-def _midnight(day: date) -> str:
-    return f"{day.isoformat()}T00:00:00Z"
-
-
 def _backfill(cluster: Scheduler, first: date, last: date, **options: Any) -> dict[str, Any]:
-    body = {
-        "dag_id": DAG,
-        "from_date": _midnight(first),
-        "to_date": _midnight(last),
-        "max_active_runs": 1,
-        # Airflow requires one of the reprocessing behaviours for a DAG with
-        # depends_on_past: "failed" also creates the missing runs.
-        "reprocess_behavior": "failed",
-        **options,
-    }
-    backfill: dict[str, Any] = cluster.api("POST", "/api/v2/backfills", body)
-    return backfill
+    """A backfill of the ingest DAG, one run at a time (``reprocess_behavior`` "failed",
+    which also creates the missing runs, unless ``options`` say otherwise)."""
+    return cluster.rest.backfill(DAG, first, last, **options)
 
 
 def _runs(cluster: Scheduler, dag_id: str = DAG) -> list[dict[str, Any]]:
-    answer = cluster.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")
-    runs: list[dict[str, Any]] = answer["dag_runs"]
-    return runs
+    return cluster.rest.runs(dag_id, order_by="logical_date", limit=100)
 
 
 def _wait_monitor_run(cluster: Scheduler) -> dict[str, Any]:
@@ -166,9 +140,7 @@ def _wait_monitor_run(cluster: Scheduler) -> dict[str, Any]:
 
 def _consumed_days(cluster: Scheduler, run: dict[str, Any]) -> list[str]:
     """The ``extra.day`` of each asset event that started ``run``."""
-    path = f"/api/v2/dags/{MONITOR}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
-    events = cluster.api("GET", path)["asset_events"]
-    return sorted(str(event["extra"]["day"]) for event in events)
+    return cluster.rest.consumed_days(MONITOR, run["dag_run_id"])
 
 
 def _failure_report(cluster: Scheduler, runs: list[dict[str, Any]]) -> str:
@@ -176,8 +148,7 @@ def _failure_report(cluster: Scheduler, runs: list[dict[str, Any]]) -> str:
     for run in runs:
         if run["state"] == "success":
             continue
-        path = f"/api/v2/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}/taskInstances"
-        tis = cluster.api("GET", path)["task_instances"]
+        tis = cluster.rest.task_instances(run["dag_id"], run["dag_run_id"])
         lines.append(f"{run['dag_run_id']}: {run['state']}: ")
         lines.extend(f"  {ti['task_id']}: {ti['state']}" for ti in tis)
     logs = sorted((cluster.stack.config.airflow_home / "logs").rglob("*.log"))
@@ -192,7 +163,7 @@ def _wait_backfill(cluster: Scheduler, backfill_id: int, days: list[date]) -> li
     deadline = time.monotonic() + 240 * len(days) + 180
     while time.monotonic() < deadline:
         cluster.stack.check_alive()
-        done = cluster.api("GET", f"/api/v2/backfills/{backfill_id}")["completed_at"]
+        done = cluster.rest.call("GET", f"/api/v2/backfills/{backfill_id}")["completed_at"]
         runs = [r for r in _runs(cluster) if r["run_type"] == "backfill"]
         mine = [r for r in runs if _day(r) in days]
         if done and all(r["state"] in TERMINAL for r in mine):
@@ -220,9 +191,9 @@ def _assert_one_at_a_time(runs: list[dict[str, Any]]) -> None:
 
 
 def _ingested_days(cluster: Scheduler) -> list[str]:
-    answer = cluster.api("GET", "/api/v2/assets?limit=100")
+    answer = cluster.rest.call("GET", "/api/v2/assets?limit=100")
     asset = next(a for a in answer["assets"] if a["uri"] == assets.INGESTED_DAYS)
-    events = cluster.api("GET", f"/api/v2/assets/events?asset_id={asset['id']}&limit=100")
+    events = cluster.rest.call("GET", f"/api/v2/assets/events?asset_id={asset['id']}&limit=100")
     return sorted(str(event["extra"]["day"]) for event in events["asset_events"])
 
 
@@ -282,8 +253,8 @@ def _reference_features(tmp_path: Path, scheduled: Path, days: list[date]) -> di
 
 
 def test_a_rest_backfill_runs_on_postgres_bound_to_loopback(scheduler: Scheduler) -> None:
-    scheduler.api("PATCH", f"/api/v2/dags/{MONITOR}", {"is_paused": False})
-    scheduler.api("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False})
+    scheduler.rest.unpause(MONITOR)
+    scheduler.rest.unpause(DAG)
     backfill = _backfill(scheduler, FIRST, FIRST)
     assert backfill["max_active_runs"] == 1
 
@@ -302,7 +273,7 @@ def test_a_rest_backfill_runs_on_postgres_bound_to_loopback(scheduler: Scheduler
     monitor = _wait_monitor_run(scheduler)
     assert monitor["state"] == "success", _failure_report(scheduler, [monitor])
     path = f"/api/v2/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/materialize_features"
-    announced = scheduler.api("GET", path)  # the task whose outlet is the day's asset event
+    announced = scheduler.rest.call("GET", path)  # the task whose outlet is the day's asset event
     assert monitor["start_date"] > announced["end_date"]
     assert _consumed_days(scheduler, monitor) == ["2026-01-01"]
     assert len(_runs(scheduler, MONITOR)) == 1
@@ -316,7 +287,7 @@ def test_backfill_then_reprocessing_backfill_give_identical_correct_data(
     scheduler: Scheduler, tmp_path: Path
 ) -> None:
     days = [FIRST + timedelta(days=n) for n in range(4)]
-    scheduler.api("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False})
+    scheduler.rest.unpause(DAG)
 
     started = time.monotonic()
     first = _wait_backfill(scheduler, _backfill(scheduler, days[0], days[-1])["id"], days)

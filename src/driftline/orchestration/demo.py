@@ -89,10 +89,12 @@ def _say_line(line: str) -> None:
 
 
 @dataclass(frozen=True)
-class DemoOptions:
-    """What the loop covers and how hard it trains.
+class LoopOptions:
+    """What a closed loop covers and how hard it trains, whatever runs it.
 
-    The defaults are ``make demo``'s.
+    The defaults are ``make demo``'s. :class:`DemoOptions` (the embedded loop) and
+    :class:`driftline.orchestration.prod.ProdOptions` (the production profile) add
+    what only they have.
 
     Attributes:
         start: First simulated day: the simulator's anchor and, declared as
@@ -105,10 +107,9 @@ class DemoOptions:
         drift: Drift scenarios, ``NAME[:INTENSITY]@YYYY-MM-DD`` (none: no drift).
         rows: Transactions per day.
         fraud_rate: Simulator share of fraud.
-        trials: Tuning trials per training.
-        workers: Tuning workers per training.
-        port: Port of the scoring service.
-        out: Timeline JSON (default: ``$DRIFTLINE_HOME/demo/timeline.json``).
+        trials: Tuning trials of the first training (``make demo``: of every training).
+        workers: Tuning workers of the first training (``make demo``: of every training).
+        out: Timeline JSON (default: ``timeline.json`` in the loop's state folder).
     """
 
     start: date = START
@@ -120,8 +121,20 @@ class DemoOptions:
     fraud_rate: float = 0.02
     trials: int = 8
     workers: int = 2
-    port: int = 8765
     out: Path | None = None
+
+
+@dataclass(frozen=True)
+class DemoOptions(LoopOptions):
+    """The embedded loop's options (``make demo``): :class:`LoopOptions` and its port.
+
+    The timeline JSON defaults to ``$DRIFTLINE_HOME/demo/timeline.json``.
+
+    Attributes:
+        port: Port of the scoring service.
+    """
+
+    port: int = 8765
 
 
 @dataclass

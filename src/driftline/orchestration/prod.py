@@ -29,7 +29,9 @@ installed. The raw, feature and landing datasets (and what the lake holds of the
 prediction log and monitoring state) are therefore on local disk, shared by every
 process of this one machine; the ``driftline-lake`` bucket is created empty for the
 day the jars are there. MLflow artifacts (models, drift references, reports logged as
-artifacts) go to S3 through the MLflow server. The Feast registry stays a local file.
+artifacts) go to S3 through the MLflow server. The Feast registry is an object on S3
+(``s3://driftline-lake/feast/registry.db``; Feast's S3 store reads the endpoint from
+``FEAST_S3_ENDPOINT_URL``), the same one for every process.
 
 What the profile does, after starting the components (the outside world's part):
 
@@ -46,6 +48,8 @@ What the profile does, after starting the components (the outside world's part):
    analysis, promotion). The world only waits: for the day's ``monitor_drift`` run to
    end before the next day comes, and for a requested retrain's canary to be served
    before replaying the canary's day.
+5. pushes what this checkout's DVC tracks to the ``s3`` remote (``dvc push -r s3``,
+   :mod:`driftline.orchestration.dvc_remote`) in the ``driftline-dvc`` bucket.
 
 It prints the timeline (days, milestones, models) and where each UI is, and writes
 the timeline as JSON (``$DRIFTLINE_HOME/prod/timeline.json``).
@@ -65,7 +69,6 @@ import string
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -74,7 +77,9 @@ from pathlib import Path
 from typing import Any
 
 from driftline.core.interval import Interval
+from driftline.orchestration.airflow_rest import AirflowRest
 from driftline.orchestration.airflow_stack import AirflowStack, StackConfig, airflow_stack
+from driftline.orchestration.demo import LoopOptions
 from driftline.orchestration.postgres import PostgresServer, ensure_postgres, stop_postgres
 from driftline.orchestration.processes import (
     Child,
@@ -91,6 +96,8 @@ REPO = Path(__file__).resolve().parents[3]
 NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "nginx.conf.template"
 #: The buckets created in the S3 emulator.
 BUCKETS = {"lake": "driftline-lake", "mlflow": "driftline-mlflow", "dvc": "driftline-dvc"}
+#: The Feast registry: one object on S3 that every process of the profile reads.
+FEAST_REGISTRY = f"s3://{BUCKETS['lake']}/feast/registry.db"
 #: The databases of the PostgreSQL cluster.
 DATABASES = ("airflow", "mlflow", "optuna")
 #: Credentials of the S3 emulator (moto accepts any; boto3 wants some).
@@ -421,7 +428,10 @@ def settings_env(
         "DRIFTLINE_FEAST_ENV": "production",
         "DRIFTLINE_ENVIRONMENT": "production-local",
         "DRIFTLINE_REDIS_URL": f"{redis},db=0",
-        "DRIFTLINE_FEAST_REGISTRY": str(layout.home / "feast" / "registry.db"),
+        # Feast's registry on S3: every process (loop, scheduler tasks, replicas) reads
+        # the same object; Feast's S3 store takes its endpoint from FEAST_S3_ENDPOINT_URL.
+        "DRIFTLINE_FEAST_REGISTRY": FEAST_REGISTRY,
+        "FEAST_S3_ENDPOINT_URL": endpoints.s3_endpoint,
         "DRIFTLINE_SERVE_API_KEYS": api_key,
         "MLFLOW_S3_ENDPOINT_URL": endpoints.s3_endpoint,
         "AWS_ENDPOINT_URL_S3": endpoints.s3_endpoint,
@@ -437,86 +447,12 @@ def settings_env(
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class AirflowApi:
-    """The few REST calls the profile makes (the API server runs all-admins on loopback)."""
+@dataclass(frozen=True)
+class AirflowApi(AirflowRest):
+    """The REST client (:class:`~driftline.orchestration.airflow_rest.AirflowRest`) with
+    waits that stop as soon as one of the profile's Airflow processes has died."""
 
-    base_url: str
     stack: AirflowStack | None = None
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One REST call; the JSON answer.
-
-        Raises:
-            ProdError: An HTTP error (status and body in the message).
-        """
-        request = urllib.request.Request(
-            f"{self.base_url}{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as reply:
-                return json.loads(reply.read() or b"null")
-        except urllib.error.HTTPError as error:
-            raise ProdError(f"{method} {path}: {error.code} {error.read()[:2000]!r}") from None
-
-    def unpause(self, dag_id: str) -> None:
-        """Unpause ``dag_id`` (its schedule and asset events start runs)."""
-        self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        """A manual run of ``dag_id`` with ``conf``; its run id."""
-        body = {"logical_date": None, "conf": conf}
-        run: dict[str, Any] = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
-        return str(run["dag_run_id"])
-
-    def backfill(self, dag_id: str, first: date, end: date) -> int:
-        """A backfill of the daily ``dag_id`` over ``[first, end)``, one run at a time."""
-        body = {
-            "dag_id": dag_id,
-            "from_date": f"{first.isoformat()}T00:00:00Z",
-            "to_date": f"{(end - timedelta(days=1)).isoformat()}T00:00:00Z",
-            "max_active_runs": 1,
-            "reprocess_behavior": "failed",
-        }
-        return int(self.call("POST", "/api/v2/backfills", body)["id"])
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """Every run of ``dag_id``, oldest first."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns?limit=200&order_by=run_after"
-        return list(self.call("GET", path)["dag_runs"])
-
-    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        """One run."""
-        return dict(self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """State of each task of a run."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
-        return {ti["task_id"]: str(ti["state"]) for ti in self.call("GET", path)["task_instances"]}
-
-    def result(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        """The return value (XCom) of a task; None when it has none."""
-        path = (
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/"
-            "return_value?deserialize=true&stringify=false"
-        )
-        try:
-            return self.call("GET", path).get("value")
-        except ProdError:
-            return None
-
-    def set_state(self, dag_id: str, run_id: str, state: str) -> None:
-        """Mark a run ``success`` or ``failed`` (its unfinished tasks stop)."""
-        self.call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": state})
-
-    def consumed_days(self, dag_id: str, run_id: str) -> list[str]:
-        """``extra.day`` of each asset event that started an asset-triggered run."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents"
-        events = self.call("GET", path)["asset_events"]
-        return sorted(str((event.get("extra") or {}).get("day")) for event in events)
 
     def wait(
         self, until: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 3.0
@@ -563,38 +499,23 @@ class AirflowApi:
 
 
 @dataclass(frozen=True)
-class ProdOptions:
-    """What the loop covers (see :class:`driftline.orchestration.demo.DemoOptions`).
+class ProdOptions(LoopOptions):
+    """The production profile's options: the loop's (:class:`~driftline.orchestration.demo.
+    LoopOptions`: period, drift, scale, timeline JSON, by default under
+    ``$DRIFTLINE_HOME/prod/``) and the profile's own.
+
+    ``trials`` and ``workers`` tune the first training only; retrains use the settings'
+    ``tuning_trials`` and ``tuning_workers``.
 
     Attributes:
-        start: First simulated day.
-        serve_from: First served day (the first model trains on the days before).
-        end: Day after the last served one.
-        train_start: First training day of the first model.
-        drift: Drift scenarios, ``NAME[:INTENSITY]@YYYY-MM-DD``.
-        rows: Transactions per day.
-        fraud_rate: Simulator share of fraud.
-        trials: Tuning trials of the first training (retrains: ``tuning_trials``).
-        workers: Tuning workers of the first training (retrains: ``tuning_workers``).
         replicas: Scoring replicas behind nginx.
         day_timeout_s: Longest wait for one served day's ingest and monitoring.
         retrain_timeout_s: Longest wait for a training (and its canary) to end.
-        out: Timeline JSON (default: ``$DRIFTLINE_HOME/prod/timeline.json``).
     """
 
-    start: date
-    serve_from: date
-    end: date
-    train_start: date
-    drift: tuple[str, ...] = ()
-    rows: int = 3000
-    fraud_rate: float = 0.02
-    trials: int = 2
-    workers: int = 1
     replicas: int = 2
     day_timeout_s: float = 900.0
     retrain_timeout_s: float = 1800.0
-    out: Path | None = None
 
 
 @dataclass
@@ -856,7 +777,8 @@ def serve_days(profile: Profile, options: ProdOptions, config: Any) -> None:
 
     lake_uri = get_settings().lake_uri
     timeline, api = profile.timeline, profile.api
-    backfill = api.backfill("ingest_validate_materialize", options.serve_from, options.end)
+    last_day = options.end - timedelta(days=1)
+    backfill = api.backfill("ingest_validate_materialize", options.serve_from, last_day)["id"]
     timeline.event(options.serve_from, "ingest backfill posted", id=backfill, until=options.end)
     pending: str | None = None
     for day in Interval.parse(options.serve_from, options.end).days():
@@ -938,7 +860,7 @@ def components(layout: ProdLayout, options: ProdOptions) -> Iterator[Profile]:
             stack_log = layout.folder("airflow")
             running = stack.enter_context(airflow_stack(config, log_dir=stack_log))
             yield Profile(
-                layout, endpoints, env, AirflowApi(running.api_url, running),
+                layout, endpoints, env, AirflowApi(running.api_url, stack=running),
                 Timeline(drift=list(options.drift)), api_key,
             )  # fmt: skip
     finally:
@@ -1013,6 +935,38 @@ def scored_rows(profile: Profile) -> list[float]:
     return counts
 
 
+def push_dvc(profile: Profile) -> dict[str, Any]:
+    """``dvc push -r s3`` of what this checkout's DVC tracks, to the emulator's bucket.
+
+    At the end of the loop: what DVC tracks (``dvc.lock``, ``.dvc`` files) is the local
+    reproduction's (``make dvc-repro``), which the loop never changes, so one push after
+    it is the point where the remote holds everything. A failed push is recorded (the
+    timeline is still written), not raised.
+    """
+    from driftline.orchestration import dvc_remote
+
+    bucket = BUCKETS["dvc"]
+    try:
+        pushed = dvc_remote.push(REPO, profile.env)
+    except dvc_remote.DvcError as error:
+        return {"remote": dvc_remote.REMOTE, "error": str(error)}
+    objects = s3_objects(profile.endpoints.s3_endpoint, bucket)
+    return {
+        "remote": pushed.remote, "url": pushed.url, "pushed": pushed.pushed,
+        "objects": len(objects), "seconds": pushed.seconds,
+    }  # fmt: skip
+
+
+def _dvc_line(dvc: dict[str, Any]) -> str:
+    """The summary's DVC line."""
+    if "error" in dvc:
+        return f"DVC:         dvc push -r {dvc['remote']} FAILED: {dvc['error'].splitlines()[0]}"
+    return (
+        f"DVC:         dvc push -r {dvc['remote']} -> {dvc['url']}: {dvc['pushed']} files "
+        f"pushed, {dvc['objects']} objects in the bucket"
+    )
+
+
 def print_summary(profile: Profile, payload: dict[str, Any]) -> None:
     """The closing summary: milestones, days, models, where each UI is."""
     from driftline.core.settings import get_settings
@@ -1033,6 +987,7 @@ def print_summary(profile: Profile, payload: dict[str, Any]) -> None:
         f"scoring:     {e.nginx_url}  (nginx least_conn over "
         f"{', '.join(e.replica_urls())})\n"
         f"Redis:       127.0.0.1:{e.redis_port}   S3: {e.s3_endpoint}\n"
+        f"{_dvc_line(payload['dvc'])}\n"
         f"(all stop with this process; make demo PROFILE=prod KEEP=1 keeps them up)\n"
         f"finished in {payload['seconds']:.0f} s"
     )
@@ -1095,6 +1050,8 @@ def run_prod(
                 "registry": registry_snapshot(),
                 "artifacts_on_s3": len(s3_objects(e.s3_endpoint, BUCKETS["mlflow"])),
                 "artifact_uri": profile.env["DRIFTLINE_MLFLOW_ARTIFACT_URI"],
+                "feast_registry": profile.env["DRIFTLINE_FEAST_REGISTRY"],
+                "dvc": push_dvc(profile),
                 "seconds": round(time.monotonic() - started, 1),
             }  # fmt: skip
             out = options.out or layout.root / "timeline.json"
