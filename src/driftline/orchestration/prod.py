@@ -22,14 +22,19 @@ scoring                two ``driftline serve`` replicas behind         serving D
                        ``nginx`` (``least_conn``)                      Service/Ingress
 =====================  ==============================================  =====================
 
-**The lake stays a local folder** (``$DRIFTLINE_HOME/lake``): Spark reads the lake
-through Hadoop's ``s3a`` filesystem, whose ``hadoop-aws`` and AWS SDK jars come from
-Maven, which this machine cannot reach (pyspark ships neither), and ``s3fs`` is not
-installed. The raw, feature and landing datasets (and what the lake holds of the
-prediction log and monitoring state) are therefore on local disk, shared by every
-process of this one machine; the ``driftline-lake`` bucket is created empty for the
-day the jars are there. MLflow artifacts (models, drift references, reports logged as
-artifacts) go to S3 through the MLflow server. The Feast registry is an object on S3
+**The lake is on S3** (:data:`LAKE_URI`, ``s3://driftline-lake/lake``): landing, raw,
+staging and quarantine zones, store and fresh features, simulator truth, the prediction
+log and the monitoring state, read and written through fsspec (s3fs) by every process
+(this one, the scheduler's task processes, the replicas), which find the emulator
+through ``AWS_ENDPOINT_URL_S3``. Spark would read S3 through Hadoop's ``s3a``, whose
+``hadoop-aws`` jars come from Maven, which this machine cannot reach (pyspark ships
+none): without them the feature job reads its raw days on the driver with pyarrow
+through fsspec and hands Spark an Arrow table (:mod:`driftline.data.features`). Feast's
+offline source reads the feature table on S3 (its ``s3_endpoint_override``). Since
+``moto_server`` keeps objects in memory only, the lake is copied to
+``prod/s3/lake`` at the end of a run (:func:`export_lake`) for the checks after it.
+MLflow artifacts (models, drift references, reports logged as artifacts) go to S3
+through the MLflow server. The Feast registry is an object on S3
 (``s3://driftline-lake/feast/registry.db``; Feast's S3 store reads the endpoint from
 ``FEAST_S3_ENDPOINT_URL``), the same one for every process.
 
@@ -96,6 +101,8 @@ REPO = Path(__file__).resolve().parents[3]
 NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "nginx.conf.template"
 #: The buckets created in the S3 emulator.
 BUCKETS = {"lake": "driftline-lake", "mlflow": "driftline-mlflow", "dvc": "driftline-dvc"}
+#: The lake of every process of the profile (``DRIFTLINE_LAKE_URI``).
+LAKE_URI = f"s3://{BUCKETS['lake']}/lake"
 #: The Feast registry: one object on S3 that every process of the profile reads.
 FEAST_REGISTRY = f"s3://{BUCKETS['lake']}/feast/registry.db"
 #: The databases of the PostgreSQL cluster.
@@ -282,6 +289,26 @@ def create_buckets(endpoint: str) -> None:
             client.create_bucket(Bucket=bucket)
 
 
+def export_lake(layout: ProdLayout) -> dict[str, Any]:
+    """Copy the lake out of the emulator into ``prod/s3/lake``; what was copied.
+
+    ``moto_server`` keeps its objects in memory, so they end with it; the copy is what
+    the checks after a run (``make test-prod``) read. The profile itself never reads it.
+    Needs the profile's S3 environment (:func:`settings_env`) in this process.
+    """
+    from driftline.core import lake
+
+    target = layout.folder("s3") / "lake"
+    if target.exists():
+        shutil.rmtree(target)
+    fs, root = lake.filesystem(LAKE_URI)
+    fs.invalidate_cache(root)
+    objects = fs.find(root)
+    if objects:
+        fs.get(root, str(target), recursive=True)
+    return {"uri": LAKE_URI, "objects": len(objects), "export": str(target)}
+
+
 def s3_objects(endpoint: str, bucket: str) -> list[str]:
     """Keys of every object in ``bucket`` of the emulator."""
     import boto3
@@ -433,6 +460,9 @@ def settings_env(
         "DRIFTLINE_FEAST_REGISTRY": FEAST_REGISTRY,
         "FEAST_S3_ENDPOINT_URL": endpoints.s3_endpoint,
         "DRIFTLINE_SERVE_API_KEYS": api_key,
+        # The lake on S3; s3fs (and Feast's offline source) find the emulator through
+        # AWS_ENDPOINT_URL_S3.
+        "DRIFTLINE_LAKE_URI": LAKE_URI,
         "MLFLOW_S3_ENDPOINT_URL": endpoints.s3_endpoint,
         "AWS_ENDPOINT_URL_S3": endpoints.s3_endpoint,
         **S3_CREDENTIALS,
@@ -500,9 +530,10 @@ class AirflowApi(AirflowRest):
 
 @dataclass(frozen=True)
 class ProdOptions(LoopOptions):
-    """The production profile's options: the loop's (:class:`~driftline.orchestration.demo.
-    LoopOptions`: period, drift, scale, timeline JSON, by default under
-    ``$DRIFTLINE_HOME/prod/``) and the profile's own.
+    """The production profile's options: the loop's and the profile's own.
+
+    The loop's are :class:`~driftline.orchestration.demo.LoopOptions` (period, drift,
+    scale, timeline JSON, here by default ``$DRIFTLINE_HOME/prod/timeline.json``).
 
     ``trials`` and ``workers`` tune the first training only; retrains use the settings'
     ``tuning_trials`` and ``tuning_workers``.
@@ -1062,4 +1093,9 @@ def run_prod(
                 if profile.api.stack is not None:
                     profile.api.stack.check_alive()
                 time.sleep(2)
+        # The replicas flushed their prediction logs as they stopped; S3 is still up.
+        payload["lake"] = export_lake(layout)
+        out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        copied = payload["lake"]
+        _narrate()(f"lake {LAKE_URI}: {copied['objects']} objects, copied to {copied['export']}")
     return payload
