@@ -9,8 +9,10 @@ Both feature views read the per-transaction feature table that the Spark job wri
 that describe its entity. The lake is the ``DRIFTLINE_LAKE_URI`` environment variable
 (the same one driftline's settings read; ``s3://...`` in production) or, unset, the
 default lake of a checkout, ``../.driftline/lake``, which Feast resolves relative to
-this folder. ``feast apply`` / ``feast materialize`` therefore need nothing but this
-folder and a ``feature_store.yaml`` (``feature_store.yaml`` here for local use,
+this folder; an ``s3://`` lake on a custom endpoint is reached through the standard
+``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` variables. ``feast apply`` / ``feast
+materialize`` therefore need nothing but this folder, those variables and a
+``feature_store.yaml`` (``feature_store.yaml`` here for local use,
 ``environments/<env>/feature_store.yaml`` for the others, passed with ``-f``).
 driftline itself (:mod:`driftline.data.feast`) applies these same objects with the
 source pointed at ``Settings.lake_uri``.
@@ -29,6 +31,7 @@ from driftline.core.feature_spec import (
     FEATURE_VIEWS,
     JOIN_KEYS,
 )
+from driftline.core.lake import s3_endpoint
 
 #: The lake when ``DRIFTLINE_LAKE_URI`` is unset: driftline's default
 #: (``$PWD/.driftline/lake``) for a checkout run from its root, relative to this folder.
@@ -55,6 +58,9 @@ transaction_features_source = FileSource(
     name=FEATURE_TABLE,
     path=f"{LAKE.rstrip('/')}/features/{FEATURE_TABLE}",
     timestamp_field="event_timestamp",
+    # An s3:// lake on a custom endpoint (the production profile's moto server, MinIO):
+    # Feast's pyarrow and dask S3 readers take it from here, not from the AWS variables.
+    s3_endpoint_override=(s3_endpoint() or "") if LAKE.startswith("s3://") else "",
     description="Per-transaction windowed features written by the Spark feature job.",
 )
 

@@ -134,9 +134,9 @@ def test_drift_retrain_canary_promote_under_the_scheduler(
     assert all(m["state"] == "success" for m in monitored)
 
 
-def _writer_pids(home: Path, day: date) -> set[int]:
+def _writer_pids(lake_dir: Path, day: date) -> set[int]:
     """Process ids in the day's prediction file names (``<host>-<pid>-<start>-...``)."""
-    folder = home / "lake" / "predictions" / f"dt={day.isoformat()}"
+    folder = lake_dir / "predictions" / f"dt={day.isoformat()}"
     return {
         int(match.group(1))
         for path in folder.glob("*.parquet")
@@ -148,14 +148,18 @@ def test_every_replayed_transaction_has_one_prediction_row_from_both_replicas(
     loop: tuple[Path, dict[str, Any]],
 ) -> None:
     home, timeline = loop
-    settings = Settings(home=home)
+    # The lake was on S3 (nothing under home/lake); the in-memory emulator is gone, so
+    # the checks read the copy the profile exported before stopping it.
+    assert timeline["lake"]["uri"].startswith("s3://") and not (home / "lake").exists()
+    lake_dir = Path(timeline["lake"]["export"])
+    settings = Settings(home=home, lake_uri=str(lake_dir))
     pids = set(timeline["replica_pids"])
     assert len(pids) == 2
     total = 0
     for day in _served_days():
         served = timeline["days"][day.isoformat()]["served"]
         assert served["failed"] == {} and served["ok"] == served["sent"]
-        landed = pq.read_table(lake.landing_file(str(home / "lake"), "transactions", day))
+        landed = pq.read_table(lake.landing_file(str(lake_dir), "transactions", day))
         expected = Counter(landed.column("transaction_id").to_pylist())
         rows = read_predictions(settings, day)
         logged = Counter(rows["transaction_id"].tolist())
@@ -164,7 +168,7 @@ def test_every_replayed_transaction_has_one_prediction_row_from_both_replicas(
             f"{day}: {len(set(expected) - set(logged))} lost, "
             f"{len(set(logged) - set(expected))} unknown"
         )
-        assert _writer_pids(home, day) == pids, f"{day}: not both replicas wrote rows"
+        assert _writer_pids(lake_dir, day) == pids, f"{day}: not both replicas wrote rows"
         total += len(rows)
     counts = timeline["replica_scored_rows"]
     assert all(count > 0 for count in counts) and sum(counts) == total

@@ -1,5 +1,6 @@
 """Fixtures for the infrastructure tests: Terraform with an offline provider mirror, a
-moto server standing in for AWS, and a scratch copy of ``infra/terraform``.
+moto server standing in for AWS, a fresh S3 lake on it (``s3_lake``), and a scratch
+copy of ``infra/terraform``.
 
 Terraform never reaches a registry here: a CLI config written into a temporary folder
 points provider installation at the local filesystem mirror of the image, and
@@ -16,12 +17,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from driftline.core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = REPO_ROOT / "infra" / "terraform"
@@ -237,3 +241,34 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def s3_lake(
+    settings: Settings, moto_server: Moto, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Settings, Any, str]]:
+    """Settings whose lake is a fresh bucket on the moto server; the S3 client; the bucket."""
+    import s3fs
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_server.endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # an earlier instance knows no endpoint
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    client = moto_server.client("s3")
+    client.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    yield settings.model_copy(update={"lake_uri": f"s3://{bucket}/lake"}), client, bucket
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def keys(client: Any, bucket: str) -> list[str]:
+    """Every object key in ``bucket``."""
+    listed = client.list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))

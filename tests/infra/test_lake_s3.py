@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import io
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-import pytest
 
 from driftline.core.atomic import put_atomic
 from driftline.core.settings import Settings
@@ -27,40 +24,9 @@ from driftline.monitoring.drift_report import report_folder, write_drift_report
 from driftline.monitoring.files import read_json
 from driftline.monitoring.reference import load_reference, reference_path
 from driftline.monitoring.result import DriftMeasurement
-from tests.infra.conftest import Moto
+from tests.infra.conftest import keys
 
 DAY = date(2026, 1, 10)
-
-
-@pytest.fixture
-def s3_lake(
-    settings: Settings, moto_server: Moto, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Settings, Any, str]]:
-    """Settings whose lake is a fresh bucket on the moto server; the S3 client; the bucket."""
-    import s3fs
-
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_server.endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()  # an earlier instance knows no endpoint
-    bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    client = moto_server.client("s3")
-    client.create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
-    yield settings.model_copy(update={"lake_uri": f"s3://{bucket}/lake"}), client, bucket
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-def keys(client: Any, bucket: str) -> list[str]:
-    """Every object key in ``bucket``."""
-    listed = client.list_objects_v2(Bucket=bucket)
-    return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
 def records(writer: int, n: int) -> list[dict[str, Any]]:

@@ -4,17 +4,29 @@ Layout (``zone`` is ``landing``, ``staging``, ``raw``, ``features`` or ``quarant
 
     {lake_uri}/{zone}/{dataset}/dt=YYYY-MM-DD/part-0.parquet
 
-A partition is replaced as a whole: the new content is written beside it under a
-hidden name and swapped in by renames, so readers see the old or the new
-partition, never a mix, and no other partition is touched. Files are written
-deterministically (sorted rows, fixed writer options, no wall-clock metadata), so
-rerunning a day reproduces the same bytes.
+A partition is replaced as a whole: on a local disk the new content is written beside
+it under a hidden name and swapped in by renames, so readers see the old or the new
+partition, never a mix, and no other partition is touched. On an object store (the
+production lake, ``s3://bucket/lake``) there is no rename (a "move" is a copy and a
+delete per object), so each file of the partition is uploaded once under its final
+key, which is atomic per object: a reader sees the old or the new file, never half of
+one, and no temporary object ever appears beside it (:func:`~driftline.core.atomic.put_atomic`).
+A lake partition is a single data file plus side files, so a reader of the data sees
+the old or the new partition there too. Files are written deterministically (sorted
+rows, fixed writer options, no wall-clock metadata), so rerunning a day reproduces the
+same bytes.
+
+On S3, s3fs (and Feast's readers, pyarrow's S3 filesystem) find the endpoint through
+the standard AWS variables (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, see
+:func:`s3_endpoint`), as a deployment points them at any S3-compatible store.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterable
 from datetime import date
@@ -22,13 +34,30 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractFileSystem
 
 from driftline.core.atomic import filesystem as filesystem
-from driftline.core.atomic import write_atomic
+from driftline.core.atomic import put_atomic
 
 log = logging.getLogger(__name__)
 
 PART_FILE = "part-0.parquet"
+#: The standard variables naming a custom S3 endpoint, most specific first (botocore's
+#: order: the S3 service's own variable, then the one for every service).
+S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def s3_endpoint() -> str | None:
+    """The custom S3 endpoint of this process's environment (a moto server, MinIO), if any.
+
+    Readers that do not look at the AWS variables themselves take it explicitly: the
+    Feast file source's ``s3_endpoint_override``, Spark's ``s3a`` endpoint.
+    """
+    for name in S3_ENDPOINT_VARIABLES:
+        if value := os.environ.get(name):
+            return value
+    return None
 
 
 def partition_uri(lake_uri: str, zone: str, dataset: str, day: date) -> str:
@@ -64,12 +93,20 @@ def _write_parquet(table: pa.Table, handle: IO[bytes]) -> None:
     )
 
 
-def write_file(uri: str, table: pa.Table) -> None:
-    """Write ``table`` to the single file ``uri`` atomically (:func:`write_atomic`).
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as the bytes of a lake Parquet file (equal tables, equal bytes)."""
+    sink = io.BytesIO()
+    _write_parquet(table, sink)
+    return sink.getvalue()
 
-    Equal tables give equal bytes; readers never see a half-written file.
+
+def write_file(uri: str, table: pa.Table) -> None:
+    """Write ``table`` to the single file ``uri`` atomically (:func:`put_atomic`).
+
+    Equal tables give equal bytes; readers never see a half-written file (on a local
+    disk a rename, on an object store one upload of the whole object).
     """
-    write_atomic(uri, lambda handle: _write_parquet(table, handle))
+    put_atomic(uri, parquet_bytes(table))
 
 
 def replace_partition(
@@ -95,21 +132,49 @@ def replace_partition(
     Returns:
         The partition's URI.
 
-    Whatever fails, no hidden ``.dt=...tmp-``/``.old-`` folder is left behind, and the
-    previous partition is back in place when the new one could not be moved in.
+    On a local disk, whatever fails, no hidden ``.dt=...tmp-``/``.old-`` folder is left
+    behind, and the previous partition is back in place when the new one could not be
+    moved in. On an object store each file is one upload under its final key, then the
+    previous partition's other objects are deleted (see the module docstring).
     """
     target = partition_uri(lake_uri, zone, dataset, day)
     fs, final = filesystem(target)
+    files = dict(extra_files or {})
+    if table is not None:
+        files = {PART_FILE: parquet_bytes(table), **files}
+    if isinstance(fs, LocalFileSystem):
+        _swap_local(fs, final, files)
+    else:
+        _put_objects(fs, final, files)
+    rows = table.num_rows if table is not None else "-"
+    log.info("replaced partition %s (%s rows)", target, rows)
+    return target
+
+
+def _put_objects(fs: AbstractFileSystem, final: str, files: dict[str, bytes]) -> None:
+    """Replace the objects under ``final`` with ``files``: one upload each, then deletes.
+
+    No temporary object is written (an object store's move would be a second copy),
+    and a rerun with equal content rewrites the same keys with the same bytes.
+    """
+    fs.invalidate_cache(final)  # another process may have written the partition
+    found = fs.find(final) if fs.exists(final) else []
+    stale = [path for path in found if path.removeprefix(f"{final}/") not in files]
+    for file_name, payload in files.items():
+        fs.pipe_file(f"{final}/{file_name}", payload)
+    if stale:
+        fs.rm(stale)
+
+
+def _swap_local(fs: AbstractFileSystem, final: str, files: dict[str, bytes]) -> None:
+    """Write ``files`` into a hidden folder beside ``final``, then swap it in by renames."""
     parent, name = final.rsplit("/", 1)
     token = uuid.uuid4().hex[:12]
     tmp, old = f"{parent}/.{name}.tmp-{token}", f"{parent}/.{name}.old-{token}"
     had_old = False
     try:
         fs.makedirs(tmp, exist_ok=True)
-        if table is not None:
-            with fs.open(f"{tmp}/{PART_FILE}", "wb") as handle:
-                _write_parquet(table, handle)
-        for file_name, payload in (extra_files or {}).items():
+        for file_name, payload in files.items():
             fs.pipe_file(f"{tmp}/{file_name}", payload)
         had_old = bool(fs.exists(final))
         if had_old:
@@ -124,9 +189,27 @@ def replace_partition(
         for leftover in (tmp, old):
             if fs.exists(leftover):
                 fs.rm(leftover, recursive=True)
-    rows = table.num_rows if table is not None else "-"
-    log.info("replaced partition %s (%s rows)", target, rows)
-    return target
+
+
+def move_folder(source: str, target: str) -> None:
+    """Move the folder ``source`` to ``target`` (which must not exist), both lake URIs.
+
+    A rename on a local disk. On an object store, each object is copied under its new
+    key, then the originals are deleted (an object store has no rename; fsspec's
+    recursive move also tries to copy the folder's own name, which is no object).
+    """
+    fs, src = filesystem(source)
+    _, dst = filesystem(target)
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+        fs.mv(src, dst, recursive=True)
+        return
+    fs.invalidate_cache(src)  # another process may have written the folder
+    found = fs.find(src)
+    for path in found:
+        fs.copy(path, f"{dst}/{path.removeprefix(f'{src}/')}")
+    if found:
+        fs.rm(found)
 
 
 def remove_partition(lake_uri: str, zone: str, dataset: str, day: date) -> None:

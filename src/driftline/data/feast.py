@@ -140,7 +140,20 @@ def load_definitions(settings: Settings) -> list[Any]:
     ]
     for source in sources:
         source.file_options.uri = feature_source_uri(settings)
+        # Feast's file offline store opens an s3:// source with pyarrow's and dask's S3
+        # filesystems, which take a custom endpoint (the moto server, MinIO) from here.
+        source.file_options.s3_endpoint_override = offline_s3_endpoint(settings)
     return objects
+
+
+def offline_s3_endpoint(settings: Settings) -> str:
+    """The S3 endpoint of the offline source: the AWS variables' for an ``s3://`` lake.
+
+    ``""`` (Feast's "none") for any other lake, or where no custom endpoint is set.
+    """
+    if not settings.lake_uri.startswith("s3://"):
+        return ""
+    return lake.s3_endpoint() or ""
 
 
 def apply_definitions(settings: Settings | None = None) -> FeatureStore:

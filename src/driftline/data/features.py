@@ -202,11 +202,43 @@ def to_canonical(table: pa.Table) -> pa.Table:
     return typed.take(pc.sort_indices(typed, sort_keys=order))
 
 
+#: Hadoop's S3 filesystem (the ``hadoop-aws`` jar); Spark reads ``s3a://`` only with it.
+S3A_CLASS = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+
+
 def _spark_frame(spark: SparkSession, files: list[str], schema: pa.Schema) -> DataFrame:
-    """Read partition files with Spark (or an empty frame of ``schema``)."""
-    if files:
+    """Read partition files with Spark (or an empty frame of ``schema``).
+
+    Local files, and S3 objects where Spark has ``s3a``, are read by Spark itself. Other
+    object-store files are read on the driver with pyarrow through fsspec (the lake's own
+    filesystem) and handed to Spark as one Arrow table: pyspark ships no ``hadoop-aws``
+    jars and this machine cannot fetch them from Maven, so without them Spark cannot open
+    ``s3a://``. That is a driver-side read of the job's raw days, fine at the demo's
+    scale (days of thousands of rows); a cluster with ``hadoop-aws`` reads in parallel.
+    """
+    if not files:
+        return spark.createDataFrame(schema.empty_table())
+    if all(_spark_reads(spark, uri) for uri in files):
         return spark.read.parquet(*[_spark_path(f) for f in files])
-    return spark.createDataFrame(schema.empty_table())
+    table = pa.concat_tables(lake.read_file(uri).select(schema.names).cast(schema) for uri in files)
+    return spark.createDataFrame(table)
+
+
+def _spark_reads(spark: SparkSession, uri: str) -> bool:
+    """Whether Spark can open ``uri`` itself: a local path, or S3 with ``s3a`` there."""
+    if "://" not in uri or uri.startswith("file://"):
+        return True
+    return uri.startswith("s3://") and _has_s3a(spark)
+
+
+def _has_s3a(spark: SparkSession) -> bool:
+    """Whether Hadoop's :data:`S3A_CLASS` is on the Spark driver's classpath."""
+    try:
+        # A classic session's JVM (a Spark Connect session has none on this side).
+        jvm = spark.sparkContext._jvm
+        return bool(jvm.org.apache.spark.util.Utils.classIsLoadable(S3A_CLASS))  # type: ignore[union-attr]
+    except Exception:  # no JVM gateway here, or the class cannot be resolved
+        return False
 
 
 def _spark_path(uri: str) -> str:

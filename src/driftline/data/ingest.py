@@ -157,9 +157,7 @@ def _stage_day(cfg: Settings, dataset: str, day: date) -> int:
     published = lake.exists(lake.partition_uri(lake_uri, "raw", dataset, day))
     if published and lake.exists(staged) and not lake.exists(accepted):
         # A re-delivery of a good day: keep the accepted copy until the gate has judged.
-        fs_staged, staged_path = lake.filesystem(staged)
-        fs_staged.makedirs(accepted.rsplit("/", 1)[0], exist_ok=True)
-        fs_staged.mv(staged_path, lake.filesystem(accepted)[1], recursive=True)
+        lake.move_folder(staged, accepted)
     lake.replace_partition(lake_uri, "staging", dataset, day, None, {lake.PART_FILE: payload})
     return int(table.num_rows)
 
@@ -203,12 +201,7 @@ def _restore_accepted(cfg: Settings, dataset: str, day: date) -> None:
     accepted = lake.partition_uri(cfg.lake_uri, PREVIOUS_ZONE, dataset, day)
     lake.remove_partition(cfg.lake_uri, "staging", dataset, day)
     if lake.exists(accepted):
-        fs, path = lake.filesystem(accepted)
-        fs.mv(
-            path,
-            lake.filesystem(lake.partition_uri(cfg.lake_uri, "staging", dataset, day))[1],
-            recursive=True,
-        )
+        lake.move_folder(accepted, lake.partition_uri(cfg.lake_uri, "staging", dataset, day))
 
 
 def _nothing_staged(cfg: Settings, dataset: str, day: date) -> LandingFileError:
