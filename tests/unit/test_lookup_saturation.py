@@ -6,7 +6,8 @@ merged reads that take 2 ms alone took 65 ms on average and a few passed their l
 the rule lives) gives a call past its deadline further periods (at most
 ``MAX_EXTENSIONS``) while the process's CPU time since the call started is at least
 ``SATURATED_SHARE`` of the wall time; an idle process still fails a slow call at once,
-and a hung store still fails under load.
+and a hung store still fails under load. The event store's call (:class:`GuardedEvents`)
+is behind the same guard and has the same rule; the first two tests ask both stores.
 
 The busy process here is two threads hashing large buffers (``hashlib`` releases the
 GIL for them): the process is CPU-bound, yet the waiter wakes on time, so only the
@@ -22,11 +23,15 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import pytest
 
+from driftline.core.fresh import Event
 from driftline.serving import guard, lookup
+from driftline.serving.fresh import GuardedEvents, History
 from driftline.serving.lookup import CircuitBreaker, FeatureRow, GuardedFeatures, missing_row
+from driftline.serving.schemas import Transaction
 
 LIMIT = 0.05
 
@@ -44,6 +49,51 @@ class SlowFeatures:
         else:
             time.sleep(self.seconds)
         return [missing_row() for _ in entities]
+
+
+class SlowEvents:
+    """An event store whose ``record_and_read`` answers (no history) after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def record_and_read(self, txns: Sequence[Event]) -> list[History]:
+        time.sleep(self.seconds)
+        return [([], []) for _ in txns]
+
+    def close(self) -> None:
+        pass
+
+
+TXN = Transaction(
+    transaction_id="t1",
+    ts=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    user_id=1,
+    card_id=1,
+    merchant_id=1,
+    merchant_category="electronics",
+    merchant_country="DE",
+    amount=10.0,
+    currency="EUR",
+    channel="online",
+    device_id="phone",
+)
+
+
+def _slow_call(store: str, seconds: float) -> tuple[bool, dict[str, int]]:
+    """One request to a store answering after ``seconds``: (fell back, failed calls)."""
+    if store == "features":
+        features = _guarded(SlowFeatures(seconds))
+        fallback = features.lookup([(1, 1)]).fallback
+        failures = features.stats.store_failures
+        features.close()
+    else:
+        breaker = CircuitBreaker(1, 10.0, name="event store")
+        events = GuardedEvents(lambda: SlowEvents(seconds), timeout_seconds=LIMIT, breaker=breaker)
+        fallback = events.fresh([TXN]).fallback
+        failures = events.stats.failures
+        events.close()
+    return fallback, failures
 
 
 @pytest.fixture
@@ -95,25 +145,24 @@ def _timed_lookup(guarded: GuardedFeatures) -> tuple[bool, float]:
 
 
 @pytest.mark.usefixtures("busy")
-def test_a_call_slowed_while_the_process_is_saturated_is_not_failed() -> None:
-    guarded = _guarded(SlowFeatures(seconds=2.5 * LIMIT))
-    fallback, _ = _timed_lookup(guarded)
+@pytest.mark.parametrize("store", ["features", "events"])
+def test_a_call_slowed_while_the_process_is_saturated_is_not_failed(store: str) -> None:
+    # Both stores' guards are the one serving guard: the event store has the rule too.
+    fallback, failures = _slow_call(store, seconds=2.5 * LIMIT)
     assert fallback is False
-    assert guarded.stats.store_failures == {"timeout": 0, "error": 0}
-    guarded.close()
+    assert failures == {"timeout": 0, "error": 0}
 
 
 @pytest.mark.usefixtures("busy")
+@pytest.mark.parametrize("store", ["features", "events"])
 def test_without_the_saturation_rule_the_same_call_times_out(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, store: str
 ) -> None:
     """The test above fails without the rule: the stall rule alone does not excuse it."""
     monkeypatch.setattr(guard, "SATURATED_SHARE", float("inf"))
-    guarded = _guarded(SlowFeatures(seconds=2.5 * LIMIT))
-    fallback, _ = _timed_lookup(guarded)
+    fallback, failures = _slow_call(store, seconds=2.5 * LIMIT)
     assert fallback is True
-    assert guarded.stats.store_failures["timeout"] == 1
-    guarded.close()
+    assert failures["timeout"] == 1
 
 
 def test_an_idle_process_fails_a_slow_call_at_its_limit() -> None:
