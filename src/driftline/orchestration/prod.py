@@ -988,6 +988,12 @@ def push_dvc(profile: Profile) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _on_s3(endpoint: str, uri: str) -> bool:
+    """Whether the object ``s3://bucket/key`` exists in the emulator."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return key in s3_objects(endpoint, bucket)
+
+
 def _dvc_line(dvc: dict[str, Any]) -> str:
     """The summary's DVC line."""
     if "error" in dvc:
@@ -1018,6 +1024,8 @@ def print_summary(profile: Profile, payload: dict[str, Any]) -> None:
         f"scoring:     {e.nginx_url}  (nginx least_conn over "
         f"{', '.join(e.replica_urls())})\n"
         f"Redis:       127.0.0.1:{e.redis_port}   S3: {e.s3_endpoint}\n"
+        f"Feast:       registry {payload['feast_registry']} "
+        f"({'on S3' if payload['feast_registry_on_s3'] else 'MISSING on S3'})\n"
         f"{_dvc_line(payload['dvc'])}\n"
         f"(all stop with this process; make demo PROFILE=prod KEEP=1 keeps them up)\n"
         f"finished in {payload['seconds']:.0f} s"
@@ -1081,7 +1089,8 @@ def run_prod(
                 "registry": registry_snapshot(),
                 "artifacts_on_s3": len(s3_objects(e.s3_endpoint, BUCKETS["mlflow"])),
                 "artifact_uri": profile.env["DRIFTLINE_MLFLOW_ARTIFACT_URI"],
-                "feast_registry": profile.env["DRIFTLINE_FEAST_REGISTRY"],
+                "feast_registry": FEAST_REGISTRY,
+                "feast_registry_on_s3": _on_s3(e.s3_endpoint, FEAST_REGISTRY),
                 "dvc": push_dvc(profile),
                 "seconds": round(time.monotonic() - started, 1),
             }  # fmt: skip
