@@ -16,8 +16,9 @@ distinct events earlier than the scored one (see ``FreshFeature``).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from statistics import median
 
@@ -56,12 +57,17 @@ class Event:
 
 
 def earlier_events(txn: Event, events: Iterable[Event], window_us: int) -> list[Event]:
-    """The distinct events earlier than ``txn`` and inside ``(t - window, t)``."""
-    start = txn.ts_us - window_us
+    """The distinct events earlier than ``txn`` and inside ``(t - window, t)``.
+
+    The first event of each transaction id is kept (a replayed id counts once).
+    """
+    start, ts_us, transaction_id = txn.ts_us - window_us, txn.ts_us, txn.transaction_id
     seen: dict[str, Event] = {}
     for event in events:
-        if event.ts_us > start and event.before(txn) and event.transaction_id not in seen:
-            seen[event.transaction_id] = event
+        at = event.ts_us
+        # Event.before, inlined (this loop runs for every stored event of every row).
+        if start < at and (at < ts_us or (at == ts_us and event.transaction_id < transaction_id)):
+            seen.setdefault(event.transaction_id, event)
     return list(seen.values())
 
 
@@ -69,50 +75,117 @@ def _window_us(feature: FreshFeature) -> int:
     return int(feature.window.total_seconds() * _US)
 
 
-def _velocity(feature: FreshFeature, txn: Event, events: list[Event]) -> float:
-    """An aggregate of ``events`` (already the entity's earlier, distinct ones)."""
-    inside = [e for e in events if e.ts_us > txn.ts_us - _window_us(feature)]
+#: A feature's value from the scored transaction and the entity's distinct events
+#: earlier than it and inside the feature's window.
+Compute = Callable[[Event, list[Event]], float]
+
+
+def _amount_sum(txn: Event, inside: list[Event]) -> float:
+    return math.fsum(e.amount for e in inside)
+
+
+def _distinct_merchants(txn: Event, inside: list[Event]) -> float:
+    return float(len({e.merchant_id for e in inside}))
+
+
+def _distinct_devices(txn: Event, inside: list[Event]) -> float:
+    return float(len({e.device_id for e in inside if e.device_id is not None}))
+
+
+def _count(txn: Event, inside: list[Event]) -> float:
+    return float(len(inside))
+
+
+def _device_new(txn: Event, inside: list[Event]) -> float:
+    if not inside:
+        return 0.0
+    return float(txn.device_id is None or txn.device_id not in {e.device_id for e in inside})
+
+
+def _country_foreign(txn: Event, inside: list[Event]) -> float:
+    return float(bool(inside) and txn.country not in {e.country for e in inside})
+
+
+def _merchant_new(txn: Event, inside: list[Event]) -> float:
+    return float(bool(inside) and txn.merchant_id not in {e.merchant_id for e in inside})
+
+
+def _amount_to_median(txn: Event, inside: list[Event]) -> float:
+    if not inside:
+        return 1.0
+    return txn.amount / max(median(e.amount for e in inside), MEDIAN_FLOOR)
+
+
+def _seconds_since_prev(txn: Event, inside: list[Event]) -> float:
+    if not inside:
+        return SECONDS_SINCE_CAP
+    return min((txn.ts_us - max(e.ts_us for e in inside)) / _US, SECONDS_SINCE_CAP)
+
+
+def _velocity(feature: FreshFeature) -> Compute:
+    """The aggregate that a velocity feature's name asks for."""
     name = feature.name
     if "_amount_sum_" in name:
-        return math.fsum(e.amount for e in inside)
+        return _amount_sum
     if "_distinct_merchants_" in name:
-        return float(len({e.merchant_id for e in inside}))
+        return _distinct_merchants
     if "_distinct_devices_" in name:
-        return float(len({e.device_id for e in inside if e.device_id is not None}))
+        return _distinct_devices
     if "_txn_count_" in name:
-        return float(len(inside))
+        return _count
     raise ValueError(f"no velocity rule for {name}")
 
 
-def _request(feature: FreshFeature, txn: Event, events: list[Event]) -> float:
-    """The request compared with the user's profile ``events`` (earlier, distinct)."""
-    inside = [e for e in events if e.ts_us > txn.ts_us - _window_us(feature)]
-    name = feature.name
-    if name.endswith("_txn_count_7d"):
-        return float(len(inside))
-    if name.endswith("_device_new"):
-        if not inside:
-            return 0.0
-        return float(txn.device_id is None or txn.device_id not in {e.device_id for e in inside})
-    if name.endswith("_country_foreign"):
-        return float(bool(inside) and txn.country not in {e.country for e in inside})
-    if name.endswith("_merchant_new"):
-        return float(bool(inside) and txn.merchant_id not in {e.merchant_id for e in inside})
-    if name.endswith("_amount_to_median_7d"):
-        if not inside:
-            return 1.0
-        return txn.amount / max(median(e.amount for e in inside), MEDIAN_FLOOR)
-    if name.endswith("_seconds_since_prev"):
-        if not inside:
-            return SECONDS_SINCE_CAP
-        return min((txn.ts_us - max(e.ts_us for e in inside)) / _US, SECONDS_SINCE_CAP)
-    raise ValueError(f"no request-time rule for {name}")
+#: Request-time rules by the end of the feature's name, tried in this order.
+_REQUEST_RULES: tuple[tuple[str, Compute], ...] = (
+    ("_txn_count_7d", _count),
+    ("_device_new", _device_new),
+    ("_country_foreign", _country_foreign),
+    ("_merchant_new", _merchant_new),
+    ("_amount_to_median_7d", _amount_to_median),
+    ("_seconds_since_prev", _seconds_since_prev),
+)
+
+
+def _request(feature: FreshFeature) -> Compute:
+    """The comparison of the request with the user's profile that the name asks for."""
+    for suffix, compute in _REQUEST_RULES:
+        if feature.name.endswith(suffix):
+            return compute
+    raise ValueError(f"no request-time rule for {feature.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """How one feature of ``FRESH_SPEC`` is computed."""
+
+    name: str
+    entity: str
+    window_us: int
+    compute: Compute
+
+
+@functools.cache
+def _rules() -> tuple[_Rule, ...]:
+    """The rule of every feature of ``FRESH_SPEC``, in declaration order (built once)."""
+    return tuple(
+        _Rule(
+            feature.name,
+            feature.entity,
+            _window_us(feature),
+            (_velocity if feature.kind == "velocity" else _request)(feature),
+        )
+        for feature in FRESH_SPEC
+    )
 
 
 def fresh_features(
     txn: Event, user_events: Iterable[Event], merchant_events: Iterable[Event]
 ) -> dict[str, float]:
     """Every fresh feature of ``txn`` from its user's and merchant's stored events.
+
+    The entity's earlier, distinct events are found once per entity and cut once per
+    window; each feature then reads the events of its window.
 
     Args:
         txn: The scored transaction.
@@ -127,13 +200,19 @@ def fresh_features(
         "user": earlier_events(txn, user_events, _window_us_of("user")),
         "merchant": earlier_events(txn, merchant_events, _window_us_of("merchant")),
     }
+    windows: dict[tuple[str, int], list[Event]] = {}
     values: dict[str, float] = {}
-    for feature in FRESH_SPEC:
-        rule = _velocity if feature.kind == "velocity" else _request
-        values[feature.name] = rule(feature, txn, history[feature.entity])
+    for rule in _rules():
+        inside = windows.get((rule.entity, rule.window_us))
+        if inside is None:
+            start = txn.ts_us - rule.window_us
+            inside = [e for e in history[rule.entity] if e.ts_us > start]
+            windows[(rule.entity, rule.window_us)] = inside
+        values[rule.name] = rule.compute(txn, inside)
     return values
 
 
+@functools.cache
 def _window_us_of(entity: str) -> int:
     """The longest window of ``entity``'s fresh features, in microseconds."""
     return max(_window_us(f) for f in FRESH_SPEC if f.entity == entity)
