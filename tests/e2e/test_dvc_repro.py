@@ -19,7 +19,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
+# Three weeks of data (the window starts two weeks in): above the global 900 s when loaded.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def _copy_repo(target: Path) -> None:
@@ -43,16 +44,18 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     _copy_repo(work)
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     params = yaml.safe_load((work / "params.yaml").read_text())
+    # The data starts on ingest.start: the window starts 14 days later, on the first day
+    # with complete look-back features (training refuses earlier ones).
     params["simulate"].update(
-        start="2026-01-01", end="2026-01-08", rows_per_day=1500, fraud_rate=0.03
+        start="2026-01-01", end="2026-01-22", rows_per_day=1500, fraud_rate=0.03
     )
-    params["ingest"].update(start="2026-01-01", end="2026-01-08")
-    params["features"].update(start="2026-01-02", end="2026-01-08")
-    params["train"].update(start="2026-01-02", end="2026-01-08", trials=2, workers=1)
+    params["ingest"].update(start="2026-01-01", end="2026-01-22")
+    params["features"].update(start="2026-01-02", end="2026-01-22")
+    params["train"].update(start="2026-01-15", end="2026-01-22", trials=2, workers=1)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    # A six-day window: labels mature after 2 days, one day each for holdout/validation.
+    # A seven-day window: labels mature after 2 days, one day each for holdout/validation.
     env.update(
         DRIFTLINE_LABEL_MATURITY_DAYS="2",
         DRIFTLINE_VALID_DAYS="1",
@@ -68,14 +71,15 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
             env=env,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=1200,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
     dvc("repro")
-    features = work / ".driftline/lake/features/transaction_features/dt=2026-01-02/part-0.parquet"
-    assert features.is_file()
+    lake = work / ".driftline/lake/features"
+    assert (lake / "transaction_features/dt=2026-01-02/part-0.parquet").is_file()
+    assert (lake / "fresh/dt=2026-01-21/part-0.parquet").is_file()
     assert (work / "dvc.lock").is_file()
     outcome = json.loads((work / ".driftline/dvc/train.json").read_text())
     assert outcome["version"] == "1" and outcome["alias"] == "staging"

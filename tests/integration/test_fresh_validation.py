@@ -8,7 +8,7 @@ day of the interval is published (a published day keeps its bytes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 
 from driftline.core import lake
 from driftline.core.interval import Interval
-from driftline.core.settings import Settings, get_settings
+from driftline.core.settings import Settings
 from driftline.data import quarantine
 from driftline.data.errors import BatchQuarantined
 from driftline.data.fresh import (
@@ -43,17 +43,17 @@ Corruption = Callable[[pa.Table], pa.Table]
 
 
 @pytest.fixture(scope="module")
-def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Four validated raw days (data starts 2026-01-01), fresh features of the second."""
-    root = tmp_path_factory.mktemp("fresh_validation")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DRIFTLINE_HOME", str(root / "state"))
-        get_settings.cache_clear()
-        settings = get_settings()
-        publish_days(settings, SPAN, CONFIG)
-        build_fresh_features(Interval.for_day(PUBLISHED), settings)
-        yield settings
-    get_settings.cache_clear()
+def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Four validated raw days (data starts 2026-01-01), fresh features of the second.
+
+    Every call below is handed these settings (the data start comes from the session's
+    ``DRIFTLINE_DATA_START``); nothing reads the process-wide ones.
+    """
+    settings = Settings(home=tmp_path_factory.mktemp("fresh_validation") / "state")
+    assert settings.data_start == SPAN.start.date()
+    publish_days(settings, SPAN, CONFIG)
+    build_fresh_features(Interval.for_day(PUBLISHED), settings)
+    return settings
 
 
 def _file(settings: Settings, day: date) -> Path:
