@@ -19,6 +19,7 @@ Opening, half-opening and closing the breaker are logged with the reason.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -151,18 +152,25 @@ class FeastFeatureSource:
             return []
         store, _, reads = self._open()
         provider = store._get_provider()  # Feast's extension point for online stores
+        sqlite = _sqlite_online_store(provider)
         rows: list[FeatureRow] = [{} for _ in entities]
         for read in reads:
             ids = list(dict.fromkeys(pair[read.side] for pair in entities))
-            keys = [
-                EntityKeyProto(join_keys=[read.join_key], entity_values=[ValueProto(int64_val=i)])
-                for i in ids
-            ]
-            stored = provider.online_read(store.config, read.view, keys, read.features)
+            if sqlite is not None:
+                stored = _sqlite_read(store, sqlite, read, ids)
+            else:
+                keys = [
+                    EntityKeyProto(
+                        join_keys=[read.join_key], entity_values=[ValueProto(int64_val=i)]
+                    )
+                    for i in ids
+                ]
+                online = provider.online_read(store.config, read.view, keys, read.features)
+                stored = [found for _, found in online]
             if len(stored) != len(ids):
                 raise ValueError(f"{read.view.name}: {len(stored)} rows for {len(ids)} keys")
             values: dict[int, FeatureRow] = {}
-            for key, (_, found) in zip(ids, stored, strict=True):
+            for key, found in zip(ids, stored, strict=True):
                 data = found or {}
                 values[key] = {
                     name: _proto_number(data[name]) if name in data else math.nan
@@ -178,6 +186,58 @@ class FeastFeatureSource:
         rows = [{"user_id": user, "merchant_id": merchant} for user, merchant in entities]
         found = store.get_online_features(features=service, entity_rows=rows).to_dict()
         return [{name: _number(found[name][i]) for name in STORE_NUMERIC} for i in range(len(rows))]
+
+
+def _sqlite_online_store(provider: Any) -> Any | None:
+    """The provider's online store when it is Feast's SQLite store, else ``None``."""
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    online_store = getattr(provider, "online_store", None)
+    return online_store if isinstance(online_store, SqliteOnlineStore) else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _entity_key_bytes(join_key: str, value: int, version: int) -> bytes:
+    """Feast's serialised entity key of ``join_key = value`` (a pure function of them)."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+    key = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=value)])
+    return serialize_entity_key(key, entity_key_serialization_version=version)
+
+
+def _sqlite_read(
+    store: FeatureStore, online_store: Any, read: _ViewRead, ids: Sequence[int]
+) -> list[dict[str, Any] | None]:
+    """What Feast's ``SqliteOnlineStore.online_read`` finds for ``ids``, with less work.
+
+    The same query on Feast's own connection and table (each entity key's stored value
+    protos) without the row timestamps (Feast turns every row's ``event_ts`` into a
+    datetime, which this read never uses), parsing only the service's features of the
+    view: per id a dict of ``ValueProto``, ``None`` for an entity without rows. The
+    serialised keys are memoised (a pure function of the id), never the values.
+    ``tests/integration/test_online_read.py`` checks it against ``get_online_features``.
+    """
+    from feast.infra.online_stores.helpers import compute_table_id
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+    config = store.config
+    versioned = getattr(config.registry, "enable_online_feature_view_versioning", False)
+    table = compute_table_id(config.project, read.view, versioned).replace('"', '""')
+    version = config.entity_key_serialization_version
+    keys = [_entity_key_bytes(read.join_key, i, version) for i in ids]
+    wanted = set(read.features)
+    found: dict[bytes, dict[str, Any]] = {}
+    query = (
+        f'SELECT entity_key, feature_name, value FROM "{table}" '
+        f"WHERE entity_key IN ({','.join('?' * len(keys))})"
+    )
+    for key, name, value in online_store._get_conn(config).execute(query, keys):
+        values = found.setdefault(key, {})
+        if name in wanted:
+            values[name] = ValueProto.FromString(value)
+    return [found.get(key) for key in keys]
 
 
 def _view_reads(store: FeatureStore, service: FeatureService) -> list[_ViewRead]:
