@@ -138,3 +138,31 @@ def test_data_plane_on_s3_writes_only_the_bucket_and_reruns_in_place(
     assert {key: second[key] for key in first} == first  # same keys, same bytes
     assert not (settings.home / "lake").exists()
     assert load_manifest(tmp_path / "set-2")["data_version"] == manifest["data_version"]
+
+
+def test_prod_profile_exports_its_s3_lake_as_a_local_lake(
+    s3_lake: tuple[Settings, Any, str], tmp_path: Path
+) -> None:
+    """What ``make test-prod`` reads after the in-memory emulator is gone is a lake."""
+    from driftline.orchestration import prod
+
+    _, client, _ = s3_lake
+    bucket = prod.BUCKETS["lake"]
+    client.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    table = pa.table({"transaction_id": ["a", "b"], "score": [0.1, 0.9]})
+    try:
+        lake.replace_partition(prod.LAKE_URI, "predictions", "log", ANCHOR, table)
+        copied = prod.export_lake(prod.ProdLayout(tmp_path))
+        assert copied == {
+            "uri": "s3://driftline-lake/lake",
+            "objects": 1,
+            "export": str(tmp_path / "prod" / "s3" / "lake"),
+        }
+        exported = lake.partition_file(copied["export"], "predictions", "log", ANCHOR)
+        assert lake.read_file(exported).equals(table)
+    finally:
+        for key in objects(client, bucket):
+            client.delete_object(Bucket=bucket, Key=key)
+        client.delete_bucket(Bucket=bucket)
