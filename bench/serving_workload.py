@@ -101,25 +101,21 @@ def first_call_fresh(transactions: Sequence[Transaction]) -> list[dict[str, floa
 
     A fresh server's event state (under its temporary home) is empty: the first batch is
     recorded and read in one ``record_and_read``, as here on an empty SQLite state of the
-    same kind, then turned into rows by the same function the server uses.
+    same kind, then turned into rows by the same function the server uses
+    (:func:`driftline.data.events.record_and_compute`).
     """
     import tempfile
 
-    from driftline.core.fresh import fresh_features
-    from driftline.data.events import SQLiteEventStore
+    from driftline.data.events import SQLiteEventStore, record_and_compute
     from driftline.serving.fresh import event_of
 
     events = [event_of(t) for t in transactions]
     with tempfile.TemporaryDirectory(prefix="driftline-bench-events-") as tmp:
         store = SQLiteEventStore(Path(tmp) / "events.db")
         try:
-            histories = store.record_and_read(events)
+            return record_and_compute(store, events)
         finally:
             store.close()
-    return [
-        fresh_features(event, users, merchants)
-        for event, (users, merchants) in zip(events, histories, strict=True)
-    ]
 
 
 def frame_body(frame: pd.DataFrame) -> bytes:

@@ -2,21 +2,33 @@
 
 Shared by the closed-loop tests: each gets a copy of the session's migrated Airflow
 metadata DB (:func:`tests.dags.conftest.airflow_template`), the demo's compressed time,
-a free port, and the timeline JSON the loop wrote.
+a free port, and the timeline JSON the loop wrote. :func:`loop_fixture` makes a test
+module's ``loop`` fixture: one run per module, from :data:`START` with a first model
+trained from :data:`TRAIN_START`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from driftline.core.settings import Settings
 from driftline.orchestration.processes import free_port, run_child
 from tests.dags.conftest import REPO, airflow_env, copy_airflow_db
+
+#: What a loop run gives its tests: the settings of its home and the timeline it wrote.
+LoopRun = tuple[Settings, dict[str, Any]]
+#: The first simulated day (the first day of data): 14 days before :data:`TRAIN_START`,
+#: so the first model trains on complete look-back features only.
+START = date(2025, 12, 18)
+#: The first training day of the first model (``--train-start``).
+TRAIN_START = date(2026, 1, 1)
 
 #: ``make demo``'s compressed time (see the Makefile's ``DEMO_ENV``).
 DEMO_ENV = {
@@ -77,3 +89,23 @@ def run_loop(
 def events(timeline: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
     """The timeline's events called ``name``, in order."""
     return [e for e in timeline["events"] if e["event"] == name]
+
+
+def loop_fixture(
+    name: str, args: Sequence[str], env: Mapping[str, str], *, timeout_s: float
+) -> Callable[..., LoopRun]:
+    """A module-scoped ``loop`` fixture: one :func:`run_loop` run for the whole module.
+
+    The loop starts on :data:`START` with ``--train-start`` :data:`TRAIN_START` before
+    ``args``, in a fresh temporary home named after ``name``. The test module must see
+    the session fixture ``airflow_template`` (import it from ``tests.dags.conftest``).
+    """
+
+    @pytest.fixture(scope="module")
+    def loop(tmp_path_factory: pytest.TempPathFactory, airflow_template: Path) -> LoopRun:
+        """Run the loop once; return its settings and the timeline it wrote."""
+        home = tmp_path_factory.mktemp(name)
+        command = ["--train-start", TRAIN_START.isoformat(), *args]
+        return run_loop(home, airflow_template, command, start=START, env=env, timeout_s=timeout_s)
+
+    return loop

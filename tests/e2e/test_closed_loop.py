@@ -14,24 +14,19 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from driftline.core.settings import Settings
 from driftline.lifecycle import registry
 from tests.dags.conftest import airflow_template
+from tests.e2e.loops import LoopRun, loop_fixture
 from tests.e2e.loops import events as _events
-from tests.e2e.loops import run_loop
 
 __all__ = ["airflow_template"]  # the session fixture, shared with the other loop test
 
 # The loop runs several minutes; on a loaded 2-core machine more than the global 900 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-#: The first simulated day (the first day of data): 14 days before the first training
-#: day, so the first model trains on complete look-back features only.
-START = date(2025, 12, 18)
 DRIFT_DAY = date(2026, 1, 19)
 #: The smallest loop measured to pass: ``make demo``'s days with a shorter tail, 3000 rows a
 #: day (2000 do not learn the simulator's fraud from day-old features: PR-AUC 0.06, below
@@ -39,7 +34,7 @@ DRIFT_DAY = date(2026, 1, 19)
 #: are the same in every run (two workers race for trials: which model wins varies).
 LOOP = [
     "--serve-from", "2026-01-17", "--end", "2026-01-28",
-    "--train-start", "2026-01-01", "--rows", "3000", "--fraud-rate", "0.02",
+    "--rows", "3000", "--fraud-rate", "0.02",
     "--trials", "2", "--workers", "1",
     "--drift", f"new_fraud_pattern@{DRIFT_DAY}", "--drift", f"covariate_shift@{DRIFT_DAY}",
 ]  # fmt: skip
@@ -53,17 +48,11 @@ LOOP_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def loop(
-    tmp_path_factory: pytest.TempPathFactory, airflow_template: Path
-) -> tuple[Settings, dict[str, Any]]:
-    """Run the loop once; return its settings and the timeline it wrote."""
-    home = tmp_path_factory.mktemp("loop")
-    return run_loop(home, airflow_template, LOOP, start=START, env=LOOP_ENV, timeout_s=1500)
+loop = loop_fixture("loop", LOOP, LOOP_ENV, timeout_s=1500)
 
 
 def test_drift_is_detected_from_its_start_and_triggers_one_retrain(
-    loop: tuple[Settings, dict[str, Any]],
+    loop: LoopRun,
 ) -> None:
     _, timeline = loop
     detected = [date.fromisoformat(e["day"]) for e in _events(timeline, "drift detected")]
@@ -81,7 +70,7 @@ def test_drift_is_detected_from_its_start_and_triggers_one_retrain(
 
 
 def test_the_retrained_model_went_through_canary_to_champion(
-    loop: tuple[Settings, dict[str, Any]],
+    loop: LoopRun,
 ) -> None:
     cfg, timeline = loop
     client = registry.client(cfg)
@@ -105,7 +94,7 @@ def test_the_retrained_model_went_through_canary_to_champion(
 
 
 def test_the_new_champion_beats_the_old_one_on_post_drift_labels(
-    loop: tuple[Settings, dict[str, Any]],
+    loop: LoopRun,
 ) -> None:
     cfg, _ = loop
     tags = registry.client(cfg).get_model_version(cfg.model_name, "2").tags

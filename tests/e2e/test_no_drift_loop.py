@@ -14,25 +14,21 @@ request a retrain: only the monitor's verdicts keep it from firing.
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from driftline.core.settings import Settings
 from driftline.lifecycle import registry
 from tests.dags.conftest import airflow_template
-from tests.e2e.loops import events, run_loop
+from tests.e2e.loops import LoopRun, events, loop_fixture
 
 __all__ = ["airflow_template"]  # the session fixture, shared with the other loop test
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-START = date(2025, 12, 18)
 SERVE_FROM = date(2026, 1, 11)
 END = date(2026, 1, 16)
 LOOP = [
-    "--train-start", "2026-01-01", "--serve-from", SERVE_FROM.isoformat(),
+    "--serve-from", SERVE_FROM.isoformat(),
     "--end", END.isoformat(), "--no-drift", "--rows", "3000", "--fraud-rate", "0.02",
     "--trials", "1", "--workers", "1",
 ]  # fmt: skip
@@ -45,17 +41,11 @@ LOOP_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def loop(
-    tmp_path_factory: pytest.TempPathFactory, airflow_template: Path
-) -> tuple[Settings, dict[str, Any]]:
-    """Run the no-drift loop once; return its settings and the timeline it wrote."""
-    home = tmp_path_factory.mktemp("no-drift")
-    return run_loop(home, airflow_template, LOOP, start=START, env=LOOP_ENV, timeout_s=900)
+loop = loop_fixture("no-drift", LOOP, LOOP_ENV, timeout_s=900)
 
 
 def test_no_drift_requests_no_retrain_and_promotes_no_new_version(
-    loop: tuple[Settings, dict[str, Any]],
+    loop: LoopRun,
 ) -> None:
     cfg, timeline = loop
     flagged = [e["day"] for e in events(timeline, "drift detected")]
@@ -71,7 +61,7 @@ def test_no_drift_requests_no_retrain_and_promotes_no_new_version(
 
 
 def test_every_served_day_was_judged_and_labels_were_checked(
-    loop: tuple[Settings, dict[str, Any]],
+    loop: LoopRun,
 ) -> None:
     _, timeline = loop
     days = timeline["days"]

@@ -34,6 +34,7 @@ from driftline.data.events import (
     SQLiteEventStore,
     events_of,
     open_event_store,
+    record_and_compute,
     record_interval,
 )
 from driftline.simulator import SimulatorConfig, simulate_transactions
@@ -106,13 +107,9 @@ def served_features(store_settings: Settings, txns: Sequence[Event]) -> list[dic
     """Record ``txns`` in one call and compute their features from what it returns."""
     store = open_event_store(store_settings)
     try:
-        histories = store.record_and_read(txns)
+        return record_and_compute(store, txns)
     finally:
         store.close()
-    return [
-        fresh_features(t, user, merchant)
-        for t, (user, merchant) in zip(txns, histories, strict=True)
-    ]
 
 
 def stream(n: int, users: int, merchants: int, span_us: int, seed: int) -> list[Event]:

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from driftline.core import lake
 from driftline.core.feature_spec import FRESH_RETENTION, FRESH_WINDOWS
-from driftline.core.fresh import Event
+from driftline.core.fresh import Event, fresh_features
 from driftline.core.interval import Interval
 from driftline.core.schemas import TRANSACTIONS
 
@@ -149,6 +149,21 @@ def record_interval(settings: Settings, interval: Interval) -> int:
         return store.record(events_of(table))
     finally:
         store.close()
+
+
+def record_and_compute(store: EventStore, txns: Sequence[Event]) -> list[dict[str, float]]:
+    """Record ``txns`` in one call and compute each one's fresh features from what it read.
+
+    What the scoring service computes for one batch (:mod:`driftline.serving.fresh` makes
+    the same single ``record_and_read`` call, then ``fresh_features`` per row), for
+    callers that hold a store themselves (the serving benchmark, the tests). The store
+    stays open.
+    """
+    histories = store.record_and_read(txns)
+    return [
+        fresh_features(txn, users, merchants)
+        for txn, (users, merchants) in zip(txns, histories, strict=True)
+    ]
 
 
 def _chunks(events: Iterable[Event], size: int) -> Iterator[list[Event]]:
