@@ -294,7 +294,8 @@ def test_backfill_then_reprocessing_backfill_give_identical_correct_data(
     first_s = time.monotonic() - started
     _assert_one_at_a_time(first)
     lake_first, online_first = lake_snapshot(scheduler.state), online_snapshot(scheduler.state)
-    assert len([k for k in lake_first if "features" in k]) == len(days)
+    for dataset in ("transaction_features", "fresh"):  # one partition a day of each
+        assert len([k for k in lake_first if f"features/{dataset}/" in k]) == len(days)
 
     started = time.monotonic()
     again = _backfill(scheduler, days[0], days[-1], reprocess_behavior="completed")
