@@ -16,6 +16,16 @@ same online store:
   SQLite event state under the benchmark's temporary home, and the fresh features
   computed from its answer). Units repeat, so after the warm-up a transaction's event is
   already stored and its insert is ignored (by id); the read and the trim still run;
+* ``parse_validate``: the request body (bytes) parsed and validated into the request
+  model (``Transaction`` or ``Batch``: the request-time checks of every field);
+* ``event_store``: the SQLite event store's ``record_and_read`` of the request's
+  transactions alone, on a store of the benchmark's own (under its temporary folder,
+  every unit's events already stored by an untimed first call: the steady state of
+  ``guarded_events``);
+* ``fresh_compute``: :func:`driftline.core.fresh.fresh_features` of each transaction from
+  that store's answer (read once beforehand), the computation alone;
+* ``response``: the response body built from the scorer's answer for the unit
+  (``Score`` or ``BatchScores`` to JSON);
 * ``guarded_lookup``: the scorer's lookup alone (:meth:`GuardedFeatures.lookup`: the
   hand-off to a feature worker, the same read, timeout and breaker bookkeeping);
 * ``scorer_score``: driftline's in-process scoring path, :meth:`Scorer.score`: the
@@ -42,6 +52,7 @@ p50 and for batches).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 import time
@@ -53,11 +64,14 @@ from typing import Any
 from serving_load import ms_stats, ratio
 from serving_workload import Workload, log_settings, pinned_version
 
+from driftline.core.fresh import Event, fresh_features
 from driftline.core.settings import Settings
+from driftline.data.events import History, SQLiteEventStore
 from driftline.serving import FeastFeatureSource, ModelProvider, create_app
 from driftline.serving.api import API_KEY_HEADER
+from driftline.serving.fresh import event_of
 from driftline.serving.models import as_scorable
-from driftline.serving.schemas import Transaction
+from driftline.serving.schemas import Batch, BatchScores, Score, Transaction
 from driftline.serving.scoring import model_columns, model_frame
 from driftline.training import lean, packaging
 
@@ -76,13 +90,15 @@ class Unit:
     frame: Any
     path: str
     body: dict[str, Any]
+    raw: bytes = b""
+    events: tuple[Event, ...] = ()
 
 
 def in_process_units(workload: Workload, batch_size: int) -> dict[str, list[Unit]]:
     """Single-transaction units and ``batch_size`` units over the workload."""
     txns, payloads, features = workload.transactions, workload.payloads, workload.features
     single = [
-        Unit([t], model_columns([t], [f]), frame, "/v1/score", p)
+        Unit([t], model_columns([t], [f]), frame, "/v1/score", p, _raw(p), (event_of(t),))
         for t, f, frame, p in zip(txns, features, workload.frames, payloads, strict=True)
     ]
     batch = [
@@ -91,11 +107,31 @@ def in_process_units(workload: Workload, batch_size: int) -> dict[str, list[Unit
             model_columns(txns[i : i + batch_size], features[i : i + batch_size]),
             model_frame(txns[i : i + batch_size], features[i : i + batch_size]),
             "/v1/score/batch",
-            {"transactions": payloads[i : i + batch_size]},
+            body := {"transactions": payloads[i : i + batch_size]},
+            _raw(body),
+            tuple(event_of(t) for t in txns[i : i + batch_size]),
         )
         for i in range(0, len(txns) - batch_size + 1, batch_size)
     ]
     return {"single": single, "batch": batch}
+
+
+def _raw(body: dict[str, Any]) -> bytes:
+    """A request body as the client sends it."""
+    return json.dumps(body).encode()
+
+
+def parse_validate(unit: Unit) -> Transaction | Batch:
+    """The unit's body parsed and validated into its request model."""
+    model = Batch if unit.path.endswith("/batch") else Transaction
+    return model.model_validate_json(unit.raw)
+
+
+def response_body(unit: Unit, scores: list[Score]) -> str:
+    """The response body of ``scores`` (one ``Score``, or ``BatchScores`` for a batch)."""
+    if unit.path.endswith("/batch"):
+        return str(BatchScores(scores=scores).model_dump_json())
+    return str(scores[0].model_dump_json())
 
 
 def in_process(
@@ -127,11 +163,30 @@ def in_process(
                 source.fetch(keys(unit))
                 scorable.predict_columns(unit.columns)
 
+            store = SQLiteEventStore(Path(tmp) / "bench-events" / "events.db")
+            # Untimed: every unit's events stored, its answer and its scores kept.
+            histories: dict[int, list[History]] = {
+                id(u): store.record_and_read(u.events) for us in units.values() for u in us
+            }
+            answers = {id(u): scorer.score(u.transactions) for us in units.values() for u in us}
+
+            def fresh(unit: Unit) -> list[dict[str, float]]:
+                return [
+                    fresh_features(event, users, merchants)
+                    for event, (users, merchants) in zip(
+                        unit.events, histories[id(unit)], strict=True
+                    )
+                ]
+
             for mode, mode_units in units.items():
                 path: dict[str, Callable[[Unit], Any]] = {
                     "lean_forward": lambda u: scorable.predict_columns(u.columns),
                     "online_read": lambda u: source.fetch(keys(u)),
                     "read_plus_forward": bare,
+                    "parse_validate": parse_validate,
+                    "event_store": lambda u: store.record_and_read(u.events),
+                    "fresh_compute": fresh,
+                    "response": lambda u: response_body(u, answers[id(u)]),
                     "guarded_lookup": lambda u: scorer.features.lookup(keys(u)),
                     "guarded_events": lambda u: fresh_rows(scorer, u),
                     "scorer_score": lambda u: scorer.score(u.transactions),
@@ -148,6 +203,7 @@ def in_process(
                     "fallback_rows": fallbacks,
                     "timed_rows_per_stage": rows * counts[mode],
                 }
+            store.close()
     return results
 
 
