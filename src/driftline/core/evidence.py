@@ -6,6 +6,21 @@ percentile intervals of a *stratified* bootstrap: each resample keeps the number
 frauds and of legitimate rows (the quantity that limits the evidence), drawn from a
 generator with a fixed seed, so the same data always gives the same interval.
 
+**Clustered frauds.** Fraud is not one row at a time: a card-testing burst is 5-20 rows
+on one card within minutes, an account takeover several rows of one account. Resampling
+rows treats a burst of 28 rows as 28 independent frauds, so the interval is far too
+narrow and ordinary day-to-day variation reads as significant. Every interval therefore
+takes optional ``groups`` (one id per row) and then resamples *groups* (a stratified
+cluster bootstrap): the groups holding a labelled fraud and the clean groups are drawn
+apart, with replacement, each keeping its count, every row of a drawn group coming
+along (paired: the same drawn groups for both scorings). The group callers pass is the
+account, ``user_id`` (:data:`GROUP`): a card belongs to one user, so user clusters nest
+the card clusters (bursts on one card, and an account takeover across the account's
+cards, stay within one group: the more conservative choice), and ``user_id`` is what
+the prediction log and the training sets record (``card_id`` is in neither). The number
+of frauds an estimate rests on is then the *effective* one: the distinct groups with a
+labelled fraud (:func:`effective_positives`); without groups, the fraud rows.
+
 * :func:`average_precision` -- PR-AUC as scikit-learn's ``average_precision_score``
   defines it (step-wise, no interpolation), vectorised over resamples;
 * :func:`pr_auc_interval` -- PR-AUC of one sample and its interval;
@@ -26,6 +41,8 @@ import numpy as np
 BOOTSTRAP_SEED = 0
 #: Resamples scored per block (bounds the memory of the weight matrix).
 _BLOCK = 64
+#: Column of the cluster the intervals resample (see the module docstring).
+GROUP = "user_id"
 
 FloatArray = np.ndarray
 
@@ -39,8 +56,9 @@ class Estimate:
         low: Lower end of the interval (None without one).
         high: Upper end of the interval.
         confidence: Two-sided level of the interval (each side holds ``(1 - c) / 2``).
-        positives: Labelled frauds the estimate rests on (the smaller side for a
-            difference).
+        positives: Effective labelled frauds the estimate rests on (the smaller side for
+            a difference): distinct groups with a fraud when ``clustered``, else rows.
+        clustered: The bootstrap resampled groups (the cluster bootstrap), not rows.
     """
 
     value: float | None
@@ -48,6 +66,7 @@ class Estimate:
     high: float | None
     confidence: float
     positives: int
+    clustered: bool = False
 
     @property
     def below_zero(self) -> bool:
@@ -109,8 +128,57 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(_weighted_ap(data, np.ones((1, y.size)))[0])
 
 
-def _stratified_weights(y: np.ndarray, rng: np.random.Generator, samples: int) -> np.ndarray:
-    """Resample counts per row (``samples`` x n), positives and negatives kept apart."""
+def _codes(groups: np.ndarray | None, size: int) -> np.ndarray | None:
+    """Group index per row (0..k-1), or None without groups."""
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.shape != (size,):
+        raise ValueError("groups must hold one id per row")
+    if g.dtype == object:
+        g = g.astype(str)
+    return np.unique(g, return_inverse=True)[1].reshape(-1)
+
+
+def _fraud_groups(y: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Per group: whether it holds a labelled fraud."""
+    return np.bincount(codes, weights=y.astype(np.float64)) > 0
+
+
+def effective_positives(labels: np.ndarray, groups: np.ndarray | None = None) -> int:
+    """The number of independent frauds: distinct groups with a fraud, else fraud rows.
+
+    This is the count every minimum of labelled frauds (``drift_min_positives`` and
+    the like) compares with when the rows carry groups: 28 card-testing rows on one
+    card are one piece of evidence, not 28, and an interval resampling two groups says
+    nothing however many rows they hold.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    codes = _codes(groups, y.size)
+    if codes is None:
+        return int(y.sum())
+    return int(_fraud_groups(y, codes).sum()) if y.size else 0
+
+
+def _stratified_weights(
+    y: np.ndarray, rng: np.random.Generator, samples: int, codes: np.ndarray | None = None
+) -> np.ndarray:
+    """Resample counts per row (``samples`` x n), positives and negatives kept apart.
+
+    With group ``codes`` the groups are drawn instead (fraud groups and clean groups
+    apart), each row weighted by how often its group was drawn.
+    """
+    if codes is not None:
+        fraud = _fraud_groups(y, codes)
+        drawn = np.zeros((samples, fraud.size))
+        for stratum in (~fraud, fraud):
+            members = np.flatnonzero(stratum)
+            if members.size:
+                drawn[:, members] = rng.multinomial(
+                    members.size, np.full(members.size, 1 / members.size), samples
+                )
+        weights: np.ndarray = drawn[:, codes]
+        return weights
     weights = np.zeros((samples, y.size))
     for cls in (0, 1):
         rows = np.flatnonzero(y == cls)
@@ -122,13 +190,17 @@ def _stratified_weights(y: np.ndarray, rng: np.random.Generator, samples: int) -
 
 
 def _resampled_ap(
-    y: np.ndarray, scorings: list[np.ndarray], rng: np.random.Generator, samples: int
+    y: np.ndarray,
+    scorings: list[np.ndarray],
+    rng: np.random.Generator,
+    samples: int,
+    codes: np.ndarray | None = None,
 ) -> list[FloatArray]:
     """Average precision of each scoring of the same rows under the same resamples."""
     sorted_ = [_Sorted(y, s) for s in scorings]
     out: list[list[FloatArray]] = [[] for _ in scorings]
     for start in range(0, samples, _BLOCK):
-        weights = _stratified_weights(y, rng, min(_BLOCK, samples - start))
+        weights = _stratified_weights(y, rng, min(_BLOCK, samples - start), codes)
         for index, data in enumerate(sorted_):
             out[index].append(_weighted_ap(data, weights[:, data.order]))
     return [np.concatenate(parts) for parts in out]
@@ -151,15 +223,18 @@ def pr_auc_interval(
     samples: int,
     confidence: float,
     seed: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> Estimate:
-    """PR-AUC of one sample and its stratified-bootstrap interval."""
+    """PR-AUC of one sample and its stratified (cluster, with ``groups``) bootstrap interval."""
     y, s = _check(labels, scores)
-    positives = int(y.sum())
+    codes = _codes(groups, y.size)
+    positives = effective_positives(y, groups)
+    clustered = codes is not None
     value = average_precision(y, s)
-    if value is None or positives == y.size:
-        return Estimate(value, None, None, confidence, positives)
-    (resampled,) = _resampled_ap(y, [s], _rng(seed), samples)
-    return Estimate(value, *_interval(resampled, confidence), confidence, positives)
+    if value is None or y.all():
+        return Estimate(value, None, None, confidence, positives, clustered)
+    (resampled,) = _resampled_ap(y, [s], _rng(seed), samples, codes)
+    return Estimate(value, *_interval(resampled, confidence), confidence, positives, clustered)
 
 
 def difference_interval(
@@ -169,22 +244,30 @@ def difference_interval(
     samples: int,
     confidence: float,
     seed: int | None = None,
+    groups_a: np.ndarray | None = None,
+    groups_b: np.ndarray | None = None,
 ) -> Estimate:
     """PR-AUC of sample ``a`` minus that of the independent sample ``b``.
 
-    Each side is ``(labels, scores)``; each is resampled on its own (stratified). The
-    interval is None when either side lacks a class.
+    Each side is ``(labels, scores)``; each is resampled on its own (stratified; by its
+    groups when given, see the module docstring). The interval is None when either side
+    lacks a class. It is a cluster interval only when both sides carry groups: a side
+    without them is resampled by rows (an older reference), which understates that
+    side's share of the width.
     """
     ya, sa = _check(*a)
     yb, sb = _check(*b)
-    positives = int(min(ya.sum(), yb.sum()))
+    codes_a, codes_b = _codes(groups_a, ya.size), _codes(groups_b, yb.size)
+    positives = min(effective_positives(ya, groups_a), effective_positives(yb, groups_b))
+    clustered = codes_a is not None and codes_b is not None
     first, second = average_precision(ya, sa), average_precision(yb, sb)
     if first is None or second is None or ya.all() or yb.all():
-        return Estimate(None, None, None, confidence, positives)
+        return Estimate(None, None, None, confidence, positives, clustered)
     rng = _rng(seed)
-    (left,) = _resampled_ap(ya, [sa], rng, samples)
-    (right,) = _resampled_ap(yb, [sb], rng, samples)
-    return Estimate(first - second, *_interval(left - right, confidence), confidence, positives)
+    (left,) = _resampled_ap(ya, [sa], rng, samples, codes_a)
+    (right,) = _resampled_ap(yb, [sb], rng, samples, codes_b)
+    low, high = _interval(left - right, confidence)
+    return Estimate(first - second, low, high, confidence, positives, clustered)
 
 
 def paired_difference_interval(
@@ -195,13 +278,21 @@ def paired_difference_interval(
     samples: int,
     confidence: float,
     seed: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> Estimate:
-    """PR-AUC of scoring ``a`` minus scoring ``b`` of the same rows (paired bootstrap)."""
+    """PR-AUC of scoring ``a`` minus scoring ``b`` of the same rows (paired bootstrap).
+
+    Both scorings see the same resamples: the same rows, or with ``groups`` the same
+    drawn groups.
+    """
     y, sa = _check(labels, scores_a)
     _, sb = _check(labels, scores_b)
-    positives = int(y.sum())
+    codes = _codes(groups, y.size)
+    positives = effective_positives(y, groups)
+    clustered = codes is not None
     first, second = average_precision(y, sa), average_precision(y, sb)
-    if first is None or second is None or positives == y.size:
-        return Estimate(None, None, None, confidence, positives)
-    left, right = _resampled_ap(y, [sa, sb], _rng(seed), samples)
-    return Estimate(first - second, *_interval(left - right, confidence), confidence, positives)
+    if first is None or second is None or y.all():
+        return Estimate(None, None, None, confidence, positives, clustered)
+    left, right = _resampled_ap(y, [sa, sb], _rng(seed), samples, codes)
+    low, high = _interval(left - right, confidence)
+    return Estimate(first - second, low, high, confidence, positives, clustered)

@@ -181,6 +181,9 @@ class RegimeEvidence:
         segments: Per segment input (e.g. ``channel``), its value on each row.
         days: The transaction days the rows cover (ISO dates).
         drift_start: The first drifted day.
+        groups: The account (``user_id``) of each row, or None: the paired interval
+            then resamples accounts, not rows (frauds come in bursts of one card or
+            account; see :mod:`driftline.core.evidence`).
     """
 
     labels: np.ndarray
@@ -189,6 +192,7 @@ class RegimeEvidence:
     segments: Mapping[str, np.ndarray] = field(default_factory=dict)
     days: tuple[str, ...] = ()
     drift_start: str = ""
+    groups: np.ndarray | None = None
 
 
 def _paired(
@@ -197,6 +201,7 @@ def _paired(
     champion: np.ndarray,
     settings: Settings,
     confidence: float | None = None,
+    groups: np.ndarray | None = None,
 ) -> Estimate:
     return paired_difference_interval(
         labels,
@@ -204,6 +209,7 @@ def _paired(
         champion,
         samples=settings.drift_bootstrap_samples,
         confidence=settings.drift_confidence if confidence is None else confidence,
+        groups=groups,
     )
 
 
@@ -234,8 +240,9 @@ def _worse_segments(
     metrics: dict[str, float] = {}
     for column, value, rows in judged:
         labels = evidence.labels[rows]
+        groups = None if evidence.groups is None else evidence.groups[rows]
         estimate = _paired(
-            labels, evidence.candidate[rows], evidence.champion[rows], settings, confidence
+            labels, evidence.candidate[rows], evidence.champion[rows], settings, confidence, groups
         )
         if estimate.value is None:
             continue
@@ -281,7 +288,9 @@ def regime_gate(evidence: RegimeEvidence, settings: Settings) -> GateResult:
             ],
             metrics,
         )
-    overall = _paired(labels, evidence.candidate, evidence.champion, settings)
+    overall = _paired(
+        labels, evidence.candidate, evidence.champion, settings, groups=evidence.groups
+    )
     candidate_pr = average_precision(labels, evidence.candidate) or 0.0
     champion_pr = average_precision(labels, evidence.champion) or 0.0
     difference = overall.value if overall.value is not None else candidate_pr - champion_pr

@@ -238,7 +238,9 @@ def performance_check(
     reference_pr_auc: float | None,
     settings: Settings,
     version: str | None = None,
-    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    reference: tuple[np.ndarray, np.ndarray]
+    | tuple[np.ndarray, np.ndarray, np.ndarray | None]
+    | None = None,
     label_rule: str = "",
 ) -> dict[str, Any]:
     """Is the champion's served PR-AUC on matured days significantly below its reference?
@@ -249,14 +251,23 @@ def performance_check(
     counted apart). The verdict:
 
     * ``insufficient_evidence`` -- no reference, fewer than ``drift_min_positives``
-      labelled frauds, or a served PR-AUC below the floor whose difference from the
-      reference is not significant: the upper end of the bootstrap interval
+      effective labelled frauds, or a served PR-AUC below the floor whose difference
+      from the reference is not significant: the upper end of the bootstrap interval
       (``drift_confidence``, ``drift_bootstrap_samples``, fixed seed) of served minus
       reference PR-AUC is not below zero;
     * ``degraded`` (``drifted``) -- the served PR-AUC is below the floor (the reference
       PR-AUC times ``1 - drift_performance_drop``: the drop matters) *and* significantly
       below the reference;
     * ``ok`` -- the served PR-AUC is at or above the floor.
+
+    Frauds come in bursts of one card (card testing) or one account, so the interval is
+    a cluster bootstrap over accounts (:data:`driftline.core.evidence.GROUP`) where
+    the rows carry them -- the served rows from the prediction log's ``user_id``, the
+    reference rows when the reference stores it -- and the frauds counted against
+    ``drift_min_positives`` are the effective ones, the distinct accounts with a
+    labelled fraud (``fraud_groups``; see
+    :func:`driftline.core.evidence.effective_positives`). A reference without the
+    column is resampled by rows (noted): its side of the interval is then too narrow.
 
     Args:
         served: Prediction-log rows of ``days`` (any variant; only the champion's count).
@@ -267,18 +278,27 @@ def performance_check(
             None (it is then taken as exact: only the served side's interval counts).
         settings: ``drift_performance_drop``, ``drift_min_positives`` and the bootstrap.
         version: Only rows this champion version answered count (None: any champion).
-        reference: ``(labels, scores)`` of the reference rows the champion was not
-            fitted on, labelled under the same rule; the reference PR-AUC and the
-            difference's interval come from them.
+        reference: ``(labels, scores)`` or ``(labels, scores, groups)`` of the reference
+            rows the champion was not fitted on, labelled under the same rule (groups:
+            their accounts, or None); the reference PR-AUC and the difference's
+            interval come from them.
         label_rule: How the labels were chosen (recorded).
 
     Returns:
-        ``first_day``, ``last_day``, ``rows``, ``positives``, ``fallback_rows``,
+        ``first_day``, ``last_day``, ``rows``, ``positives``, ``fraud_groups``
+        (effective frauds: distinct accounts with a fraud, or rows without accounts),
+        ``clustered`` (the interval resampled accounts on both sides), ``fallback_rows``,
         ``pr_auc``, ``reference_pr_auc``, ``reference_rows``, ``reference_positives``,
         ``floor``, ``difference`` (estimate and interval), ``verdict``, ``drifted``,
         ``label_rule`` and ``note``.
     """
-    from driftline.core.evidence import Estimate, difference_interval, pr_auc_interval
+    from driftline.core.evidence import (
+        GROUP,
+        Estimate,
+        difference_interval,
+        effective_positives,
+        pr_auc_interval,
+    )
 
     rows = served[_served_by(served, version)] if len(served) else served
     fallback = int((~_not_fallback(rows)).sum()) if len(rows) else 0
@@ -289,11 +309,14 @@ def performance_check(
         else np.zeros(0, dtype=np.int64)
     )
     scores = _scores(rows).to_numpy() if len(rows) else np.zeros(0)
+    groups = rows[GROUP].to_numpy() if len(rows) and GROUP in rows.columns else None
     block = _score_block(labels, scores)
+    fraud_groups = effective_positives(labels, groups)
     samples, confidence = settings.drift_bootstrap_samples, settings.drift_confidence
-    reference_rows = reference_positives = None
+    reference_rows = reference_positives = ref_groups = None
     if reference is not None:
-        ref_labels, ref_scores = reference
+        ref_labels, ref_scores = reference[0], reference[1]
+        ref_groups = reference[2] if len(reference) > 2 else None
         reference_rows, reference_positives = int(ref_labels.size), int(ref_labels.sum())
         reference_pr_auc = (
             None
@@ -310,6 +333,8 @@ def performance_check(
         "last_day": (days.end.date() - timedelta(days=1)).isoformat(),
         "rows": block["rows"],
         "positives": block["positives"],
+        "fraud_groups": fraud_groups,
+        "clustered": groups is not None and (reference is None or ref_groups is not None),
         "fallback_rows": fallback,
         "pr_auc": block["pr_auc"],
         "reference_pr_auc": reference_pr_auc,
@@ -324,25 +349,33 @@ def performance_check(
     if floor is None or reference_pr_auc is None:
         result["note"] = "no reference PR-AUC for the champion: insufficient evidence"
         return result
-    if block["positives"] < settings.drift_min_positives or block["pr_auc"] is None:
+    if fraud_groups < settings.drift_min_positives or block["pr_auc"] is None:
         result["note"] = (
-            f"{block['positives']} labelled frauds on {days} < drift_min_positives "
-            f"{settings.drift_min_positives}: insufficient evidence"
+            f"{fraud_groups} labelled frauds ({block['positives']} rows) on {days} < "
+            f"drift_min_positives {settings.drift_min_positives}: insufficient evidence"
         )
         return result
     served_pr = float(block["pr_auc"])
     if reference is not None:
         estimate = difference_interval(
-            (labels, scores), reference, samples=samples, confidence=confidence
+            (labels, scores),
+            (ref_labels, ref_scores),
+            samples=samples,
+            confidence=confidence,
+            groups_a=groups,
+            groups_b=ref_groups,
         )
     else:
-        alone = pr_auc_interval(labels, scores, samples=samples, confidence=confidence)
+        alone = pr_auc_interval(
+            labels, scores, samples=samples, confidence=confidence, groups=groups
+        )
         estimate = Estimate(
             served_pr - reference_pr_auc,
             None if alone.low is None else alone.low - reference_pr_auc,
             None if alone.high is None else alone.high - reference_pr_auc,
             alone.confidence,
             alone.positives,
+            alone.clustered,
         )
     result["difference"] = estimate.to_dict()
     interval = (
@@ -352,8 +385,9 @@ def performance_check(
         else "no interval"
     )
     head = (
-        f"served PR-AUC {served_pr:.3f} on {days} ({block['positives']} frauds) vs "
-        f"reference {reference_pr_auc:.3f} (floor {floor:.3f}); {interval}"
+        f"served PR-AUC {served_pr:.3f} on {days} ({block['positives']} frauds, "
+        f"{fraud_groups} accounts) vs reference {reference_pr_auc:.3f} (floor {floor:.3f}); "
+        f"{interval}{'' if result['clustered'] else ' (rows resampled, not accounts)'}"
     )
     if served_pr >= floor:
         result["verdict"] = PERFORMANCE_OK

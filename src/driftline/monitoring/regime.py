@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from driftline.core.evidence import GROUP
 from driftline.core.settings import Settings
 from driftline.lifecycle import promotion, registry
 from driftline.lifecycle.gates import RegimeEvidence
@@ -91,6 +92,7 @@ def regime_evidence(
         segments={c: inputs[c].astype(str).to_numpy() for c in segments if c in inputs},
         days=tuple(d.isoformat() for d in days),
         drift_start=drift_start.isoformat(),
+        groups=rows[GROUP].to_numpy() if GROUP in rows.columns else None,
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from driftline.core.columns import LABEL
+from driftline.core.evidence import GROUP, effective_positives
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.data.features import first_complete_day
@@ -42,7 +43,7 @@ EVENT_TIME = "event_timestamp"
 
 def _reference_evidence(
     reference: pd.DataFrame, settings: Settings
-) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None, str]:
     """The champion's reference rows it was not fitted on, labelled like the served check.
 
     Those are the holdout days, or with too few labelled frauds there the validation
@@ -50,8 +51,10 @@ def _reference_evidence(
     the reference dates its rows, their labels are the chargebacks reported within
     ``label_maturity_days`` of the transaction's day -- the rule the served check uses
     -- instead of the training labels, which were known at a later cut-off (a
-    comparison biased low before any drift). Returns ``(labels, scores)`` (None without
-    scores, or both classes) and the label rule used.
+    comparison biased low before any drift). Returns ``(labels, scores, groups)`` (None
+    without scores, or both classes; groups: the rows' accounts for the cluster
+    bootstrap, None in a reference logged before it stored ``user_id``) and the label
+    rule used.
     """
     unseen = reference
     if "split" in reference.columns:
@@ -71,25 +74,33 @@ def _reference_evidence(
         return None, "no reference labels"
     if not 0 < labels.sum() < labels.size:
         return None, rule
-    return _holdout_first(unseen, labels, scores, settings), rule
+    groups = unseen[GROUP].to_numpy() if GROUP in unseen.columns else None
+    return _holdout_first(unseen, labels, scores, groups, settings), rule
 
 
 def _holdout_first(
-    unseen: pd.DataFrame, labels: np.ndarray, scores: np.ndarray, settings: Settings
-) -> tuple[np.ndarray, np.ndarray]:
+    unseen: pd.DataFrame,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray | None,
+    settings: Settings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The holdout rows alone when they hold enough labelled frauds, else all ``unseen``.
 
     The validation days chose the model (early stopping and the tuning trials' best), so
     its score there is optimistic; the holdout days only judged it. A reference from the
-    validation days flags an unchanged model as degraded on ordinary days.
+    validation days flags an unchanged model as degraded on ordinary days. Frauds count
+    as in the served check (:func:`~driftline.core.evidence.effective_positives`).
     """
     if "split" not in unseen.columns:
-        return labels, scores
+        return labels, scores, groups
     holdout = (unseen["split"] == "holdout").to_numpy()
     held = labels[holdout]
-    if held.sum() >= settings.drift_min_positives and held.sum() < held.size:
-        return held, scores[holdout]
-    return labels, scores
+    held_groups = None if groups is None else groups[holdout]
+    enough = effective_positives(held, held_groups) >= settings.drift_min_positives
+    if enough and held.sum() < held.size:
+        return held, scores[holdout], held_groups
+    return labels, scores, groups
 
 
 def _label_rule(settings: Settings) -> str:
