@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -47,9 +47,9 @@ from driftline.serving.guard import (
     CoalescingGuard,
     GuardNames,
     GuardStats,
-    RunQueueClock,
+    ThreadClock,
     Ticket,
-    run_queue_wait,
+    thread_times,
 )
 from driftline.serving.lookup import BREAKER_STATE_VALUE, CircuitBreaker
 from driftline.serving.metrics import counts_by
@@ -115,27 +115,25 @@ class FreshLookup:
 
 @dataclass
 class EventStats:
-    """Counts since start (read by the metrics at scrape time; monotonic)."""
+    """Counts since start, as of when they were read (the metrics read them at scrape time)."""
 
     #: Requests asked (one per scoring request) and their rows.
-    requests: int = 0
-    rows: int = 0
+    requests: int
+    rows: int
     #: Store calls made and the distinct events they carried.
-    calls: int = 0
-    events: int = 0
+    calls: int
+    events: int
     #: Finished store calls per :data:`READ_BUCKETS` bound (the last: above every bound),
     #: and their total time.
-    call_buckets: list[int] = field(default_factory=lambda: [0] * (len(READ_BUCKETS) + 1))
-    call_seconds: float = 0.0
+    call_buckets: list[int]
+    call_seconds: float
     #: Failed store calls by reason.
-    failures: dict[str, int] = field(default_factory=lambda: {"timeout": 0, "error": 0})
+    failures: dict[str, int]
     #: Rows answered with NaN fresh features, by reason.
-    fallback_rows: dict[str, int] = field(
-        default_factory=lambda: {"store_failed": 0, "breaker_open": 0, "no_worker": 0}
-    )
+    fallback_rows: dict[str, int]
     #: Further periods given to calls past their deadline, by rule (``stall``,
     #: ``saturated``, ``starved``; see :mod:`driftline.serving.guard`).
-    extensions: dict[str, int] = field(default_factory=dict)
+    extensions: dict[str, int]
 
     @classmethod
     def of(cls, stats: GuardStats) -> EventStats:
@@ -179,7 +177,7 @@ class GuardedEvents:
         max_events: Most distinct events in one coalesced call (a larger request goes
             alone).
         max_abandoned: Most workers left behind in calls past their deadline.
-        run_queue: The guard's reading of a worker's run-queue wait (tests pass theirs).
+        thread_clock: The guard's reading of a worker's scheduler times (tests pass theirs).
     """
 
     def __init__(
@@ -192,7 +190,7 @@ class GuardedEvents:
         queue_seconds: float = 1.0,
         max_events: int = 1024,
         max_abandoned: int = 4,
-        run_queue: RunQueueClock = run_queue_wait,
+        thread_clock: ThreadClock = thread_times,
     ) -> None:
         """Nothing is opened and no thread started until :meth:`open` or the first call."""
         self._open_store = open_store
@@ -211,7 +209,7 @@ class GuardedEvents:
             queue_seconds=queue_seconds,
             max_items=max_events,
             max_abandoned=max_abandoned,
-            run_queue=run_queue,
+            thread_clock=thread_clock,
         )
 
     # Lifecycle ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ items, what a fallback answer is and how its counts are named. Its rules:
     wall time runnable but not running, i.e. waiting on the CPU run queue while other
     processes had the CPU (a store call that waits on I/O or a lock is not runnable,
     so it does not count). It is read from Linux's per-thread scheduler statistics
-    (:func:`run_queue_wait`); where ``/proc`` has none, this rule is off.
+    (:func:`thread_times`); where ``/proc`` has none, this rule is off.
 * **A circuit breaker** (any :class:`Breaker`): failed calls are recorded on it, and
   while it refuses calls a request gets the fallback at once (``breaker_open``).
 
@@ -87,44 +87,78 @@ class Breaker(Protocol):
         ...
 
 
-#: Seconds a thread (by native id) of this process has waited on the run queue so far;
-#: None where that is not known. :func:`run_queue_wait` reads it; tests pass readings.
-RunQueueClock = Callable[[int], float | None]
+@dataclass(frozen=True)
+class ThreadTimes:
+    """A thread's scheduler times so far, in seconds (Linux ``schedstat``)."""
+
+    #: Time run on a CPU.
+    ran: float
+    #: Time waited on a run queue, runnable but not running. The kernel adds a wait
+    #: when it ends (the thread gets a CPU), so a wait still going on is not in it.
+    waited: float
+    #: Whether the thread is runnable (or running) at the reading; False when not asked.
+    runnable: bool = False
 
 
-def run_queue_wait(tid: int) -> float | None:
-    """Seconds thread ``tid`` of this process has spent runnable but not running.
+class ThreadClock(Protocol):
+    """Reads a thread's :class:`ThreadTimes` (:func:`thread_times`; tests pass their own)."""
 
-    The second field of Linux's ``/proc/self/task/<tid>/schedstat`` (nanoseconds
-    waiting on a run queue since the thread started; ``tid`` is
-    :func:`threading.get_native_id` in that thread). None where the file is absent or
-    unreadable (not Linux, ``/proc`` not mounted, a kernel without schedstats): the
-    *starved* rule is then off.
+    def __call__(self, tid: int, *, state: bool = False) -> ThreadTimes | None:
+        """The times of thread ``tid`` of this process (None: unknown, the rule is off).
+
+        ``state`` also asks whether it is runnable now (a second read).
+        """
+        ...
+
+
+def thread_times(tid: int, *, state: bool = False) -> ThreadTimes | None:
+    """Thread ``tid``'s time on a CPU and on the run queue, from ``/proc``.
+
+    The first two fields of Linux's ``/proc/self/task/<tid>/schedstat`` (nanoseconds
+    since the thread started; ``tid`` is :func:`threading.get_native_id` in that
+    thread), and with ``state`` whether ``/proc/self/task/<tid>/stat`` says ``R``
+    (running or runnable). None where the files are absent or unreadable (not Linux,
+    ``/proc`` not mounted, a kernel without schedstats, a thread that has ended): the
+    *starved* rule is then off. One read costs about 20 us on the 2-core machine.
     """
+    task = f"/proc/self/task/{tid}"
     try:
-        with open(f"/proc/self/task/{tid}/schedstat", "rb") as stats:
-            return int(stats.read().split()[1]) / 1e9
+        with open(f"{task}/schedstat", "rb") as stats:
+            ran, waited = (int(field) / 1e9 for field in stats.read().split()[:2])
+        if not state:
+            return ThreadTimes(ran, waited)
+        with open(f"{task}/stat", "rb") as stat:  # "pid (comm) S ...": comm may hold spaces
+            runnable = stat.read().rpartition(b")")[2].split()[0] == b"R"
+        return ThreadTimes(ran, waited, runnable)
     except (OSError, IndexError, ValueError):
         return None
 
 
 def starved(
-    wait_at_start: float | None, wait_now: float | None, elapsed: float, share: float
+    start: ThreadTimes | None, now: ThreadTimes | None, elapsed: float, share: float
 ) -> bool:
     """Whether a worker waited on the run queue ``share`` of the ``elapsed`` call time.
 
+    A thread still waiting at ``now`` (``now.runnable``) has that wait in no counter yet,
+    so its time neither run nor counted as waited since ``start`` counts as waited (it
+    may include sleeps earlier in the call: an overestimate, for a call that is
+    runnable when its deadline passes, which :data:`MAX_EXTENSIONS` bounds).
+
     Args:
-        wait_at_start: The worker's :func:`run_queue_wait` when its call started.
-        wait_now: The same reading now.
+        start: The worker's times when its call started.
+        now: Its times now (with ``runnable``).
         elapsed: Wall seconds since the call started.
         share: The least share of ``elapsed`` spent waiting that counts as starved.
 
     Returns:
         False when either reading is unknown (the rule is off) or no time has passed.
     """
-    if wait_at_start is None or wait_now is None or elapsed <= 0:
+    if start is None or now is None or elapsed <= 0:
         return False
-    return wait_now - wait_at_start >= share * elapsed
+    waited = now.waited - start.waited
+    if now.runnable:
+        waited = max(waited, elapsed - (now.ran - start.ran))
+    return waited >= share * elapsed
 
 
 @dataclass
@@ -201,10 +235,10 @@ class _Batch(Generic[Item, Answer]):
         self.deadline = self.started + limit
         #: The process's CPU time when the call started (see :data:`SATURATED_SHARE`).
         self.cpu_started = time.process_time()
-        #: The worker's native thread id and run-queue wait at the start (see
+        #: The worker's native thread id and its scheduler times at the start (see
         #: :data:`STARVED_SHARE`).
         self.tid = tid
-        self.run_queue_started: float | None = None
+        self.times_started: ThreadTimes | None = None
         self._lock = threading.Lock()
         self.settled = False
         #: The call ran past its deadline (its worker is being replaced).
@@ -244,7 +278,7 @@ class CoalescingGuard(Generic[Item, Answer]):
         max_abandoned: Most worker threads left behind in calls past their deadline
             (each is replaced, so a hung store still gets trial calls); beyond it no
             replacement is started until one returns.
-        run_queue: Reads a worker thread's run-queue wait (:func:`run_queue_wait`);
+        thread_clock: Reads a worker thread's scheduler times (:func:`thread_times`);
             tests pass their own readings.
     """
 
@@ -262,7 +296,7 @@ class CoalescingGuard(Generic[Item, Answer]):
         queue_seconds: float = 1.0,
         max_items: int = 1024,
         max_abandoned: int = 16,
-        run_queue: RunQueueClock = run_queue_wait,
+        thread_clock: ThreadClock = thread_times,
     ) -> None:
         """Wrap ``call``; worker threads start with the first request."""
         self._call_store = call
@@ -277,7 +311,7 @@ class CoalescingGuard(Generic[Item, Answer]):
         self._max_items = max_items
         self._max_abandoned = max_abandoned
         self._workers = workers
-        self._run_queue = run_queue
+        self._thread_clock = thread_clock
         self.breaker = breaker
         self._stats = GuardStats()
         self._cond = threading.Condition()
@@ -365,7 +399,8 @@ class CoalescingGuard(Generic[Item, Answer]):
         elapsed = now - batch.started
         if elapsed > 0 and time.process_time() - batch.cpu_started >= SATURATED_SHARE * elapsed:
             return "saturated"
-        if starved(batch.run_queue_started, self._run_queue(batch.tid), elapsed, STARVED_SHARE):
+        now_times = self._thread_clock(batch.tid, state=True)
+        if starved(batch.times_started, now_times, elapsed, STARVED_SHARE):
             return "starved"
         return None
 
@@ -424,7 +459,7 @@ class CoalescingGuard(Generic[Item, Answer]):
         """One store call for ``tickets`` (None when the breaker allowed none)."""
         distinct = list({self._key(i): i for t in tickets for i in t.items}.values())
         batch = _Batch(tickets, self._timeout + self._per_item * (len(distinct) - 1), tid)
-        batch.run_queue_started = self._run_queue(tid)
+        batch.times_started = self._thread_clock(tid)
         for ticket in tickets:
             ticket.batch = batch
             ticket.started.set()

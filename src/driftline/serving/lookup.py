@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from driftline.core.columns import STORE_NUMERIC
@@ -41,8 +41,8 @@ from driftline.serving.guard import (
     CoalescingGuard,
     GuardNames,
     GuardStats,
-    RunQueueClock,
-    run_queue_wait,
+    ThreadClock,
+    thread_times,
 )
 
 if TYPE_CHECKING:
@@ -382,30 +382,28 @@ class Lookup:
 
 @dataclass
 class LookupStats:
-    """Counts since start (read by the metrics at scrape time; monotonic)."""
+    """Counts since start, as of when they were read (the metrics read them at scrape time)."""
 
     #: Requests' lookups (one per scoring request).
-    lookups: int = 0
+    lookups: int
     #: Rows looked up (all of them) and rows answered from the fallback.
-    rows: int = 0
-    fallback_rows: int = 0
+    rows: int
+    fallback_rows: int
     #: Store calls made, and the distinct entity pairs they asked for.
-    store_reads: int = 0
-    store_entities: int = 0
+    store_reads: int
+    store_entities: int
     #: Store calls finished (answered or raised) per :data:`READ_BUCKETS` bound (not
     #: cumulative; the last entry counts those above every bound), and their total time.
-    read_buckets: list[int] = field(default_factory=lambda: [0] * (len(READ_BUCKETS) + 1))
-    read_seconds: float = 0.0
+    read_buckets: list[int]
+    read_seconds: float
     #: Failed store calls by reason: ``timeout``, ``error``.
-    store_failures: dict[str, int] = field(default_factory=lambda: {"timeout": 0, "error": 0})
+    store_failures: dict[str, int]
     #: Lookups answered from the fallback by reason: ``store_failed``, ``breaker_open``,
     #: ``no_worker`` (no worker free within the queue bound; never a breaker failure).
-    fallbacks: dict[str, int] = field(
-        default_factory=lambda: {"store_failed": 0, "breaker_open": 0, "no_worker": 0}
-    )
+    fallbacks: dict[str, int]
     #: Further periods given to calls past their deadline, by rule (``stall``,
     #: ``saturated``, ``starved``; see :mod:`driftline.serving.guard`).
-    extensions: dict[str, int] = field(default_factory=dict)
+    extensions: dict[str, int]
 
     @classmethod
     def of(cls, stats: GuardStats) -> LookupStats:
@@ -440,7 +438,7 @@ class GuardedFeatures:
         max_entities: Most distinct entity pairs in one store call (whole requests
             are never split, so one larger request still goes alone).
         max_abandoned: Most worker threads left behind in calls past their deadline.
-        run_queue: The guard's reading of a worker's run-queue wait (tests pass theirs).
+        thread_clock: The guard's reading of a worker's scheduler times (tests pass theirs).
     """
 
     def __init__(
@@ -455,7 +453,7 @@ class GuardedFeatures:
         queue_seconds: float = 1.0,
         max_entities: int = 1024,
         max_abandoned: int = 16,
-        run_queue: RunQueueClock = run_queue_wait,
+        thread_clock: ThreadClock = thread_times,
     ) -> None:
         """Wrap ``source``; worker threads start with the first lookup."""
         self.breaker = breaker
@@ -470,7 +468,7 @@ class GuardedFeatures:
             queue_seconds=queue_seconds,
             max_items=max_entities,
             max_abandoned=max_abandoned,
-            run_queue=run_queue,
+            thread_clock=thread_clock,
         )
         self._users = LastKnown(cache_size)
         self._merchants = LastKnown(cache_size)
