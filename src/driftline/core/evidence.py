@@ -28,6 +28,7 @@ labelled fraud (:func:`effective_positives`); without groups, the fraud rows.
   sample ``b`` (served days against the reference days);
 * :func:`paired_difference_interval` -- PR-AUC of two scorings of the *same* rows
   (candidate against champion), the rows resampled together.
+* :func:`effective_positives` -- the independent frauds an estimate rests on.
 """
 
 from __future__ import annotations

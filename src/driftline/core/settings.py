@@ -349,13 +349,15 @@ class Settings(BaseSettings):
     drift_min_positives: int = Field(
         default=20,
         ge=1,
-        description="Labelled frauds needed among those days for a performance verdict.",
+        description="Labelled frauds needed among those days for a performance verdict, "
+        "counted as distinct fraud accounts (user_id) where the rows carry them.",
     )
     drift_bootstrap_samples: int = Field(
         default=400,
         ge=50,
         description="Resamples of the stratified bootstrap behind every PR-AUC interval "
-        "(performance drift, the new-regime gate, the canary's re-judgement; fixed seed).",
+        "(performance drift, the new-regime gate, the canary's re-judgement; fixed seed); "
+        "it resamples accounts (user_id), not rows, where the rows carry them.",
     )
     drift_confidence: float = Field(
         default=0.9,
