@@ -31,7 +31,6 @@ from driftline.core.feature_spec import (
     FEATURE_VIEWS,
     JOIN_KEYS,
 )
-from driftline.core.lake import s3_endpoint
 
 #: The lake when ``DRIFTLINE_LAKE_URI`` is unset: driftline's default
 #: (``$PWD/.driftline/lake``) for a checkout run from its root, relative to this folder.
@@ -60,7 +59,13 @@ transaction_features_source = FileSource(
     timestamp_field="event_timestamp",
     # An s3:// lake on a custom endpoint (the production profile's moto server, MinIO):
     # Feast's pyarrow and dask S3 readers take it from here, not from the AWS variables.
-    s3_endpoint_override=(s3_endpoint() or "") if LAKE.startswith("s3://") else "",
+    # The variables' order is driftline.core.lake.s3_endpoint's (not imported: this repo
+    # reads the standard library, Feast and the feature spec only).
+    s3_endpoint_override=(
+        os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    )
+    if LAKE.startswith("s3://")
+    else "",
     description="Per-transaction windowed features written by the Spark feature job.",
 )
 
