@@ -113,44 +113,6 @@ class FreshLookup:
         return self.reason is not None
 
 
-@dataclass
-class EventStats:
-    """Counts since start, as of when they were read (the metrics read them at scrape time)."""
-
-    #: Requests asked (one per scoring request) and their rows.
-    requests: int
-    rows: int
-    #: Store calls made and the distinct events they carried.
-    calls: int
-    events: int
-    #: Finished store calls per :data:`READ_BUCKETS` bound (the last: above every bound),
-    #: and their total time.
-    call_buckets: list[int]
-    call_seconds: float
-    #: Failed store calls by reason.
-    failures: dict[str, int]
-    #: Rows answered with NaN fresh features, by reason.
-    fallback_rows: dict[str, int]
-    #: Further periods given to calls past their deadline, by rule (``stall``,
-    #: ``saturated``, ``starved``; see :mod:`driftline.serving.guard`).
-    extensions: dict[str, int]
-
-    @classmethod
-    def of(cls, stats: GuardStats) -> EventStats:
-        """The guard's counts under the event store's names."""
-        return cls(
-            requests=stats.requests,
-            rows=stats.items,
-            calls=stats.calls,
-            events=stats.call_items,
-            call_buckets=stats.call_buckets,
-            call_seconds=stats.call_seconds,
-            failures=stats.failures,
-            fallback_rows=stats.fallback_items,
-            extensions=stats.extensions,
-        )
-
-
 @dataclass(frozen=True)
 class PendingFresh:
     """A request handed to :meth:`GuardedEvents.begin`, to pass to ``finish``."""
@@ -248,9 +210,9 @@ class GuardedEvents:
         return self._guard.queued
 
     @property
-    def stats(self) -> EventStats:
-        """The counts since start, as of now."""
-        return EventStats.of(self._guard.stats())
+    def stats(self) -> GuardStats:
+        """The counts since start, as of now (items are events, requests' and calls')."""
+        return self._guard.stats()
 
     # The caller's side ---------------------------------------------------------------
 
@@ -297,7 +259,7 @@ class EventMetrics(Collector):
         yield CounterMetricFamily(
             "driftline_event_store_events",
             "Transactions recorded and read through the event store.",
-            value=stats.events,
+            value=stats.call_items,
         )
         cumulative, buckets = 0, []
         for bound, count in zip((*READ_BUCKETS, math.inf), stats.call_buckets, strict=True):
@@ -321,7 +283,7 @@ class EventMetrics(Collector):
             "Rows scored with NaN fresh features (also in driftline_feature_fallback_total), "
             "by reason (store_failed, breaker_open, no_worker).",
             "reason",
-            stats.fallback_rows,
+            stats.fallback_items,
         )
         yield GaugeMetricFamily(
             "driftline_event_store_breaker_state",
