@@ -15,11 +15,14 @@ import numpy as np
 import pandas as pd
 
 from driftline.core.evidence import (
-    GROUP,
+    USER,
+    campaigns,
     difference_interval,
     effective_positives,
+    fraud_accounts,
     paired_difference_interval,
     pr_auc_interval,
+    row_groups,
 )
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
@@ -63,7 +66,7 @@ def _frame(day: Day, prefix: str, *, accounts: bool) -> tuple[pd.DataFrame, set[
     ids = [f"{prefix}{i}" for i in range(labels.size)]
     frame = pd.DataFrame({"transaction_id": ids, "score": scores, "variant": "champion"})
     if accounts:
-        frame[GROUP] = users
+        frame[USER] = users
     return frame, {ids[i] for i in np.flatnonzero(labels)}
 
 
@@ -141,7 +144,7 @@ def test_performance_check_no_drift_bursty_day_is_not_degraded_by_accounts() -> 
 
     assert by_rows["verdict"] == "degraded"  # 48 "independent" frauds
     assert by_accounts["verdict"] != "degraded" and not by_accounts["drifted"]
-    assert by_accounts["clustered"] and by_accounts["fraud_groups"] == 6
+    assert by_accounts["clustered"] and by_accounts["fraud_accounts"] == 6
     assert by_accounts["difference"]["high"] >= 0.0
     assert "rows resampled" in by_rows["note"] and "rows resampled" not in by_accounts["note"]
 
@@ -161,6 +164,25 @@ def test_a_real_drop_spread_over_many_accounts_is_still_degraded() -> None:
 
     check = _check(served, reference, accounts=True, min_positives=20)
 
-    assert check["clustered"] and check["fraud_groups"] == 60
+    assert check["clustered"] and check["fraud_accounts"] == 60
     assert check["verdict"] == "degraded" and check["drifted"]
     assert check["difference"]["high"] < 0.0
+
+
+def test_campaigns_merge_the_accounts_whose_frauds_share_a_merchant() -> None:
+    # Accounts 1-3 defrauded at merchant 9 (one compromised merchant); account 4 at
+    # merchant 8; account 5 legitimate at merchant 9 (a legitimate row links nothing).
+    labels = np.array([1, 1, 1, 0, 1, 0, 0])
+    users = np.array([1, 2, 3, 3, 4, 5, 6])
+    merchants = np.array([9, 9, 9, 7, 8, 9, 9])
+
+    groups = campaigns(labels, users, merchants)
+    frame = pd.DataFrame({USER: users, "merchant_id": merchants})
+
+    assert len({groups[0], groups[1], groups[2], groups[3]}) == 1  # one campaign
+    assert len({groups[0], groups[4], groups[5], groups[6]}) == 4
+    assert effective_positives(labels, groups) == 2
+    assert fraud_accounts(frame, labels) == 4  # what minimums count: the victims
+    assert (row_groups(frame, labels) == groups).all()
+    assert (campaigns(labels, users) == campaigns(np.zeros(7), users, merchants)).all()
+    assert row_groups(frame.drop(columns=[USER]), labels) is None

@@ -13,13 +13,21 @@ narrow and ordinary day-to-day variation reads as significant. Every interval th
 takes optional ``groups`` (one id per row) and then resamples *groups* (a stratified
 cluster bootstrap): the groups holding a labelled fraud and the clean groups are drawn
 apart, with replacement, each keeping its count, every row of a drawn group coming
-along (paired: the same drawn groups for both scorings). The group callers pass is the
-account, ``user_id`` (:data:`GROUP`): a card belongs to one user, so user clusters nest
-the card clusters (bursts on one card, and an account takeover across the account's
-cards, stay within one group: the more conservative choice), and ``user_id`` is what
-the prediction log and the training sets record (``card_id`` is in neither). The number
-of frauds an estimate rests on is then the *effective* one: the distinct groups with a
-labelled fraud (:func:`effective_positives`); without groups, the fraud rows.
+along (paired: the same drawn groups for both scorings).
+
+The group callers pass is the fraud *campaign* (:func:`campaigns`, :func:`row_groups`):
+the account, ``user_id`` -- a card belongs to one user, so accounts nest the cards
+(bursts on one card, an account takeover across the account's cards: the more
+conservative choice than ``card_id``, which neither the prediction log nor the
+training sets record) -- with the accounts whose labelled frauds share a merchant
+merged into one group: a compromised merchant's victims are many accounts, scored
+alike by the merchant's features (on the scenario matrix's seed-11 no-drift cell the
+reference day held 44 merchant-compromise frauds from 2 merchants, ranked almost
+perfectly, while the served days' compromised merchants were new; resampling accounts
+alone left 4 false drops of 8 days, resampling campaigns none). The number of frauds a
+minimum compares with is the distinct *accounts* with a labelled fraud
+(:func:`effective_positives` over ``user_id``); an :class:`Estimate` reports the
+distinct groups it resampled.
 
 * :func:`average_precision` -- PR-AUC as scikit-learn's ``average_precision_score``
   defines it (step-wise, no interpolation), vectorised over resamples;
@@ -28,7 +36,9 @@ labelled fraud (:func:`effective_positives`); without groups, the fraud rows.
   sample ``b`` (served days against the reference days);
 * :func:`paired_difference_interval` -- PR-AUC of two scorings of the *same* rows
   (candidate against champion), the rows resampled together.
-* :func:`effective_positives` -- the independent frauds an estimate rests on.
+* :func:`effective_positives` -- the independent frauds an estimate rests on;
+* :func:`campaigns`, :func:`row_groups` -- the clusters the intervals resample, and
+  :func:`fraud_accounts`, the count minimums compare with.
 """
 
 from __future__ import annotations
@@ -42,8 +52,8 @@ import numpy as np
 BOOTSTRAP_SEED = 0
 #: Resamples scored per block (bounds the memory of the weight matrix).
 _BLOCK = 64
-#: Column of the cluster the intervals resample (see the module docstring).
-GROUP = "user_id"
+#: Columns whose values make the clusters the intervals resample (module docstring).
+USER, MERCHANT = "user_id", "merchant_id"
 
 FloatArray = np.ndarray
 
@@ -147,18 +157,72 @@ def _fraud_groups(y: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def effective_positives(labels: np.ndarray, groups: np.ndarray | None = None) -> int:
-    """The number of independent frauds: distinct groups with a fraud, else fraud rows.
-
-    This is the count every minimum of labelled frauds (``drift_min_positives`` and
-    the like) compares with when the rows carry groups: 28 card-testing rows on one
+    """Distinct groups with a fraud, else fraud rows: 28 card-testing rows on one
     card are one piece of evidence, not 28, and an interval resampling two groups says
-    nothing however many rows they hold.
-    """
+    nothing however many rows they hold."""
     y = np.asarray(labels, dtype=np.int64)
     codes = _codes(groups, y.size)
     if codes is None:
         return int(y.sum())
     return int(_fraud_groups(y, codes).sum()) if y.size else 0
+
+
+def campaigns(
+    labels: np.ndarray, users: np.ndarray, merchants: np.ndarray | None = None
+) -> np.ndarray:
+    """Group id per row: its account, accounts whose frauds share a merchant merged.
+
+    The groups are the connected components of accounts and merchants linked by each
+    labelled fraud row (legitimate rows link nothing: a busy merchant would otherwise
+    join every account). Without ``merchants`` the account itself.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    user = np.unique(np.asarray(users), return_inverse=True)[1].reshape(-1)
+    if merchants is None or not y.any():
+        return user
+    merchant = np.unique(np.asarray(merchants), return_inverse=True)[1].reshape(-1)
+    accounts = int(user.max()) + 1
+    parent = list(range(accounts + int(merchant.max()) + 1))
+
+    def root(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    fraud = y == 1
+    for account, shop in zip(user[fraud].tolist(), merchant[fraud].tolist(), strict=True):
+        parent[root(account)] = root(accounts + shop)
+    group = np.arange(accounts)
+    for account in np.unique(user[fraud]).tolist():
+        group[account] = root(account)
+    merged: np.ndarray = group[user]
+    return merged
+
+
+def row_groups(frame: Any, labels: np.ndarray) -> np.ndarray | None:
+    """The :func:`campaigns` of a frame's rows (``user_id``, ``merchant_id`` columns).
+
+    None without ``user_id`` (the intervals then resample rows); without
+    ``merchant_id``, the accounts alone.
+    """
+    if not len(frame) or USER not in frame.columns:
+        return None
+    merchants = frame[MERCHANT].to_numpy() if MERCHANT in frame.columns else None
+    return campaigns(labels, frame[USER].to_numpy(), merchants)
+
+
+def fraud_accounts(frame: Any, labels: np.ndarray) -> int:
+    """Distinct accounts with a labelled fraud (fraud rows without ``user_id``).
+
+    The one count every minimum of labelled frauds (``drift_min_positives``) compares
+    with: the victims, a burst on one card counted once. Campaigns (a compromised
+    merchant's victims) are not merged here: the interval already widens for them, and
+    a no-drift day's 40-90 frauds make only 8-15 campaigns, below any usable minimum.
+    """
+    if len(frame) and USER in frame.columns:
+        return effective_positives(labels, frame[USER].to_numpy())
+    return int(np.asarray(labels).sum())
 
 
 def _stratified_weights(

@@ -181,9 +181,10 @@ class RegimeEvidence:
         segments: Per segment input (e.g. ``channel``), its value on each row.
         days: The transaction days the rows cover (ISO dates).
         drift_start: The first drifted day.
-        groups: The account (``user_id``) of each row, or None: the paired interval
-            then resamples accounts, not rows (frauds come in bursts of one card or
-            account; see :mod:`driftline.core.evidence`).
+        groups: The fraud campaign of each row
+            (:func:`~driftline.core.evidence.row_groups`), or None: the paired interval
+            then resamples campaigns, not rows (frauds come in bursts of one card,
+            account or merchant; see :mod:`driftline.core.evidence`).
     """
 
     labels: np.ndarray

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from driftline.core.evidence import GROUP, difference_interval
+from driftline.core.evidence import difference_interval, row_groups
 from driftline.core.settings import Settings
 
 #: Version tags of a provisional promotion.
@@ -140,14 +140,14 @@ def judge(
             a,
             b,
         )
-    # Accounts, not rows, are resampled (frauds come in bursts; see core.evidence).
+    # Fraud campaigns, not rows, are resampled (frauds come in bursts; core.evidence).
     estimate = difference_interval(
         (ya, sa),
         (yb, sb),
         samples=settings.drift_bootstrap_samples,
         confidence=settings.drift_confidence,
-        groups_a=canary[GROUP].to_numpy() if GROUP in canary.columns else None,
-        groups_b=champion[GROUP].to_numpy() if GROUP in champion.columns else None,
+        groups_a=row_groups(canary, ya),
+        groups_b=row_groups(champion, yb),
     )
     value = float(estimate.value) if estimate.value is not None else a["pr_auc"] - b["pr_auc"]
     text = (

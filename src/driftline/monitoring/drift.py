@@ -260,14 +260,15 @@ def performance_check(
       below the reference;
     * ``ok`` -- the served PR-AUC is at or above the floor.
 
-    Frauds come in bursts of one card (card testing) or one account, so the interval is
-    a cluster bootstrap over accounts (:data:`driftline.core.evidence.GROUP`) where
-    the rows carry them -- the served rows from the prediction log's ``user_id``, the
-    reference rows when the reference stores it -- and the frauds counted against
-    ``drift_min_positives`` are the effective ones, the distinct accounts with a
-    labelled fraud (``fraud_groups``; see
-    :func:`driftline.core.evidence.effective_positives`). A reference without the
-    column is resampled by rows (noted): its side of the interval is then too narrow.
+    Frauds come in bursts of one card (card testing), one account or one compromised
+    merchant, so the interval is a cluster bootstrap over fraud campaigns
+    (:func:`driftline.core.evidence.row_groups`: accounts, merged where their frauds
+    share a merchant) where the rows carry ``user_id`` (and ``merchant_id``) -- the
+    served rows from the prediction log, the reference rows when the reference stores
+    them -- and the frauds counted against ``drift_min_positives`` are the distinct
+    accounts with a labelled fraud (``fraud_accounts``;
+    :func:`driftline.core.evidence.fraud_accounts`). A reference without the columns is
+    resampled by rows (noted): its side of the interval is then too narrow.
 
     Args:
         served: Prediction-log rows of ``days`` (any variant; only the champion's count).
@@ -285,19 +286,19 @@ def performance_check(
         label_rule: How the labels were chosen (recorded).
 
     Returns:
-        ``first_day``, ``last_day``, ``rows``, ``positives``, ``fraud_groups``
-        (effective frauds: distinct accounts with a fraud, or rows without accounts),
-        ``clustered`` (the interval resampled accounts on both sides), ``fallback_rows``,
+        ``first_day``, ``last_day``, ``rows``, ``positives``, ``fraud_accounts``
+        (distinct accounts with a fraud, or rows without accounts), ``clustered`` (the
+        interval resampled campaigns on both sides), ``fallback_rows``,
         ``pr_auc``, ``reference_pr_auc``, ``reference_rows``, ``reference_positives``,
         ``floor``, ``difference`` (estimate and interval), ``verdict``, ``drifted``,
         ``label_rule`` and ``note``.
     """
     from driftline.core.evidence import (
-        GROUP,
         Estimate,
         difference_interval,
-        effective_positives,
+        fraud_accounts,
         pr_auc_interval,
+        row_groups,
     )
 
     rows = served[_served_by(served, version)] if len(served) else served
@@ -309,9 +310,9 @@ def performance_check(
         else np.zeros(0, dtype=np.int64)
     )
     scores = _scores(rows).to_numpy() if len(rows) else np.zeros(0)
-    groups = rows[GROUP].to_numpy() if len(rows) and GROUP in rows.columns else None
+    groups = row_groups(rows, labels)
     block = _score_block(labels, scores)
-    fraud_groups = effective_positives(labels, groups)
+    accounts = fraud_accounts(rows, labels)
     samples, confidence = settings.drift_bootstrap_samples, settings.drift_confidence
     reference_rows = reference_positives = ref_groups = None
     if reference is not None:
@@ -333,7 +334,7 @@ def performance_check(
         "last_day": (days.end.date() - timedelta(days=1)).isoformat(),
         "rows": block["rows"],
         "positives": block["positives"],
-        "fraud_groups": fraud_groups,
+        "fraud_accounts": accounts,
         "clustered": groups is not None and (reference is None or ref_groups is not None),
         "fallback_rows": fallback,
         "pr_auc": block["pr_auc"],
@@ -349,9 +350,9 @@ def performance_check(
     if floor is None or reference_pr_auc is None:
         result["note"] = "no reference PR-AUC for the champion: insufficient evidence"
         return result
-    if fraud_groups < settings.drift_min_positives or block["pr_auc"] is None:
+    if accounts < settings.drift_min_positives or block["pr_auc"] is None:
         result["note"] = (
-            f"{fraud_groups} labelled frauds ({block['positives']} rows) on {days} < "
+            f"{accounts} labelled frauds ({block['positives']} rows) on {days} < "
             f"drift_min_positives {settings.drift_min_positives}: insufficient evidence"
         )
         return result
@@ -386,8 +387,8 @@ def performance_check(
     )
     head = (
         f"served PR-AUC {served_pr:.3f} on {days} ({block['positives']} frauds, "
-        f"{fraud_groups} accounts) vs reference {reference_pr_auc:.3f} (floor {floor:.3f}); "
-        f"{interval}{'' if result['clustered'] else ' (rows resampled, not accounts)'}"
+        f"{accounts} accounts) vs reference {reference_pr_auc:.3f} (floor {floor:.3f}); "
+        f"{interval}{'' if result['clustered'] else ' (rows resampled, not campaigns)'}"
     )
     if served_pr >= floor:
         result["verdict"] = PERFORMANCE_OK

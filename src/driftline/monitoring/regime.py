@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.core.evidence import GROUP
+from driftline.core.evidence import row_groups
 from driftline.core.settings import Settings
 from driftline.lifecycle import promotion, registry
 from driftline.lifecycle.gates import RegimeEvidence
@@ -85,14 +85,15 @@ def regime_evidence(
         version: predict_frame(load_version(settings, version), inputs)
         for version in (candidate, champion)
     }
+    labels = rows["transaction_id"].astype(str).isin(frauds).to_numpy(dtype=np.int64)
     return RegimeEvidence(
-        labels=rows["transaction_id"].astype(str).isin(frauds).to_numpy(dtype=np.int64),
+        labels=labels,
         candidate=scores[candidate],
         champion=scores[champion],
         segments={c: inputs[c].astype(str).to_numpy() for c in segments if c in inputs},
         days=tuple(d.isoformat() for d in days),
         drift_start=drift_start.isoformat(),
-        groups=rows[GROUP].to_numpy() if GROUP in rows.columns else None,
+        groups=row_groups(rows, labels),
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from driftline.core.columns import LABEL
-from driftline.core.evidence import GROUP, effective_positives
+from driftline.core.evidence import fraud_accounts, row_groups
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.data.features import first_complete_day
@@ -52,7 +52,7 @@ def _reference_evidence(
     ``label_maturity_days`` of the transaction's day -- the rule the served check uses
     -- instead of the training labels, which were known at a later cut-off (a
     comparison biased low before any drift). Returns ``(labels, scores, groups)`` (None
-    without scores, or both classes; groups: the rows' accounts for the cluster
+    without scores, or both classes; groups: the rows' fraud campaigns for the cluster
     bootstrap, None in a reference logged before it stored ``user_id``) and the label
     rule used.
     """
@@ -74,7 +74,7 @@ def _reference_evidence(
         return None, "no reference labels"
     if not 0 < labels.sum() < labels.size:
         return None, rule
-    groups = unseen[GROUP].to_numpy() if GROUP in unseen.columns else None
+    groups = row_groups(unseen, labels)
     return _holdout_first(unseen, labels, scores, groups, settings), rule
 
 
@@ -97,7 +97,7 @@ def _holdout_first(
     holdout = (unseen["split"] == "holdout").to_numpy()
     held = labels[holdout]
     held_groups = None if groups is None else groups[holdout]
-    enough = effective_positives(held, held_groups) >= settings.drift_min_positives
+    enough = fraud_accounts(unseen[holdout], held) >= settings.drift_min_positives
     if enough and held.sum() < held.size:
         return held, scores[holdout], held_groups
     return labels, scores, groups

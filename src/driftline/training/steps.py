@@ -323,8 +323,9 @@ def _log_drift_reference(
         recent = recent.sample(n=settings.drift_reference_max_rows, random_state=0)
     # transaction_id and event_timestamp let monitoring relabel the reference like the
     # served check and split it into days (threshold calibration, post-drift days);
-    # user_id groups its rows by account for the cluster bootstrap (core.evidence).
-    keys = ("transaction_id", "event_timestamp", "user_id")
+    # user_id and merchant_id group its rows into fraud campaigns for the cluster
+    # bootstrap (core.evidence.row_groups).
+    keys = ("transaction_id", "event_timestamp", "user_id", "merchant_id")
     columns = [c for c in keys if c in recent.columns]
     reference = recent[[*columns, *MODEL_INPUTS, LABEL, "split"]].reset_index(drop=True)
     reference["score"] = TrainedModel.load(model_dir).predict_proba(reference[list(MODEL_INPUTS)])
