@@ -357,7 +357,8 @@ class Settings(BaseSettings):
         ge=50,
         description="Resamples of the stratified bootstrap behind every PR-AUC interval "
         "(performance drift, the new-regime gate, the canary's re-judgement; fixed seed); "
-        "it resamples accounts (user_id), not rows, where the rows carry them.",
+        "it resamples fraud campaigns (accounts, merged where their frauds share a merchant), "
+        "not rows, where the rows carry user_id.",
     )
     drift_confidence: float = Field(
         default=0.9,
