@@ -147,8 +147,9 @@ def test_a_burst_of_64_concurrent_requests_never_falls_back_on_a_healthy_feast_s
     # The shipped admission limits. The queue may wait longer and a store call (the Feast
     # read and the event-store call alike) may take 200 ms (shipped: 50): `make test` runs
     # three lanes of Spark JVMs and Airflow on two cores, where a 1 ms read is sometimes
-    # descheduled for more than 50 ms, which says nothing about this code. That waiting for a worker never counts against the
-    # timeout is proven by test_waiting_for_a_worker_does_not_count_against_the_store_timeout;
+    # descheduled for more than 50 ms, which says nothing about this code. That waiting for
+    # a worker never counts against the timeout is proven by
+    # test_waiting_for_a_worker_does_not_count_against_the_store_timeout;
     # here: load (64 in flight, batches of 64) never turns into fallbacks.
     client, _ = serve(
         feast=True,
