@@ -160,6 +160,9 @@ def test_without_the_saturation_rule_the_same_call_times_out(
 ) -> None:
     """The test above fails without the rule: the stall rule alone does not excuse it."""
     monkeypatch.setattr(guard, "SATURATED_SHARE", float("inf"))
+    # The busy threads share this process's cores with the worker, so the starved rule
+    # (the worker's run-queue wait) would excuse the call too: off, like the rule above.
+    monkeypatch.setattr(guard, "STARVED_SHARE", float("inf"))
     fallback, failures = _slow_call(store, seconds=2.5 * LIMIT)
     assert fallback is True
     assert failures["timeout"] == 1
