@@ -312,12 +312,18 @@ def compare(
     types: pd.Series,
     threshold: float,
     pair: tuple[str, str],
+    rows: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """PR-AUC of each scoring, recall per fraud type at ``threshold``, and the paired
-    difference ``pair[0] - pair[1]`` with its bootstrap interval."""
+    difference ``pair[0] - pair[1]`` with its bootstrap interval.
+
+    With ``rows`` (the scored rows, ``user_id`` and ``merchant_id``), the interval
+    resamples fraud campaigns as the loop's own checks do
+    (:func:`driftline.core.evidence.row_groups`); otherwise rows.
+    """
     import numpy as np
 
-    from driftline.core.evidence import paired_difference_interval
+    from driftline.core.evidence import paired_difference_interval, row_groups
     from driftline.training.evaluate import score_metrics
 
     y = np.asarray(labels, dtype=np.int64)
@@ -340,7 +346,7 @@ def compare(
     if first in scores and second in scores:
         diff = paired_difference_interval(
             y, scores[first], scores[second], samples=BOOTSTRAP_SAMPLES, confidence=CONFIDENCE,
-            seed=0,
+            seed=0, groups=None if rows is None else row_groups(rows, y),
         )  # fmt: skip
         out["difference"] = {"of": f"{first} - {second}", **diff.to_dict()}
     return out
@@ -389,7 +395,9 @@ def post_drift(
     types = fraud_types(frame.loc[mask], settings)
     ordered = {f"v{v}": s[mask] for v, s in sorted(scores.items(), key=lambda kv: int(kv[0]))}
     pair = (f"v{newest}", "v1")
-    result = compare(frame.loc[mask, "label"], ordered, types, settings.serve_threshold, pair)
+    result = compare(
+        frame.loc[mask, "label"], ordered, types, settings.serve_threshold, pair, frame.loc[mask]
+    )
     return {"days": days, **result}
 
 
@@ -434,7 +442,12 @@ def fresh_vs_day_old(
     days = sorted({d.isoformat() for d in frame.loc[mask, "day"]})
     types = fraud_types(frame.loc[mask], settings)
     result = compare(
-        frame.loc[mask, "label"], models, types, settings.serve_threshold, ("fresh", "day_old")
+        frame.loc[mask, "label"],
+        models,
+        types,
+        settings.serve_threshold,
+        ("fresh", "day_old"),
+        frame.loc[mask],
     )
     ratio = None
     if "fresh" in result and "day_old" in result and result["day_old"]["pr_auc"] > 0:
