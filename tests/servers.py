@@ -23,8 +23,19 @@ def uvicorn_server(app: Any) -> Iterator[str]:
     """``app`` (lifespan already running) served by uvicorn on a free loopback port."""
     assert isinstance(app, FastAPI)
     port = free_port()
+    # Keep-alive beyond uvicorn's 5 s: a test client's pooled connection idle for 5 s
+    # (a wave of requests whose slowest answer takes that long on a loaded machine) is
+    # closed by the server just as the next request goes out on it, and httpx does not
+    # retry a POST (httpx.ReadError: make test, 2026-12-01).
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
+            timeout_keep_alive=300,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

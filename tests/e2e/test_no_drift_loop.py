@@ -74,5 +74,8 @@ def test_every_served_day_was_judged_and_labels_were_checked(
         assert not decision.endswith("no decision"), decision  # no result or too few rows
         assert "nothing to monitor" not in decision, decision
         assert days[day]["served"]["failed"] == {}
-    verdicts = [(result["performance"] or {}).get("verdict") for result in monitored.values()]
-    assert {"ok", "degraded"} & set(verdicts), verdicts  # matured labels were judged
+    # Matured labels were judged: a served PR-AUC computed on labelled frauds (its verdict
+    # may be "insufficient_evidence": below the floor but not significant is no drop).
+    checks = [result["performance"] or {} for result in monitored.values()]
+    judged = [c for c in checks if c.get("pr_auc") is not None and c.get("positives", 0) > 0]
+    assert judged, [c.get("note") for c in checks]

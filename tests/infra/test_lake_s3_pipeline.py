@@ -148,9 +148,13 @@ def test_prod_profile_exports_its_s3_lake_as_a_local_lake(
 
     _, client, _ = s3_lake
     bucket = prod.BUCKETS["lake"]
-    client.create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
+    # The moto server is shared: another module's test may have made the profile's
+    # buckets already (test_feast_registry_s3 keeps its registry object there).
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        client.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
     table = pa.table({"transaction_id": ["a", "b"], "score": [0.1, 0.9]})
     try:
         lake.replace_partition(prod.LAKE_URI, "predictions", "log", ANCHOR, table)
@@ -164,5 +168,7 @@ def test_prod_profile_exports_its_s3_lake_as_a_local_lake(
         assert lake.read_file(exported).equals(table)
     finally:
         for key in objects(client, bucket):
-            client.delete_object(Bucket=bucket, Key=key)
-        client.delete_bucket(Bucket=bucket)
+            if key.startswith("lake/"):
+                client.delete_object(Bucket=bucket, Key=key)
+        if bucket not in existing and not objects(client, bucket):
+            client.delete_bucket(Bucket=bucket)
