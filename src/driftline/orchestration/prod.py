@@ -91,6 +91,7 @@ from driftline.orchestration.processes import (
     child_process,
     free_port,
     http_ok,
+    run_child,
     scoring_service,
 )
 
@@ -372,18 +373,16 @@ def nginx(layout: ProdLayout, port: int, upstreams: list[int], max_body: int) ->
     config = nginx_config(layout, port, upstreams, max_body)
     folder = config.parent
     command = [binary("nginx"), "-p", str(folder), "-c", str(config)]
-    with contextlib.ExitStack() as stack:
-        checked = stack.enter_context(
-            child_process([*command, "-t"], name="nginx -t", log_path=folder / "nginx.log")
-        )
-        if checked.process.wait(timeout=30) != 0:
-            raise ProdError(f"nginx -t refused {config}:\n{checked.log_tail()}")
-        child = stack.enter_context(
-            child_process(
-                command, ready=http_ok(f"http://127.0.0.1:{port}/nginx-health"), timeout_s=60,
-                name="nginx", log_path=folder / "nginx.log", port=port,
-            )
-        )  # fmt: skip
+    # The check runs to its end (a child started to be "ready" would race nginx -t's
+    # exit: on an idle machine it is gone before the first poll).
+    log_path = folder / "nginx.log"
+    if run_child([*command, "-t"], timeout_s=30, name="nginx -t", log_path=log_path) != 0:
+        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+        raise ProdError(f"nginx -t refused {config}:\n{tail}")
+    with child_process(
+        command, ready=http_ok(f"http://127.0.0.1:{port}/nginx-health"), timeout_s=60,
+        name="nginx", log_path=log_path, port=port,
+    ) as child:  # fmt: skip
         yield child
 
 
