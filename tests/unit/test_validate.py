@@ -24,6 +24,7 @@ from driftline.data.validate import (
     load_suite,
     require_valid,
     reset_cache,
+    result_uri,
     validate_frame,
 )
 
@@ -181,6 +182,24 @@ def test_run_time_state_never_touches_the_repository(settings: Settings) -> None
     assert sorted(p.relative_to(GX_DIR) for p in GX_DIR.rglob("*")) == before
     stored = list((settings.gx_state_dir).rglob("*.json"))
     assert any("validations" in p.parts for p in stored)
+
+
+def test_every_verdict_is_in_the_lake_and_a_rerun_replaces_it(settings: Settings) -> None:
+    """Pass or fail, the day's verdict is one JSON object in the lake; the rerun's wins."""
+    uri = result_uri(settings.lake_uri, "raw_transactions", DAY.start.date())
+    bad = transactions()
+    bad.loc[0, "amount"] = -1.0
+    validate_frame(bad, "raw_transactions", DAY, settings)
+    failed = json.loads(Path(uri).read_text())
+    assert failed["success"] is False
+    assert any("amount" in line for line in failed["failed_expectations"])
+    assert failed["interval"]["start"] == DAY.start.isoformat()
+    validate_frame(transactions(), "raw_transactions", DAY, settings)
+    passed = json.loads(Path(uri).read_text())
+    assert passed["success"] is True and passed["failed_expectations"] == []
+    assert passed["statistics"]["unsuccessful_expectations"] == 0
+    folder = Path(uri).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["result.json"]
 
 
 def test_missing_column(settings: Settings) -> None:

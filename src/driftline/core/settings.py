@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     mlflow_artifact_uri: str = Field(
         default="", description="Artifact root of the MLflow experiment (path or s3:// URI)."
     )
+    registry_fast_path: bool = Field(
+        default=True,
+        description="driftline rollback reads and writes the registry without importing "
+        "MLflow (MLflow's REST API, or its SQLite tables at the known schema revision); "
+        "false: through MLflowClient (lifecycle.alias_store).",
+    )
     optuna_storage: str = Field(default="", description="Optuna storage URL or journal file.")
     simulation_start: date = Field(
         default=date(2026, 1, 1), description="First simulated day (population anchor)."

@@ -21,6 +21,12 @@ one process only pay for the validation itself. A :class:`filelock.FileLock` in 
 state folder serialises store updates and data-docs builds between processes (Airflow
 may validate transactions and labels in parallel).
 
+Every verdict is also written to the lake (:func:`result_uri`,
+``{lake}/validation/<suite>/dt=D/result.json``, replaced by a rerun of the day): GX 1.x
+ships filesystem stores only, so on the production profile, whose lake is on S3, the
+state folder is the process's own scratch and the lake holds what was decided (a failed
+batch's result is also in its quarantine entry).
+
 Great Expectations is imported lazily: importing this module is cheap and has no side
 effects.
 """
@@ -36,7 +42,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -47,6 +53,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from filelock import FileLock
 
+from driftline.core import lake
+from driftline.core.atomic import put_atomic
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings, get_settings
 
@@ -169,6 +177,7 @@ def validate_frame(
     outcome = _with_finite_checks(
         _outcome(suite_name, validation, frame.columns, docs_index), non_finite, len(frame)
     )
+    record_outcome(settings.lake_uri, interval, outcome)
     logger.info(
         "validated %d rows against %s for %s in %.2fs: %s",
         len(frame),
@@ -251,6 +260,34 @@ def _with_finite_checks(
         result=result,
         data_docs_index=outcome.data_docs_index,
     )
+
+
+#: The lake zone of the GX verdicts (:func:`result_uri`).
+RESULT_ZONE = "validation"
+#: The file of one verdict in its day folder.
+RESULT_FILE = "result.json"
+
+
+def result_uri(lake_uri: str, suite_name: str, day: date) -> str:
+    """Where the latest verdict of ``suite_name`` on ``day`` lives in the lake."""
+    return f"{lake.partition_uri(lake_uri, RESULT_ZONE, suite_name, day)}/{RESULT_FILE}"
+
+
+def record_outcome(lake_uri: str, interval: Interval, outcome: ValidationOutcome) -> None:
+    """Write ``outcome`` (verdict, failures, statistics, GX result) to :func:`result_uri`.
+
+    One object per suite and first day of ``interval``, replaced whole by a rerun.
+    """
+    payload = {
+        "suite": outcome.suite,
+        "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
+        "success": outcome.success,
+        "failed_expectations": list(outcome.failed_expectations),
+        "statistics": outcome.statistics,
+        "result": outcome.result,
+    }
+    data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+    put_atomic(result_uri(lake_uri, outcome.suite, interval.start.date()), data)
 
 
 def require_valid(

@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from driftline.core.settings import Settings
+from driftline.lifecycle.alias_store import RegistryWrite, alias_store
 from driftline.lifecycle.registry import (
     CANARY,
     CANARY_ACTOR_TAG,
@@ -438,15 +439,13 @@ def rollback(
     """
     _check_reason(reason, actor)
     name = settings.model_name
-    current = _alias_version(settings, CHAMPION)
+    store = alias_store(settings)
+    current = store.alias_version(CHAMPION)
     if current is None:
         raise PromotionError(f"nothing to roll back: model {name!r} has no champion")
-    restore = _model_tags(settings).get(PREVIOUS_CHAMPION_TAG, "")
+    restore = store.model_tags().get(PREVIOUS_CHAMPION_TAG, "")
     if not restore:
-        mlflow_client = client(settings)
-        restored_from = (mlflow_client.get_model_version(name, current).tags or {}).get(
-            "decision.restored.from"
-        )
+        restored_from = store.version_tags(current).get("decision.restored.from")
         hint = (
             f"version {current} was itself restored by a rollback from version "
             f"{restored_from}; promote a new champion before rolling back again"
@@ -459,13 +458,15 @@ def rollback(
             f"the recorded previous champion of {name!r} is the current one ({current}); "
             "the registry was changed outside driftline's transitions"
         )
-    set_alias(settings, CHAMPION, restore)
-    client(settings).delete_registered_model_tag(name, PREVIOUS_CHAMPION_TAG)
-    tag_version(
-        settings, current, _decision_tags("rolled_back_from", reason, actor, None, now, to=restore)
-    )
-    tag_version(
-        settings, restore, _decision_tags("restored", reason, actor, None, now, **{"from": current})
+    store.apply(
+        RegistryWrite(
+            aliases={CHAMPION: restore},
+            deleted_model_tags=(PREVIOUS_CHAMPION_TAG,),
+            version_tags={
+                current: _decision_tags("rolled_back_from", reason, actor, None, now, to=restore),
+                restore: _decision_tags("restored", reason, actor, None, now, **{"from": current}),
+            },
+        )
     )
     log.warning(
         "rollback: %s champion %s -> %s (restored) by %s: %s", name, current, restore, actor, reason
