@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
@@ -12,6 +13,8 @@ from driftline.core import lake
 from driftline.core.interval import Interval
 from driftline.core.schemas import LABELS, TRANSACTIONS
 from driftline.core.settings import Settings
+from driftline.data import fresh
+from driftline.data.errors import BatchQuarantined
 from driftline.data.features import FEATURES, build_features, compute_features, to_canonical
 from driftline.data.reference import compute_features_reference
 from driftline.data.spark import get_spark
@@ -26,9 +29,40 @@ def _publish_days(settings: Settings, interval: Interval) -> None:
     publish_days(settings, interval, SimulatorConfig(rows_per_day=1500, fraud_rate=0.03))
 
 
-def test_spark_job_equals_reference_on_simulated_days(settings: Settings) -> None:
+def _negative_first_count(
+    real: Callable[[Interval, Settings], tuple[dict[date, pa.Table], int]],
+) -> Callable[[Interval, Settings], tuple[dict[date, pa.Table], int]]:
+    """``real`` with the last day's first fresh 1 h count set to -1 (fails its suite)."""
+
+    def corrupted(interval: Interval, settings: Settings) -> tuple[dict[date, pa.Table], int]:
+        tables, events = real(interval, settings)
+        last = max(tables)
+        column = "fresh_merchant_txn_count_1h"
+        values = tables[last][column].to_pylist()
+        values[0] = -1
+        index = tables[last].schema.get_field_index(column)
+        field = tables[last].schema.field(column)
+        tables[last] = tables[last].set_column(index, field, pa.array(values, field.type))
+        return tables, events
+
+    return corrupted
+
+
+def test_spark_job_equals_reference_on_simulated_days(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _publish_days(settings, Interval.parse("2026-01-01", "2026-01-05"))
     interval = Interval.parse("2026-01-03", "2026-01-05")
+    # A fresh-feature day failing its suite stops the stage before either set publishes.
+    with monkeypatch.context() as patched:
+        patched.setattr(fresh, "compute_fresh_interval", _negative_first_count(
+            fresh.compute_fresh_interval
+        ))  # fmt: skip
+        with pytest.raises(BatchQuarantined, match="fresh_merchant_txn_count_1h"):
+            build_features(interval, settings)
+    for day in interval.days():
+        for zone, dataset in (("features", "features"), (fresh.ZONE, fresh.DATASET)):
+            assert not lake.exists(lake.partition_file(settings.lake_uri, zone, dataset, day))
     result = build_features(interval, settings)
 
     days = [date(2026, 1, d) for d in range(1, 5)]

@@ -427,18 +427,18 @@ def _day_slice(table: pa.Table, day: date) -> pa.Table:
 def build_features(interval: Interval, settings: Settings | None = None) -> FeatureResult:
     """The feature stage: compute, validate (GX ``features`` suite) and publish per day.
 
-    Each day is validated before anything is published, so a failing interval
-    leaves every existing feature partition as it was. Then the fresh features of the
-    interval's transactions are computed and published
-    (:func:`driftline.data.fresh.build_fresh_features`), so every entry point of this
-    stage (the ingest DAG, the CLI, the DVC stage) builds both.
+    Every day of both feature sets is validated before anything is published: the
+    store features (GX ``features``), then the fresh features of the interval's
+    transactions (:func:`driftline.data.fresh.validated_fresh`, GX ``fresh_features``).
+    A failure in either leaves every existing partition of both as it was. Every entry
+    point of this stage (the ingest DAG, the CLI, the DVC stage) builds both.
 
     Raises:
         MissingHistoryError: Raw history the interval needs is missing; nothing is
             computed or published.
         driftline.data.ingest.BatchQuarantined: The features failed validation.
     """
-    from driftline.data.fresh import build_fresh_features
+    from driftline.data.fresh import validated_fresh, write_fresh
     from driftline.data.ingest import BatchQuarantined, quarantine
     from driftline.data.validate import describe_failures, validate_frame
 
@@ -455,11 +455,12 @@ def build_features(interval: Interval, settings: Settings | None = None) -> Feat
                 cfg.lake_uri, DATASET, day, reason, sink.getvalue().to_pybytes(), outcome.result
             )
             raise BatchQuarantined(f"features for {day} failed validation: {reason}", where)
+    fresh_tables, events = validated_fresh(interval, cfg)
     partitions = tuple(
         lake.replace_partition(cfg.lake_uri, "features", DATASET, day, part)
         for day, part in slices.items()
     )
-    fresh = build_fresh_features(interval, cfg)
+    fresh = write_fresh(interval, fresh_tables, events, cfg)
     return FeatureResult(
         str(interval),
         {d.isoformat(): p.num_rows for d, p in slices.items()},

@@ -192,8 +192,31 @@ def build_fresh_features(interval: Interval, settings: Settings | None = None) -
             :func:`publish_fresh`); nothing is written.
     """
     cfg = settings or get_settings()
-    tables, events = compute_fresh_interval(interval, cfg)
-    partitions = publish_fresh(tables, cfg)
+    tables, events = validated_fresh(interval, cfg)
+    return write_fresh(interval, tables, events, cfg)
+
+
+def validated_fresh(interval: Interval, settings: Settings) -> tuple[dict[date, pa.Table], int]:
+    """:func:`compute_fresh_interval`, then every day through the suite; nothing published.
+
+    The feature stage calls this before it publishes the store features, so a day that
+    fails here leaves the store features as they were too.
+
+    Raises:
+        driftline.data.features.MissingHistoryError: As :func:`build_fresh_features`.
+        BatchQuarantined: As :func:`publish_fresh`.
+    """
+    tables, events = compute_fresh_interval(interval, settings)
+    for day, table in tables.items():
+        _require_valid(day, table, settings)
+    return tables, events
+
+
+def write_fresh(
+    interval: Interval, tables: Mapping[date, pa.Table], events: int, settings: Settings
+) -> FreshResult:
+    """Publish validated tables (from :func:`validated_fresh`); what was written."""
+    partitions = _write_partitions(tables, settings)
     rows = {day.isoformat(): table.num_rows for day, table in tables.items()}
     log.info("fresh features %s: %s rows from %d events", interval, rows, events)
     return FreshResult(str(interval), rows, events, partitions)
@@ -235,6 +258,11 @@ def publish_fresh(tables: Mapping[date, pa.Table], settings: Settings) -> tuple[
     """
     for day, table in tables.items():
         _require_valid(day, table, settings)
+    return _write_partitions(tables, settings)
+
+
+def _write_partitions(tables: Mapping[date, pa.Table], settings: Settings) -> tuple[str, ...]:
+    """Replace each day's fresh-feature partition; the URIs, in the order of ``tables``."""
     return tuple(
         lake.replace_partition(settings.lake_uri, ZONE, DATASET, day, table)
         for day, table in tables.items()
