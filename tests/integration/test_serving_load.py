@@ -36,6 +36,7 @@ from driftline.data.feast import apply_definitions
 from driftline.serving import read_predictions
 from driftline.serving.admission import key_id
 from driftline.serving.api import Service
+from driftline.serving.guard import EXTENSION_RULES
 from driftline.serving.lookup import CircuitBreaker, FeatureRow, GuardedFeatures, missing_row
 from tests.conftest import REPO
 from tests.exposition import (
@@ -256,6 +257,9 @@ def test_a_slow_store_falls_back_opens_the_breaker_and_it_closes_again(
     assert sample(metrics, "driftline_feature_lookup_fallbacks_total", reason="breaker_open") == 1
     assert sample(metrics, "driftline_feature_fallback_total") == 3.0
     assert sample(metrics, "driftline_scored_rows_total") == 4.0
+    for rule in EXTENSION_RULES:  # the guard's extensions by rule, from the first scrape
+        assert sample(metrics, "driftline_feature_store_call_extensions_total", rule=rule) >= 0
+        assert sample(metrics, "driftline_event_store_call_extensions_total", rule=rule) >= 0
 
     clock.now += 10.0  # idle past the reset period: the gauge says half-open
     assert sample(client.get("/metrics").text, "driftline_feature_breaker_state") == 2.0

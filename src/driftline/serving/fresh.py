@@ -279,6 +279,13 @@ class EventMetrics(Collector):
             stats.failures,
         )
         yield counts_by(
+            "driftline_event_store_call_extensions",
+            "Further periods given to event-store calls past their limit, by rule (stall, "
+            "saturated, starved; as driftline_feature_store_call_extensions).",
+            "rule",
+            stats.extensions,
+        )
+        yield counts_by(
             "driftline_event_store_fallback_rows",
             "Rows scored with NaN fresh features (also in driftline_feature_fallback_total), "
             "by reason (store_failed, breaker_open, no_worker).",

@@ -131,6 +131,13 @@ def _lookup_metrics(features: GuardedFeatures) -> Iterator[Metric]:
         stats.store_failures,
     )
     yield counts_by(
+        "driftline_feature_store_call_extensions",
+        "Further periods given to online-store calls past their limit, by rule (stall: "
+        "the process was paused; saturated: its CPU was busy; starved: it waited to run).",
+        "rule",
+        stats.extensions,
+    )
+    yield counts_by(
         "driftline_feature_lookup_fallbacks",
         "Lookups answered from the fallback, by reason (store_failed, breaker_open, no_worker).",
         "reason",
