@@ -37,6 +37,8 @@ import pytest
 from driftline.core import lake
 from driftline.core.settings import Settings
 from driftline.data.predictions import read_predictions
+from driftline.data.validate import result_uri
+from driftline.monitoring.files import monitoring_uri
 from driftline.orchestration.processes import group_alive, run_child
 from tests.dags.conftest import REPO
 
@@ -172,6 +174,20 @@ def test_every_replayed_transaction_has_one_prediction_row_from_both_replicas(
         total += len(rows)
     counts = timeline["replica_scored_rows"]
     assert all(count > 0 for count in counts) and sum(counts) == total
+
+
+def test_gx_verdicts_and_monitoring_state_are_in_the_s3_lake(
+    loop: tuple[Path, dict[str, Any]],
+) -> None:
+    """Every served day's four GX verdicts and its drift-log entry are lake objects."""
+    _, timeline = loop
+    lake_dir = str(timeline["lake"]["export"])
+    settings = Settings(lake_uri=lake_dir)
+    for day in _served_days():
+        for suite in ("raw_transactions", "raw_labels", "features", "fresh_features"):
+            verdict = json.loads(Path(result_uri(lake_dir, suite, day)).read_text())
+            assert verdict["success"] is True, (day, suite, verdict["failed_expectations"])
+        assert Path(monitoring_uri(settings, "drift_log", "results", f"dt={day}.json")).is_file()
 
 
 def test_both_replicas_applied_the_same_canary_weight(loop: tuple[Path, dict[str, Any]]) -> None:
