@@ -201,6 +201,7 @@ def server_registry(
     )
 
 
+@pytest.mark.slow  # an `mlflow server` start: 10-60 s
 def test_rest_rollback_leaves_what_mlflowclient_leaves(
     server_registry: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,6 +216,7 @@ def test_rest_rollback_leaves_what_mlflowclient_leaves(
     assert fast_state["aliases"] == {"champion": "1", "canary": "3"}
 
 
+@pytest.mark.slow
 def test_rest_errors_carry_mlflows_message(server_registry: Settings) -> None:
     """A missing model or version is a RegistryStoreError with the server's words."""
     store = alias_store(server_registry)
