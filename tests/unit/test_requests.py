@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from driftline.core.interval import Interval
+from driftline.core.settings import Settings
 from driftline.orchestration import assets
 from driftline.orchestration.requests import (
-    DEFAULT_TRIALS,
-    DEFAULT_WORKERS,
     MAX_WORKERS,
     RequestError,
     RetrainRequest,
@@ -29,6 +29,7 @@ from driftline.orchestration.requests import (
     training_params,
     training_request,
 )
+from driftline.orchestration.runner import request_from_settings
 
 DRIFT_EXTRA = {
     "window_start": "2026-01-07",
@@ -88,8 +89,9 @@ def test_params_declare_the_fields_the_parsers_read() -> None:
     assert set(retrain_params()) == set(training_params()) | {"candidate_version"}
     assert set(monitor_params()) == {"day"}
     for params in (training_params(), retrain_params()):
-        assert params["trials"]["default"] == DEFAULT_TRIALS
-        assert params["workers"]["default"] == DEFAULT_WORKERS
+        # Empty by default: the run's budget is the deployment's settings'.
+        assert params["trials"]["default"] is None and "null" in params["trials"]["type"]
+        assert params["workers"]["default"] is None and "null" in params["workers"]["type"]
         assert params["workers"]["maximum"] == MAX_WORKERS
         assert all("description" in spec and "type" in spec for spec in params.values())
 
@@ -140,7 +142,7 @@ def test_training_request_window_from_the_event_budget_from_the_params() -> None
 
 def test_training_request_defaults_without_run_id_or_budget() -> None:
     request = training_request({"window_start": "2026-01-01", "window_end": "2026-01-20"}, {}, None)
-    assert (request.trials, request.workers) == (DEFAULT_TRIALS, DEFAULT_WORKERS)
+    assert (request.trials, request.workers) == (None, None)
     assert (request.airflow_run_id, request.request_id) == ("", "")
 
 
@@ -191,7 +193,7 @@ def test_retrain_request_from_a_drift_event() -> None:
         **DRIFT_EXTRA,
         "candidate_version": "",
         "trials": 3,
-        "workers": DEFAULT_WORKERS,
+        "workers": None,
         "airflow_run_id": "asset__7",
         "request_id": "airflow-asset__7",
     }
@@ -211,7 +213,7 @@ def test_retrain_request_from_a_drift_event() -> None:
         "window_start": "2026-01-07",
         "window_end": "2026-01-28",
         "trials": 3,
-        "workers": DEFAULT_WORKERS,
+        "workers": None,
         "airflow_run_id": "asset__7",
         "request_id": "airflow-asset__7",
     }
@@ -324,3 +326,23 @@ def test_monitor_days_without_a_day_is_a_clear_error() -> None:
         monitor_days({"day": None}, {}, moment, moment)
     with pytest.raises(RequestError, match="day must be a day as YYYY-MM-DD"):
         monitor_days({"day": "soon"}, None)
+
+
+def test_a_retrain_without_a_budget_tunes_with_the_settings_budget(tmp_path: Path) -> None:
+    """A drift event's run (the form's budget empty) takes DRIFTLINE_TUNING_TRIALS/_WORKERS.
+
+    The params used to default to a fixed 8 trials on 2 workers, so the production
+    profile's retrains ignored its 2-trial, 1-worker settings (and two concurrent tuners
+    made the study depend on timing).
+    """
+    events = _events(assets.RETRAIN_REQUESTS, DRIFT_EXTRA)
+    request = retrain_request({"trials": None, "workers": None}, events, "asset__8")
+    fields = request.training().to_dict()
+    assert (fields["trials"], fields["workers"]) == (None, None)
+    assert RetrainRequest.from_dict(request.to_dict()) == request
+    settings = Settings(home=tmp_path, tuning_trials=2, tuning_workers=1)
+    window = Interval.parse(fields["window_start"], fields["window_end"])
+    train = request_from_settings(
+        window, settings, trials=fields["trials"], workers=fields["workers"]
+    )
+    assert (train.trials, train.workers) == (2, 1)

@@ -23,9 +23,9 @@ from typing import Any
 from driftline.core.interval import Interval
 from driftline.orchestration import assets
 
-#: Tuning budget of a training run whose params do not say otherwise.
-DEFAULT_TRIALS = 8
-DEFAULT_WORKERS = 2
+#: The tuning-budget fields of a request: absent (``None``), the run takes the settings'
+#: ``tuning_trials`` / ``tuning_workers`` (``DRIFTLINE_TUNING_TRIALS`` / ``_WORKERS``).
+BUDGET_FIELDS = ("trials", "workers")
 #: Most parallel tuning workers one run may ask for.
 MAX_WORKERS = 16
 #: What a retrain request carries besides the tuning budget, in the event's ``extra``
@@ -59,19 +59,20 @@ def _optional_date(description: str) -> dict[str, Any]:
 
 
 def _budget_params() -> dict[str, dict[str, Any]]:
+    """The tuning budget: empty (``null``) means the deployment's settings decide."""
     return {
         "trials": {
-            "default": DEFAULT_TRIALS,
-            "type": "integer",
+            "default": None,
+            "type": ["null", "integer"],
             "minimum": 1,
-            "description": "Optuna trials.",
+            "description": "Optuna trials (empty: the settings' tuning_trials).",
         },
         "workers": {
-            "default": DEFAULT_WORKERS,
-            "type": "integer",
+            "default": None,
+            "type": ["null", "integer"],
             "minimum": 1,
             "maximum": MAX_WORKERS,
-            "description": "Tuners.",
+            "description": "Tuners (empty: the settings' tuning_workers).",
         },
     }
 
@@ -172,17 +173,29 @@ def _request_id(run_id: str | None) -> str:
 def _run_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     """The fields every training run shares, parsed: tuning budget and run identity."""
     return {
-        "trials": _count(data.get("trials", DEFAULT_TRIALS), "trials"),
-        "workers": _count(data.get("workers", DEFAULT_WORKERS), "workers", MAX_WORKERS),
+        "trials": _budget(data.get("trials"), "trials"),
+        "workers": _budget(data.get("workers"), "workers", MAX_WORKERS),
         "airflow_run_id": str(data.get("airflow_run_id", "")),
         "request_id": str(data.get("request_id", "")),
     }
 
 
+def _budget(value: Any, name: str, maximum: int | None = None) -> int | None:
+    """A tuning-budget field: ``None`` when absent or empty (the settings decide)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _count(value, name, maximum)
+
+
 def _json(request: Any) -> dict[str, Any]:
-    """A request dataclass as a JSON-ready dict: days as ISO strings, absent ones ``""``."""
+    """A request dataclass as a JSON-ready dict: days as ISO strings, absent ones ``""``,
+    an absent tuning budget ``null``."""
     return {
-        name: _iso(value) if value is None or isinstance(value, date) else value
+        name: value
+        if name in BUDGET_FIELDS
+        else _iso(value)
+        if value is None or isinstance(value, date)
+        else value
         for name, value in asdict(request).items()
     }
 
@@ -288,8 +301,8 @@ class TrainingRequest:
 
     window_start: date
     window_end: date
-    trials: int = DEFAULT_TRIALS
-    workers: int = DEFAULT_WORKERS
+    trials: int | None = None
+    workers: int | None = None
     airflow_run_id: str = ""
     request_id: str = ""
 
@@ -361,8 +374,8 @@ class RetrainRequest:
     drift_day: str = ""
     reason: str = ""
     drift_report: str = ""
-    trials: int = DEFAULT_TRIALS
-    workers: int = DEFAULT_WORKERS
+    trials: int | None = None
+    workers: int | None = None
     airflow_run_id: str = ""
     request_id: str = ""
 
