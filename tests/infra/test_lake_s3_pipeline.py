@@ -6,7 +6,8 @@ and the training step make. Spark has no ``s3a`` here (pyspark ships no ``hadoop
 so the feature job reads its raw days through fsspec; its result must equal Spark's own
 read of the same files on a local disk. The bucket holds exactly the expected objects,
 none of them temporary; a rerun rewrites the same bytes under the same keys (only the
-re-delivered bad batch adds its next quarantine attempt, as quarantine always does);
+re-delivered bad batch adds its next quarantine attempt, as quarantine always does, and
+each GX verdict is replaced by the rerun's);
 and no local lake folder ever appears under ``DRIFTLINE_HOME``.
 """
 
@@ -26,6 +27,7 @@ from driftline.core.settings import Settings
 from driftline.data.feast import get_store, materialize_interval, offline_s3_endpoint
 from driftline.data.features import DATASET, build_features, compute_interval
 from driftline.data.ingest import BatchQuarantined, ingest, publish_validated
+from driftline.data.validate import RESULT_ZONE
 from driftline.orchestration.landing import landing_status
 from driftline.simulator import BadBatch, SimulatorConfig, write_landing
 from driftline.training.dataset import build_training_set, load_manifest, load_split
@@ -43,6 +45,8 @@ CONFIG = SimulatorConfig(
     bad_batches=(BadBatch("negative_amount", BAD_DAY),),
 )
 DATASETS = ("transactions", "labels")
+#: The zone of the GX verdicts: one per suite and day, replaced (not added to) by a rerun.
+VERDICTS = RESULT_ZONE
 
 
 def objects(client: Any, bucket: str) -> dict[str, str]:
@@ -86,6 +90,12 @@ def expected_keys(days: list[str], attempts: int) -> set[str]:
             *(f"staging/{ds}/dt={d}/part-0.parquet" for ds in DATASETS for d in days),
             *(f"raw/{ds}/dt={d}/part-0.parquet" for ds in DATASETS for d in days),
             *(f"features/{ds}/dt={d}/part-0.parquet" for ds in (DATASET, "fresh") for d in days),
+            *(f"{VERDICTS}/raw_transactions/dt={d}/result.json" for d in landed),
+            *(
+                f"{VERDICTS}/{suite}/dt={d}/result.json"
+                for suite in ("raw_labels", "features", "fresh_features")
+                for d in days
+            ),
             *(
                 f"{quarantine}/attempt={n}/{name}"
                 for n in range(1, attempts + 1)
@@ -135,7 +145,9 @@ def test_data_plane_on_s3_writes_only_the_bucket_and_reruns_in_place(
     second = objects(client, bucket)
     retried = expected_keys(days, attempts=2) - expected_keys(days, attempts=1)
     assert set(second) - set(first) == retried
-    assert {key: second[key] for key in first} == first  # same keys, same bytes
+    # Same keys, same bytes; a verdict is the same key with the rerun's own record.
+    data = {key: tag for key, tag in first.items() if not key.startswith(f"lake/{VERDICTS}/")}
+    assert {key: second[key] for key in data} == data
     assert not (settings.home / "lake").exists()
     assert load_manifest(tmp_path / "set-2")["data_version"] == manifest["data_version"]
 
