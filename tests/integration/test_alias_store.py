@@ -136,7 +136,7 @@ def test_a_failed_sqlite_write_changes_nothing(sqlite_registry: Settings) -> Non
 def test_sqlite_refuses_a_missing_model_or_a_deleted_version(sqlite_registry: Settings) -> None:
     """MLflow's own refusals: no such model; a deleted version cannot take an alias."""
     with pytest.raises(RegistryStoreError, match="not found"):
-        alias_store(sqlite_registry).alias_version(registry.CHAMPION)
+        alias_store(sqlite_registry).model_state()
     _register(sqlite_registry, sqlite_registry.model_name)
     registry.client(sqlite_registry).delete_model_version(sqlite_registry.model_name, "1")
     with pytest.raises(RegistryStoreError, match="version=1"):
@@ -221,11 +221,11 @@ def test_rest_errors_carry_mlflows_message(server_registry: Settings) -> None:
     """A missing model or version is a RegistryStoreError with the server's words."""
     store = alias_store(server_registry)
     with pytest.raises(RegistryStoreError, match=r"HTTP 404 .*not found"):
-        store.model_tags()
+        store.model_state()
     _register(server_registry, server_registry.model_name)
     with pytest.raises(RegistryStoreError, match="HTTP 404"):
         store.apply(RegistryWrite(aliases={registry.CHAMPION: "9"}))
-    assert store.alias_version(registry.CHAMPION) == "2"
+    assert store.model_state().aliases[registry.CHAMPION] == "2"
     assert store.version_tags("1") == {"gate.staging": "passed"}
 
 
@@ -234,4 +234,4 @@ def test_an_unreachable_server_is_a_registry_error(settings: Settings) -> None:
     port = free_port()
     store = RestAliasStore(f"http://127.0.0.1:{port}", settings.model_name)
     with pytest.raises(RegistryStoreError, match=f"127.0.0.1:{port}"):
-        store.model_tags()
+        store.model_state()

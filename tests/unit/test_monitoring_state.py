@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from driftline.core.lake import write_json
 from driftline.core.settings import Settings
 from driftline.monitoring import DriftLog, DriftResult, TriggerDecision
 from driftline.monitoring.drift_report import report_folder
-from driftline.monitoring.files import list_files, read_json, write_json
+from driftline.monitoring.files import list_files, read_json
 from driftline.monitoring.reference import load_reference, reference_path
 
 DAY = date(2026, 3, 2)

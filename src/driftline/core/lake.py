@@ -28,8 +28,9 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
+from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
@@ -247,8 +248,11 @@ def existing_partition_files(
     ]
 
 
-def write_json(uri: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as pretty, key-sorted JSON to ``uri``."""
-    fs, path = filesystem(uri)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+def write_json(uri: str | Path, payload: Mapping[str, Any]) -> None:
+    """Replace the file ``uri`` with ``payload`` as indented, key-sorted JSON.
+
+    Whole or not at all (:func:`put_atomic`): a reader never sees half a file. Values
+    JSON cannot hold (dates, paths) are written as their ``str``.
+    """
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
+    put_atomic(uri, (text + "\n").encode("utf-8"))

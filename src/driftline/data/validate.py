@@ -54,7 +54,6 @@ import pyarrow.compute as pc
 from filelock import FileLock
 
 from driftline.core import lake
-from driftline.core.atomic import put_atomic
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings, get_settings
 
@@ -286,8 +285,7 @@ def record_outcome(lake_uri: str, interval: Interval, outcome: ValidationOutcome
         "statistics": outcome.statistics,
         "result": outcome.result,
     }
-    data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
-    put_atomic(result_uri(lake_uri, outcome.suite, interval.start.date()), data)
+    lake.write_json(result_uri(lake_uri, outcome.suite, interval.start.date()), payload)
 
 
 def require_valid(

@@ -84,14 +84,24 @@ class RegistryWrite:
     version_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ModelState:
+    """What a rollback reads of the registered model itself.
+
+    Attributes:
+        aliases: Alias -> the version it points at.
+        tags: The registered model's tags.
+    """
+
+    aliases: Mapping[str, str]
+    tags: Mapping[str, str]
+
+
 class AliasStore(Protocol):
     """What a rollback reads and writes in the registry, for one registered model."""
 
-    def alias_version(self, alias: str) -> str | None:
-        """The version ``alias`` points at, or ``None`` when it is not set."""
-
-    def model_tags(self) -> dict[str, str]:
-        """The registered model's tags."""
+    def model_state(self) -> ModelState:
+        """The registered model's aliases and tags, in one read."""
 
     def version_tags(self, version: str) -> dict[str, str]:
         """One version's tags."""
@@ -157,26 +167,24 @@ class SqliteAliasStore:
         self.path = path
         self.name = name
 
-    def alias_version(self, alias: str) -> str | None:
-        """The version ``alias`` points at (``None`` when unset)."""
+    def model_state(self) -> ModelState:
+        """The registered model's aliases and tags (one connection)."""
+        where = (DEFAULT_WORKSPACE, self.name)
         with contextlib.closing(_connect(self.path)) as connection:
             self._require_model(connection)
-            row = connection.execute(
-                "SELECT version FROM registered_model_aliases "
-                "WHERE workspace = ? AND name = ? AND alias = ?",
-                (DEFAULT_WORKSPACE, self.name, alias),
-            ).fetchone()
-        return None if row is None else str(row[0])
-
-    def model_tags(self) -> dict[str, str]:
-        """The registered model's tags."""
-        with contextlib.closing(_connect(self.path)) as connection:
-            self._require_model(connection)
-            rows = connection.execute(
-                'SELECT "key", value FROM registered_model_tags WHERE workspace = ? AND name = ?',
-                (DEFAULT_WORKSPACE, self.name),
+            aliases = connection.execute(
+                "SELECT alias, version FROM registered_model_aliases "
+                "WHERE workspace = ? AND name = ?",
+                where,
             ).fetchall()
-        return {str(key): str(value) for key, value in rows}
+            tags = connection.execute(
+                'SELECT "key", value FROM registered_model_tags WHERE workspace = ? AND name = ?',
+                where,
+            ).fetchall()
+        return ModelState(
+            {str(alias): str(version) for alias, version in aliases},
+            {str(key): str(value) for key, value in tags},
+        )
 
     def version_tags(self, version: str) -> dict[str, str]:
         """One (not deleted) version's tags."""
@@ -257,17 +265,12 @@ class RestAliasStore:
         self._context = _ssl_context()
         self._headers = {"Content-Type": "application/json", **_auth_headers()}
 
-    def alias_version(self, alias: str) -> str | None:
-        """The version ``alias`` points at (``None`` when unset)."""
-        model = self._registered_model()
-        for entry in model.get("aliases", []):
-            if entry.get("alias") == alias:
-                return str(entry["version"])
-        return None
-
-    def model_tags(self) -> dict[str, str]:
-        """The registered model's tags."""
-        return _tags(self._registered_model().get("tags", []))
+    def model_state(self) -> ModelState:
+        """The registered model's aliases and tags (one ``registered-models/get``)."""
+        answer = self._call("GET", "registered-models/get", {"name": self.name})
+        model: dict[str, Any] = answer.get("registered_model", {})
+        aliases = {str(e["alias"]): str(e["version"]) for e in model.get("aliases", [])}
+        return ModelState(aliases, _tags(model.get("tags", [])))
 
     def version_tags(self, version: str) -> dict[str, str]:
         """One version's tags."""
@@ -285,11 +288,6 @@ class RestAliasStore:
             for key, value in tags.items():
                 body = {"name": self.name, "version": version, "key": key, "value": value}
                 self._call("POST", "model-versions/set-tag", body)
-
-    def _registered_model(self) -> dict[str, Any]:
-        answer = self._call("GET", "registered-models/get", {"name": self.name})
-        model: dict[str, Any] = answer.get("registered_model", {})
-        return model
 
     def _call(self, method: str, endpoint: str, body: Mapping[str, str]) -> dict[str, Any]:
         url = self.base + endpoint
@@ -354,15 +352,11 @@ class MlflowAliasStore:
         self.client = client(settings)
         self.name = settings.model_name
 
-    def alias_version(self, alias: str) -> str | None:
-        """The version ``alias`` points at (``None`` when unset)."""
-        aliases = self.client.get_registered_model(self.name).aliases or {}
-        version = aliases.get(alias)
-        return None if version is None else str(version)
-
-    def model_tags(self) -> dict[str, str]:
-        """The registered model's tags."""
-        return dict(self.client.get_registered_model(self.name).tags or {})
+    def model_state(self) -> ModelState:
+        """The registered model's aliases and tags (one ``get_registered_model``)."""
+        model = self.client.get_registered_model(self.name)
+        aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        return ModelState(aliases, dict(model.tags or {}))
 
     def version_tags(self, version: str) -> dict[str, str]:
         """One version's tags."""

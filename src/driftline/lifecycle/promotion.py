@@ -440,10 +440,11 @@ def rollback(
     _check_reason(reason, actor)
     name = settings.model_name
     store = alias_store(settings)
-    current = store.alias_version(CHAMPION)
+    state = store.model_state()
+    current = state.aliases.get(CHAMPION)
     if current is None:
         raise PromotionError(f"nothing to roll back: model {name!r} has no champion")
-    restore = store.model_tags().get(PREVIOUS_CHAMPION_TAG, "")
+    restore = state.tags.get(PREVIOUS_CHAMPION_TAG, "")
     if not restore:
         restored_from = store.version_tags(current).get("decision.restored.from")
         hint = (

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from driftline.core.lake import write_json
 from driftline.core.settings import Settings
-from driftline.monitoring.files import list_files, monitoring_uri, read_json, write_json
+from driftline.monitoring.files import list_files, monitoring_uri, read_json
 from driftline.monitoring.policy import TriggerDecision
 from driftline.monitoring.result import DriftResult
 

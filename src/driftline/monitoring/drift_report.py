@@ -13,8 +13,9 @@ from datetime import date
 from pathlib import Path
 
 from driftline.core.atomic import put_atomic
+from driftline.core.lake import write_json
 from driftline.core.settings import Settings
-from driftline.monitoring.files import monitoring_uri, remove, write_json
+from driftline.monitoring.files import monitoring_uri, remove
 from driftline.monitoring.result import DriftMeasurement, DriftResult
 
 REPORT_HTML = "drift_report.html"

@@ -9,18 +9,17 @@ any machine, sees the same drift log, reports and references::
     {lake}/monitoring/reports/dt=YYYY-MM-DD/drift_report.html, drift.json
     {lake}/monitoring/reference/v<version>.parquet
 
-Each file is replaced whole (:func:`~driftline.core.atomic.put_atomic`): readers never
-see half of one.
+Each file is replaced whole (:func:`~driftline.core.lake.write_json`,
+:func:`~driftline.core.atomic.put_atomic`): readers never see half of one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from driftline.core.atomic import filesystem, put_atomic
+from driftline.core.atomic import filesystem
 from driftline.core.settings import Settings
 
 FOLDER = "monitoring"
@@ -29,12 +28,6 @@ FOLDER = "monitoring"
 def monitoring_uri(settings: Settings, *parts: str) -> str:
     """URI of ``parts`` under the lake's monitoring folder."""
     return "/".join([settings.lake_uri.rstrip("/"), FOLDER, *parts])
-
-
-def write_json(target: str | Path, data: Mapping[str, Any]) -> None:
-    """Replace ``target`` with ``data`` as indented, key-sorted JSON (never half a file)."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=str)
-    put_atomic(target, (text + "\n").encode("utf-8"))
 
 
 def read_json(target: str | Path) -> Any:
