@@ -23,7 +23,9 @@ from tests.e2e.loops import LoopRun, events, loop_fixture
 
 __all__ = ["airflow_template"]  # the session fixture, shared with the other loop test
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+#: Seconds the loop may run: 15 min beside the closed loop on 2 cores were not enough.
+LOOP_TIMEOUT_S = 2100
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(LOOP_TIMEOUT_S + 60)]
 
 SERVE_FROM = date(2026, 1, 11)
 END = date(2026, 1, 16)
@@ -41,7 +43,7 @@ LOOP_ENV = {
 }
 
 
-loop = loop_fixture("no-drift", LOOP, LOOP_ENV, timeout_s=900)
+loop = loop_fixture("no-drift", LOOP, LOOP_ENV, timeout_s=LOOP_TIMEOUT_S)
 
 
 def test_no_drift_requests_no_retrain_and_promotes_no_new_version(
