@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from driftline.orchestration.processes import child_process, free_port, http_ok
+from driftline.orchestration.processes import free_port, mlflow_server
 
 MODEL = "driftline-fraud"
 GOAL_S = 2.0
@@ -115,17 +115,10 @@ def _measure(home: Path, uri: str, repeats: int) -> dict[str, Any]:
 @contextmanager
 def _mlflow_server(folder: Path) -> Iterator[str]:
     port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-        "--default-artifact-root", (folder / "artifacts").as_uri(), "--workers", "1",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with child_process(
-        command, ready=http_ok(f"{url}/health"), timeout_s=240, name="mlflow server",
-        log_path=folder / "mlflow.log", port=port,
-    ):  # fmt: skip
-        yield url
+    artifacts = {"--default-artifact-root": (folder / "artifacts").as_uri()}
+    backend = f"sqlite:///{folder / 'server.db'}"
+    with mlflow_server(port, backend, artifacts, log_path=folder / "mlflow.log"):
+        yield f"http://127.0.0.1:{port}"
 
 
 def run(repeats: int) -> dict[str, Any]:

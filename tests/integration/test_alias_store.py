@@ -9,7 +9,6 @@ back through MLflowClient and must be equal.
 from __future__ import annotations
 
 import sqlite3
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,7 @@ from driftline.lifecycle.alias_store import (
     SqliteAliasStore,
     alias_store,
 )
-from driftline.orchestration.processes import child_process, free_port, http_ok
+from driftline.orchestration.processes import free_port, mlflow_server
 
 NOW = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
 
@@ -178,17 +177,10 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server`` on loopback with a SQLite backend (one worker)."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--default-artifact-root", (folder / "artifacts").as_uri(), "--workers", "1",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with child_process(
-        command, ready=http_ok(f"{url}/health"), timeout_s=240, name="mlflow server",
-        log_path=folder / "mlflow.log", port=port,
-    ):  # fmt: skip
-        yield url
+    artifacts = {"--default-artifact-root": (folder / "artifacts").as_uri()}
+    backend = f"sqlite:///{folder / 'mlflow.db'}"
+    with mlflow_server(port, backend, artifacts, log_path=folder / "mlflow.log"):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

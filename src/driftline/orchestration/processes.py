@@ -500,6 +500,43 @@ def new_instance_id() -> str:
 
 
 @contextlib.contextmanager
+def mlflow_server(
+    port: int,
+    backend_store_uri: str,
+    artifacts: Mapping[str, str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 240.0,
+) -> Iterator[Child]:
+    """``mlflow server`` on loopback ``port`` with one worker, ready when ``/health`` is.
+
+    Args:
+        port: Its port (it must be free).
+        backend_store_uri: Runs and registry (``sqlite:///...``, ``postgresql://...``).
+        artifacts: The artifact option: ``{"--default-artifact-root": uri}`` (clients
+            write there themselves) or ``{"--artifacts-destination": uri}`` (the server
+            proxies ``mlflow-artifacts:/``, so only it needs the store's credentials).
+        log_path: Where its output goes.
+        env: Its environment (default: this process's).
+        timeout_s: How long it may take to answer (its first start migrates the store).
+
+    Raises:
+        ProcessStartError: As :func:`child_process`.
+    """
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", backend_store_uri, "--workers", "1",
+        *(part for option in artifacts.items() for part in option),
+    ]  # fmt: skip
+    with child_process(
+        command, ready=http_ok(f"http://127.0.0.1:{port}/health"), timeout_s=timeout_s,
+        name="mlflow server", env=env, log_path=log_path, port=port,
+    ) as child:  # fmt: skip
+        yield child
+
+
+@contextlib.contextmanager
 def scoring_service(
     port: int,
     *,

@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.core.interval import Interval
+from driftline.orchestration import processes
 from driftline.orchestration.airflow_rest import AirflowRest
 from driftline.orchestration.airflow_stack import AirflowStack, StackConfig, airflow_stack
 from driftline.orchestration.demo import LoopOptions
@@ -336,18 +337,10 @@ def mlflow_server(
     Clients reach the artifacts through the server (``mlflow-artifacts:/``), so only the
     server holds the S3 endpoint and credentials.
     """
-    folder = layout.folder("mlflow")
-    command = [
-        binary("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", backend_url,
-        "--artifacts-destination", f"s3://{BUCKETS['mlflow']}/artifacts",
-        "--workers", "1",
-    ]  # fmt: skip
     env = {**os.environ, **S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
-    with child_process(
-        command, ready=http_ok(f"http://127.0.0.1:{port}/health"), timeout_s=240,
-        name="mlflow server", env=env, log_path=folder / "mlflow.log", port=port,
-    ) as child:  # fmt: skip
+    artifacts = {"--artifacts-destination": f"s3://{BUCKETS['mlflow']}/artifacts"}
+    log_path = layout.folder("mlflow") / "mlflow.log"
+    with processes.mlflow_server(port, backend_url, artifacts, log_path=log_path, env=env) as child:
         yield child
 
 

@@ -187,17 +187,19 @@ def _budget(value: Any, name: str, maximum: int | None = None) -> int | None:
     return _count(value, name, maximum)
 
 
+def _json_field(name: str, value: Any) -> Any:
+    """One request field as JSON: a day as an ISO string, an absent day ``""``, an
+    absent tuning budget ``null``, anything else as it is."""
+    if name in BUDGET_FIELDS:
+        return value
+    if value is None or isinstance(value, date):
+        return _iso(value)
+    return value
+
+
 def _json(request: Any) -> dict[str, Any]:
-    """A request dataclass as a JSON-ready dict: days as ISO strings, absent ones ``""``,
-    an absent tuning budget ``null``."""
-    return {
-        name: value
-        if name in BUDGET_FIELDS
-        else _iso(value)
-        if value is None or isinstance(value, date)
-        else value
-        for name, value in asdict(request).items()
-    }
+    """A request dataclass as a JSON-ready dict (:func:`_json_field` per field)."""
+    return {name: _json_field(name, value) for name, value in asdict(request).items()}
 
 
 def newest_event_extra(events: Events | None) -> dict[str, Any]:
