@@ -43,7 +43,7 @@ DEMO_ENV = DRIFTLINE_DATA_START=$(DEMO_START) DRIFTLINE_SIMULATION_START=$(DEMO_
 	DRIFTLINE_SERVE_POLL_SECONDS=1 DRIFTLINE_SERVE_CANARY_WEIGHT=0.3 DRIFTLINE_CANARY_POKE_SECONDS=3
 DEMO_LOG = $(DRIFTLINE_HOME)/demo/demo.log
 
-.PHONY: install promtool redis-server prod-deps demo demo-prod test test-fast test-scheduler test-prod lint bench bench-serving bench-rollback airflow-init airflow-ui mlflow-ui dvc-repro clean
+.PHONY: install promtool redis-server prod-deps demo demo-prod test test-fast test-scheduler test-prod lint bench bench-serving bench-rollback bench-validation airflow-init airflow-ui mlflow-ui dvc-repro clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -180,6 +180,12 @@ bench: install
 ## bench/results/rollback.json (see bench/README.md).
 bench-rollback: install
 	$(PY) bench/rollback_bench.py
+
+## bench-validation: one GX validation with the data docs views' compiled templates
+## kept vs recompiled on every docs build (GX's views; about 1 minute, no demo state
+## needed); writes bench/results/validation.json (see bench/README.md).
+bench-validation: install
+	$(PY) bench/validation_bench.py
 
 ## bench-serving: the serving benchmark alone (about 8 minutes, after make demo): driftline
 ## serve vs mlflow models serve of the champion, open loop at 1/4/16/64 in flight, a 60 s

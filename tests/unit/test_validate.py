@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import pytest
 from driftline.core import schemas
 from driftline.core.interval import Interval
 from driftline.core.settings import PROJECT_ROOT, Settings
+from driftline.data import validate
 from driftline.data.validate import (
     SUITES,
     ValidationFailed,
@@ -432,3 +435,73 @@ def test_parallel_processes_share_one_state_dir(tmp_path: Path) -> None:
     assert len(list((state / "uncommitted" / "validations").rglob("*.json"))) == len(runs)
     index = (state / "uncommitted/data_docs/local_site/index.html").read_text()
     assert "raw_labels" in index and "raw_transactions" in index
+
+
+def _compiled_templates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the templates Jinja compiles from now on (in this process)."""
+    import jinja2
+
+    compiled: list[str] = []
+    original = jinja2.Environment.compile
+
+    def counting(self: jinja2.Environment, source: Any, name: str | None = None, *a: Any) -> Any:
+        compiled.append(str(name))
+        return original(self, source, name, *a)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    return compiled
+
+
+def test_data_docs_of_a_second_validation_compile_no_template(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GX builds new views per docs update; ours keep the compiled templates (gx_views)."""
+    from driftline.data.gx_views import BYTECODE
+
+    BYTECODE.clear()
+    compiled = _compiled_templates(monkeypatch)
+    assert validate_frame(labels(), "raw_labels", DAY, settings).success
+    first = len(compiled)
+    assert validate_frame(labels(), "raw_labels", DAY, settings).success
+    assert first > 10  # the first docs build compiled GX's templates
+    assert compiled[first:] == []
+    docs = settings.gx_state_dir / "uncommitted" / "data_docs" / "local_site"
+    assert (docs / "index.html").is_file()
+    assert len(list((docs / "validations").rglob("*.html"))) == 2
+
+
+def _timeless(page: str) -> str:
+    """A page without what differs per render: times (links get ``?d=<now>``) and the
+    element ids GX draws at random."""
+    page = re.sub(r"\d{8}T\d{6}\.\d{6}Z", "<now>", page)
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", page)
+
+
+def test_the_cached_data_docs_view_renders_what_gx_renders(settings: Settings) -> None:
+    """The same page, byte for byte, as GX's own view: compiled, then from the cache."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view.view import DefaultJinjaPageView
+
+    from driftline.data.gx_views import BYTECODE, CachedPageView
+
+    assert validate_frame(labels(), "raw_labels", DAY, settings).success
+    store = validate._runtime(settings.gx_state_dir).context.validation_results_store
+    result = store.get(store.list_keys()[0])
+
+    def page(view: Any) -> str:  # a fresh document each time: rendering changes it
+        return _timeless(view.render(ValidationResultsPageRenderer().render(result)))
+
+    BYTECODE.clear()
+    stock = page(DefaultJinjaPageView())
+    assert page(CachedPageView()) == stock  # compiled here, then kept
+    assert page(CachedPageView()) == stock  # from the cache
+
+
+def test_the_data_docs_site_is_gx_default_with_the_cached_views(settings: Settings) -> None:
+    validate_frame(labels(), "raw_labels", DAY, settings)
+    config = validate._runtime(settings.gx_state_dir).context.get_config()
+    site = config.data_docs_sites["local_site"]
+    assert site["class_name"] == "SiteBuilder"
+    assert site["site_index_builder"]["view"]["class_name"] == "CachedIndexPageView"
+    views = {section["view"]["class_name"] for section in site["site_section_builders"].values()}
+    assert views == {"CachedPageView"}

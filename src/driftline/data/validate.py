@@ -33,6 +33,7 @@ effects.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -408,7 +409,10 @@ def _import_gx() -> None:
 
 
 def _create_context(state_dir: Path) -> AbstractDataContext:
-    """An offline, quiet GX context whose stores and data docs live in ``state_dir``."""
+    """An offline, quiet GX context whose stores and data docs live in ``state_dir``.
+
+    The data docs site is GX's default one, its views from :mod:`driftline.data.gx_views`.
+    """
     _import_gx()
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -417,9 +421,21 @@ def _create_context(state_dir: Path) -> AbstractDataContext:
     )
 
     import great_expectations as gx
+    from driftline.data.gx_views import SITE_INDEX_BUILDER, SITE_SECTIONS
 
+    defaults = FilesystemStoreBackendDefaults(root_directory=str(state_dir))
+    # GX's own sites, with views that compile their templates once per process.
+    sites = {
+        name: {
+            **site,
+            "site_section_builders": copy.deepcopy(SITE_SECTIONS),
+            "site_index_builder": copy.deepcopy(SITE_INDEX_BUILDER),
+        }
+        for name, site in copy.deepcopy(defaults.data_docs_sites or {}).items()
+    }
     config = DataContextConfig(
-        store_backend_defaults=FilesystemStoreBackendDefaults(root_directory=str(state_dir)),
+        store_backend_defaults=defaults,
+        data_docs_sites=sites,
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
     )
