@@ -171,7 +171,8 @@ def test_every_replica_follows_the_registry_canary_control(
 
     # Abort: routing stops everywhere, the alias stays until the rollout concludes.
     assert a.put("/admin/canary-state", json={"state": "aborted"}, headers=KEY).status_code == 200
-    assert wait_for(lambda: canary(late)["serving_weight"] == 0.0, 10)
+    for client in (late, b):  # each within its own next poll
+        assert wait_for(lambda c=client: canary(c)["serving_weight"] == 0.0, 10)  # type: ignore[misc]
     assert canary_users(late) == canary_users(b) == set()
     assert registry.serving_state(registered).aliases[registry.CANARY] == "2"
 
