@@ -505,3 +505,17 @@ def test_the_data_docs_site_is_gx_default_with_the_cached_views(settings: Settin
     assert site["site_index_builder"]["view"]["class_name"] == "CachedIndexPageView"
     views = {section["view"]["class_name"] for section in site["site_section_builders"].values()}
     assert views == {"CachedPageView"}
+
+
+def test_the_data_docs_index_lists_the_newest_results_only(tmp_path: Path) -> None:
+    """gx_docs_index_limit: GX reads every listed result per docs update; pages stay."""
+    settings = Settings(home=tmp_path, gx_docs_index_limit=2)
+    for _ in range(3):
+        assert validate_frame(labels(), "raw_labels", DAY, settings).success
+    docs = settings.gx_state_dir / "uncommitted" / "data_docs" / "local_site"
+    pages = list((docs / "validations").rglob("*.html"))
+    assert len(pages) == 3
+    index = (docs / "index.html").read_text()
+    listed = [page for page in pages if page.name in index and page.parent.name in index]
+    assert len(listed) == 2
+    reset_cache()

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "great_expectations",
         description="Committed GX definitions (expectation suites).",
     )
+    gx_docs_index_limit: int = Field(
+        default=100,
+        ge=1,
+        description="Validation results the GX data docs index lists (the newest): GX reads "
+        "every listed result on each docs update, so an unbounded index made each "
+        "validation slower than the last. Every result keeps its page, and every verdict "
+        "is in the lake.",
+    )
     mlflow_tracking_uri: str = Field(default="", description="MLflow tracking URI.")
     mlflow_artifact_uri: str = Field(
         default="", description="Artifact root of the MLflow experiment (path or s3:// URI)."

@@ -164,7 +164,7 @@ def validate_frame(
     settings = settings or get_settings()
     non_finite = non_finite_counts(df)
     frame = df.to_pandas() if isinstance(df, pa.Table) else df
-    runtime = _runtime(settings.gx_state_dir)
+    runtime = _runtime(settings.gx_state_dir, settings.gx_docs_index_limit)
     started = time.perf_counter()
     with runtime.mutex, runtime.file_lock:
         checkpoint = _checkpoint(runtime, settings.gx_project_dir, suite_name)
@@ -366,8 +366,11 @@ def reset_cache() -> None:
 # ------------------------------------------------------------------ context & checkpoints
 
 
-def _runtime(state_dir: Path) -> _Runtime:
-    """The cached runtime of ``state_dir``, creating its context on first use."""
+def _runtime(state_dir: Path, docs_index_limit: int = 100) -> _Runtime:
+    """The cached runtime of ``state_dir``, creating its context on first use.
+
+    ``docs_index_limit`` (``gx_docs_index_limit``) is read when the context is created.
+    """
     key = state_dir.expanduser().resolve()
     with _RUNTIMES_GUARD:
         runtime = _RUNTIMES.get(key)
@@ -376,7 +379,7 @@ def _runtime(state_dir: Path) -> _Runtime:
             key.mkdir(parents=True, exist_ok=True)
             lock = FileLock(str(key / ".gx.lock"), timeout=LOCK_TIMEOUT_S)
             with lock:
-                runtime = _Runtime(key, _create_context(key), lock)
+                runtime = _Runtime(key, _create_context(key, docs_index_limit), lock)
             _RUNTIMES[key] = runtime
         return runtime
 
@@ -408,10 +411,12 @@ def _import_gx() -> None:
             del main.__file__  # type: ignore[union-attr]
 
 
-def _create_context(state_dir: Path) -> AbstractDataContext:
+def _create_context(state_dir: Path, docs_index_limit: int) -> AbstractDataContext:
     """An offline, quiet GX context whose stores and data docs live in ``state_dir``.
 
-    The data docs site is GX's default one, its views from :mod:`driftline.data.gx_views`.
+    The data docs site is GX's default one, its views from :mod:`driftline.data.gx_views`
+    and its index limited to the newest ``docs_index_limit`` validation results (GX
+    reads each listed result on every docs update).
     """
     _import_gx()
     from great_expectations.data_context.types.base import (
@@ -429,7 +434,10 @@ def _create_context(state_dir: Path) -> AbstractDataContext:
         name: {
             **site,
             "site_section_builders": copy.deepcopy(SITE_SECTIONS),
-            "site_index_builder": copy.deepcopy(SITE_INDEX_BUILDER),
+            "site_index_builder": {
+                **copy.deepcopy(SITE_INDEX_BUILDER),
+                "validation_results_limit": docs_index_limit,
+            },
         }
         for name, site in copy.deepcopy(defaults.data_docs_sites or {}).items()
     }
