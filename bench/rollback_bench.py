@@ -27,10 +27,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +38,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench_common import machine, parse_options, write_result
 
 from driftline.orchestration.processes import free_port, mlflow_server
 
@@ -136,12 +135,7 @@ def run(repeats: int) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - started, 1),
         "baseline": "mlflowclient (DRIFTLINE_REGISTRY_FAST_PATH=false)",
         "goal": f"driftline rollback returns in under {GOAL_S} s (the fast path's maximum)",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_before": [round(x, 2) for x in load_before],
-            "load_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "repeats": repeats,
         "registries": {"sqlite": sqlite, "server": server},
     }
@@ -149,13 +143,9 @@ def run(repeats: int) -> dict[str, Any]:
 
 def main() -> None:
     """Parse the options, run, print and write the result."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/rollback.json"))
-    args = parser.parse_args()
+    args = parse_options(__doc__, repeats=5, out="bench/results/rollback.json")
     result = run(args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     for name, found in result["registries"].items():
         print(
             f"{name:7s} fast median {found['fast']['median_s']:.2f} s max "

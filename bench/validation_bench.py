@@ -20,16 +20,15 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench_common import machine, parse_options, write_result
 
 from driftline.core import lake
 from driftline.core.interval import Interval
@@ -90,12 +89,7 @@ def run(repeats: int) -> dict[str, Any]:
         "suite": SUITE,
         "rows": ROWS,
         "repeats": repeats,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_before": [round(x, 2) for x in load_before],
-            "load_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "cached": cached,
         "recompiled": baseline,
         "ratio_recompiled_over_cached_median": round(baseline["median_s"] / cached["median_s"], 2),
@@ -104,13 +98,9 @@ def run(repeats: int) -> dict[str, Any]:
 
 def main() -> None:
     """Parse the options, run, print and write the result."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/validation.json"))
-    args = parser.parse_args()
+    args = parse_options(__doc__, repeats=15, out="bench/results/validation.json")
     result = run(args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(
         f"validation of {ROWS} rows: cached {result['cached']['median_s']:.2f} s median, "
         f"recompiled {result['recompiled']['median_s']:.2f} s "
