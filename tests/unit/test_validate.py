@@ -485,7 +485,8 @@ def test_the_cached_data_docs_view_renders_what_gx_renders(settings: Settings) -
     from driftline.data.gx_views import BYTECODE, CachedPageView
 
     assert validate_frame(labels(), "raw_labels", DAY, settings).success
-    store = validate._runtime(settings.gx_state_dir).context.validation_results_store
+    runtime = validate._runtime(settings.gx_state_dir, settings.gx_docs_index_limit)
+    store = runtime.context.validation_results_store
     result = store.get(store.list_keys()[0])
 
     def page(view: Any) -> str:  # a fresh document each time: rendering changes it
@@ -499,7 +500,8 @@ def test_the_cached_data_docs_view_renders_what_gx_renders(settings: Settings) -
 
 def test_the_data_docs_site_is_gx_default_with_the_cached_views(settings: Settings) -> None:
     validate_frame(labels(), "raw_labels", DAY, settings)
-    config = validate._runtime(settings.gx_state_dir).context.get_config()
+    runtime = validate._runtime(settings.gx_state_dir, settings.gx_docs_index_limit)
+    config = runtime.context.get_config()
     site = config.data_docs_sites["local_site"]
     assert site["class_name"] == "SiteBuilder"
     assert site["site_index_builder"]["view"]["class_name"] == "CachedIndexPageView"

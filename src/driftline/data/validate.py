@@ -366,7 +366,7 @@ def reset_cache() -> None:
 # ------------------------------------------------------------------ context & checkpoints
 
 
-def _runtime(state_dir: Path, docs_index_limit: int = 100) -> _Runtime:
+def _runtime(state_dir: Path, docs_index_limit: int) -> _Runtime:
     """The cached runtime of ``state_dir``, creating its context on first use.
 
     ``docs_index_limit`` (``gx_docs_index_limit``) is read when the context is created.
