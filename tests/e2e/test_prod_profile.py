@@ -41,6 +41,7 @@ from driftline.data.validate import result_uri
 from driftline.monitoring.files import monitoring_uri
 from driftline.orchestration.processes import group_alive, run_child
 from tests.dags.conftest import REPO
+from tests.e2e.loops import TEST_ONLY_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.prod, pytest.mark.timeout(3600)]
 
@@ -59,6 +60,7 @@ LOOP = [
 #: ``make demo``'s compressed time plus the closed-loop test's, and a landing sensor that
 #: looks every 20 s (the profile lands a simulated day every two or three minutes).
 LOOP_ENV = {
+    **TEST_ONLY_ENV,
     "DRIFTLINE_DATA_START": START.isoformat(),
     "DRIFTLINE_SIMULATION_START": START.isoformat(),
     "DRIFTLINE_LABEL_MATURITY_DAYS": "3",

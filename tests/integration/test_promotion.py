@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from driftline.cli import app
 from driftline.core.settings import Settings
-from driftline.lifecycle import registry
+from driftline.lifecycle import promotion, registry
 from driftline.lifecycle.promotion import (
     PromotionError,
     abort_canary,
@@ -106,6 +106,30 @@ def test_canary_promote_rollback_round_trip(versions: Settings) -> None:
     start_canary(cfg, "3", weight=0.1, reason="retrained", actor="dag")
     assert promote(cfg, reason="ok", actor="dag").previous == "1"
     assert rollback(cfg, reason="bad", actor="oncall").version == "1"
+
+
+def test_a_poll_that_sees_the_new_canary_also_sees_its_control(
+    versions: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control is written before the alias moves (the prod profile's replicas once
+    polled between the two and served the new canary at the settings' weight)."""
+    cfg = versions
+    start_canary(cfg, "2", weight=0.2, reason="first", actor="dag")
+    seen: list[registry.ServingState] = []
+    set_alias = promotion.set_alias
+
+    def polled_then_set(settings: Settings, alias: str, version: str) -> None:
+        seen.append(registry.serving_state(settings))  # a replica's poll just before
+        set_alias(settings, alias, version)
+        seen.append(registry.serving_state(settings))  # and just after
+
+    monkeypatch.setattr(promotion, "set_alias", polled_then_set)
+    start_canary(cfg, "3", weight=0.4, reason="second", actor="dag", now=NOW)
+    before, after = seen
+    assert before.aliases["canary"] == "2" and before.active_canary is None
+    assert after.aliases["canary"] == "3" and after.active_canary is not None
+    assert (after.active_canary.weight, after.active_canary.state) == (0.4, "running")
+    assert after.active_canary.updated == NOW.isoformat()
 
 
 def test_abort_canary_leaves_the_champion(versions: Settings) -> None:

@@ -212,12 +212,15 @@ def start_canary(
     if champion == version:
         raise PromotionError(f"version {version} is already the champion of {settings.model_name}")
     replaced = _alias_version(settings, CANARY)
-    set_alias(settings, CANARY, version)
     tags = {"canary.weight": repr(float(weight)), **_decision_tags("canary", reason, actor)}
     if now is not None:
         tags["canary.started"] = now.isoformat()
     tag_version(settings, version, tags)
-    set_canary_control(settings, actor=actor, weight=weight, state="running", now=now)
+    # The control before the alias: a replica whose poll sees ``canary`` at ``version``
+    # also sees its control, never the settings' default for a moment.
+    stamp = "" if now is None else now.isoformat()
+    _write_canary_control(settings, CanaryControl(version, float(weight), "running", actor, stamp))
+    set_alias(settings, CANARY, version)
     log.info(
         "canary: %s version %s at weight %.3f (champion %s, replaced canary %s) by %s: %s",
         settings.model_name,
@@ -285,6 +288,17 @@ def set_canary_control(
         actor,
         "" if now is None else now.isoformat(),
     )
+    _write_canary_control(settings, control)
+    return control
+
+
+def _write_canary_control(settings: Settings, control: CanaryControl) -> None:
+    """Record ``control`` as the registered-model tags, its version tag first.
+
+    When a new canary replaces another, a poll between two tag writes finds a control
+    for a version that is not the canary yet, so the replaced canary falls back to
+    ``serve_canary_weight`` rather than taking a mix of the two controls.
+    """
     tags = {
         CANARY_VERSION_TAG: control.version,
         CANARY_WEIGHT_TAG: repr(control.weight),
@@ -292,6 +306,7 @@ def set_canary_control(
         CANARY_ACTOR_TAG: control.actor,
         CANARY_UPDATED_TAG: control.updated,
     }
+    mlflow_client = client(settings)
     for key, value in tags.items():
         mlflow_client.set_registered_model_tag(settings.model_name, key, value)
     log.info(
@@ -299,9 +314,8 @@ def set_canary_control(
         control.version,
         control.weight,
         control.state,
-        actor,
+        control.actor,
     )
-    return control
 
 
 def clear_canary_control(settings: Settings) -> None:
