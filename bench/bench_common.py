@@ -22,6 +22,20 @@ def parse_options(doc: str, repeats: int, out: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def host() -> dict[str, Any]:
+    """The machine every benchmark records: CPUs (all and usable), platform and Python.
+
+    Each benchmark adds the versions of the packages it measures.
+    """
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
 def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
     """Where the numbers come from: CPUs, Python and the load averages before and now."""
     return {

@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import resource
 import sys
@@ -49,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyspark
+from bench_common import host
 
 from driftline.core import lake
 from driftline.core.interval import Interval
@@ -347,13 +347,8 @@ def machine_info(spark: SparkSession) -> dict[str, Any]:
     sc = spark.sparkContext
     jvm = sc._jvm
     mem_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    return host() | {
         "memory_gb": round(mem_bytes / 1024**3, 1),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
         "pyspark": pyspark.__version__,
         "java": str(jvm.System.getProperty("java.version")) if jvm is not None else None,
         "duckdb": duckdb.__version__,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from typing import Any
 
 import fastapi
@@ -26,6 +25,7 @@ import mlflow
 import pandas as pd
 import torch
 import uvicorn
+from bench_common import host
 from serving_load import ratio
 from serving_workload import BASELINE, CANDIDATE
 
@@ -34,11 +34,7 @@ from driftline.core.settings import Settings
 
 def machine_info() -> dict[str, Any]:
     """Where the numbers come from."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
+    return host() | {
         "torch": torch.__version__,
         "torch_threads_in_this_process": torch.get_num_threads(),
         "mlflow": mlflow.__version__,

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import torch
+from bench_common import host
 
 from driftline.core.columns import LABEL
 from driftline.training.evaluate import score_metrics
@@ -287,12 +287,8 @@ def cpu_vs_gpu(splits: dict[str, pd.DataFrame], seed: int) -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     """Where the numbers come from."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    return host() | {
         "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
         "torch": torch.__version__,
         "optuna": optuna.__version__,
         "cuda_available": torch.cuda.is_available(),
