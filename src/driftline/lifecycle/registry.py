@@ -34,7 +34,8 @@ ALIASES: tuple[str, ...] = (STAGING, CANARY, CHAMPION, SHADOW)
 #: Registered-model tag naming the champion that a rollback would restore.
 PREVIOUS_CHAMPION_TAG = "champion.previous"
 #: Registered-model tags holding the canary control that every scoring replica follows
-#: (written only by :func:`driftline.lifecycle.promotion.set_canary_control`): the share
+#: (written only by :mod:`driftline.lifecycle.promotion`, ``start_canary`` and
+#: ``set_canary_control``): the share
 #: of users routed to the canary, its state, and the canary version they were set for
 #: (a control left over from another canary is ignored).
 CANARY_WEIGHT_TAG = "canary.weight"
