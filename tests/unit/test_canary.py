@@ -162,6 +162,24 @@ def test_labels_judge_the_canary_only_with_enough_frauds() -> None:
     assert any(r.startswith("labels: not judged") for r in unjudged.reasons)
 
 
+def test_labels_need_enough_accounts_with_a_fraud_not_fraud_rows() -> None:
+    canary = _rows(600, variant="canary", version="2", seed=1)
+    served = _traffic(canary)
+    served["user_id"] = np.arange(len(served))  # every row its own account
+    frauds = set(served.groupby("variant")["transaction_id"].head(30))
+    burst = served.copy()  # the same frauds, on three cards per variant
+    fraud_rows = burst["transaction_id"].isin(frauds).to_numpy()
+    burst.loc[fraud_rows, "user_id"] = np.arange(fraud_rows.sum()) % 3 - 3
+
+    spread, bursts = _analyse(served, frauds), _analyse(burst, frauds)
+
+    assert spread.labels["canary"]["fraud_accounts"] == 30
+    assert not any(r.startswith("labels: not judged") for r in spread.reasons)
+    assert bursts.labels["canary"]["positives"] == 30
+    assert bursts.labels["canary"]["fraud_accounts"] == 3
+    assert any(r.startswith("labels: not judged") for r in bursts.reasons)
+
+
 def test_rows_of_other_versions_are_not_evidence() -> None:
     older = _rows(600, variant="canary", version="7", seed=4)
 

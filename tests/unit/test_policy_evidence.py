@@ -4,6 +4,7 @@ start, the new-regime promotion gate, the canary's re-judgement and a no-drift l
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, timedelta
 
 import numpy as np
@@ -401,6 +402,25 @@ def test_no_promotion_without_enough_post_drift_frauds_or_when_not_better() -> N
 
     assert "insufficient evidence on the new regime" in regime_gate(few, Settings(**FAST)).reason
     assert not regime_gate(_regime(1.0, 2.5), Settings(**FAST)).passed
+
+
+def test_the_gate_counts_accounts_with_a_fraud_not_fraud_rows() -> None:
+    """120 frauds in 6 bursts (one card each) are 6 pieces of evidence, below the 20 needed."""
+    evidence = _regime(2.5, 1.0)
+    accounts = np.arange(evidence.labels.size)  # every row its own account
+    fraud_rows = np.flatnonzero(evidence.labels == 1)
+    bursts = accounts.copy()
+    bursts[fraud_rows] = fraud_rows % 6  # six cards hold every fraud
+    settings = Settings(**FAST)
+
+    spread = regime_gate(dataclasses.replace(evidence, accounts=accounts), settings)
+    burst = regime_gate(dataclasses.replace(evidence, accounts=bursts), settings)
+
+    assert spread.passed, spread.reason
+    assert spread.metrics["regime.fraud_accounts"] == 120
+    assert not burst.passed
+    assert "120 labelled frauds in 6 accounts" in burst.reason
+    assert "insufficient evidence on the new regime" in burst.reason
 
 
 def test_canary_promoted_provisionally_is_rejudged_once_labels_mature() -> None:

@@ -422,14 +422,15 @@ class Settings(BaseSettings):
     gate_min_positives: int = Field(
         default=20,
         ge=1,
-        description="Promotion evidence: labelled frauds needed on the post-drift days the "
-        "candidate did not train on, else it is not promoted (insufficient evidence).",
+        description="Promotion evidence: accounts with a labelled fraud needed on the "
+        "post-drift days the candidate did not train on, else it is not promoted "
+        "(insufficient evidence). A burst of frauds on one card counts once.",
     )
     gate_segment_min_positives: int = Field(
         default=10,
         ge=1,
-        description="Labelled frauds a segment (see gate_segments) needs to be judged; a "
-        "candidate significantly worse on a judged segment is not promoted.",
+        description="Accounts with a labelled fraud a segment (see gate_segments) needs to "
+        "be judged; a candidate significantly worse on a judged segment is not promoted.",
     )
     gate_segments: str = Field(
         default="channel,merchant_category",
@@ -465,7 +466,9 @@ class Settings(BaseSettings):
         "without that measurement, the largest live PSI.",
     )
     canary_min_positives: int = Field(
-        default=10, ge=1, description="Labelled frauds per variant needed to compare PR-AUC."
+        default=10,
+        ge=1,
+        description="Accounts with a labelled fraud needed per variant to compare PR-AUC.",
     )
     canary_label_tolerance: float = Field(
         default=0.05, ge=0.0, description="Largest canary PR-AUC shortfall versus the champion."

@@ -21,13 +21,14 @@ they demand, and why:
 * :func:`regime_gate` runs with :func:`retrain_gate` when the retrain was caused by
   drift: the holdout above may hold a single post-drift day, so promotion also needs
   evidence on the *new regime*. Both models score the same post-drift labelled rows
-  the candidate did not train on (:class:`RegimeEvidence`); there must be at least
-  ``gate_min_positives`` frauds among them (else: insufficient evidence, not
-  promoted), the candidate's PR-AUC must exceed the champion's by more than
-  ``retrain_min_improvement``, and on no segment with at least
-  ``gate_segment_min_positives`` frauds (each value of the ``gate_segments`` inputs)
-  may the candidate be significantly worse: the upper end of the paired bootstrap
-  interval of candidate minus champion below zero, each interval at
+  the candidate did not train on (:class:`RegimeEvidence`); at least
+  ``gate_min_positives`` accounts must have a labelled fraud among them (else:
+  insufficient evidence, not promoted; a burst of frauds on one card is one piece of
+  evidence, :func:`~driftline.core.evidence.fraud_accounts`), the candidate's PR-AUC
+  must exceed the champion's by more than ``retrain_min_improvement``, and on no
+  segment with at least ``gate_segment_min_positives`` such accounts (each value of the
+  ``gate_segments`` inputs) may the candidate be significantly worse: the upper end of
+  the paired bootstrap interval of candidate minus champion below zero, each interval at
   ``1 - (1 - drift_confidence) / m`` for ``m`` judged segments (Bonferroni: judging more
   segments must not make a false veto more likely).
 """
@@ -41,7 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from driftline.core.evidence import Estimate, average_precision, paired_difference_interval
+from driftline.core.evidence import (
+    Estimate,
+    average_precision,
+    effective_positives,
+    paired_difference_interval,
+)
 from driftline.core.settings import Settings
 from driftline.lifecycle import registry
 
@@ -185,6 +191,8 @@ class RegimeEvidence:
             (:func:`~driftline.core.evidence.row_groups`), or None: the paired interval
             then resamples campaigns, not rows (frauds come in bursts of one card,
             account or merchant; see :mod:`driftline.core.evidence`).
+        accounts: The account (``user_id``) of each row, or None: the minimums then
+            count fraud rows instead of accounts with a fraud.
     """
 
     labels: np.ndarray
@@ -194,6 +202,15 @@ class RegimeEvidence:
     days: tuple[str, ...] = ()
     drift_start: str = ""
     groups: np.ndarray | None = None
+    accounts: np.ndarray | None = None
+
+    def fraud_accounts(self, rows: np.ndarray | None = None) -> int:
+        """Accounts with a labelled fraud, among ``rows`` (a mask) or all rows."""
+        labels = self.labels if rows is None else self.labels[rows]
+        if self.accounts is None:
+            return int(np.asarray(labels).sum())
+        accounts = self.accounts if rows is None else self.accounts[rows]
+        return effective_positives(labels, accounts)
 
 
 def _paired(
@@ -223,7 +240,7 @@ def _span(estimate: Estimate) -> str:
 def _worse_segments(
     evidence: RegimeEvidence, settings: Settings
 ) -> tuple[list[str], dict[str, float]]:
-    """Segments with enough frauds where the candidate is significantly worse.
+    """Segments with enough fraud accounts where the candidate is significantly worse.
 
     Every judged segment is one more chance of a false veto, so the family-wise error
     is held at ``1 - drift_confidence`` (Bonferroni): with ``m`` judged segments each
@@ -233,8 +250,9 @@ def _worse_segments(
     for column, values in evidence.segments.items():
         for value in sorted({str(v) for v in values}):
             rows = np.asarray([str(v) == value for v in values])
-            positives = int(evidence.labels[rows].sum())
-            if settings.gate_segment_min_positives <= positives < int(rows.sum()):
+            frauds = int(evidence.labels[rows].sum())
+            accounts = evidence.fraud_accounts(rows)
+            if accounts >= settings.gate_segment_min_positives and frauds < int(rows.sum()):
                 judged.append((column, value, rows))
     confidence = 1.0 - (1.0 - settings.drift_confidence) / max(1, len(judged))
     worse: list[str] = []
@@ -250,7 +268,8 @@ def _worse_segments(
         metrics[f"segment.{column}.{_SAFE.sub('_', value)}.diff"] = estimate.value
         if estimate.below_zero:
             worse.append(
-                f"{column}={value} ({int(labels.sum())} frauds): "
+                f"{column}={value} ({int(labels.sum())} frauds, "
+                f"{evidence.fraud_accounts(rows)} accounts): "
                 f"{estimate.value:+.3f}{_span(estimate)} at {confidence:.1%}"
             )
     return worse, metrics
@@ -273,19 +292,22 @@ def regime_gate(evidence: RegimeEvidence, settings: Settings) -> GateResult:
     """
     labels = np.asarray(evidence.labels, dtype=np.int64)
     positives = int(labels.sum())
+    accounts = evidence.fraud_accounts()
     where = (
         f"post-drift days {', '.join(evidence.days) or 'none'} (drift from {evidence.drift_start})"
     )
     metrics: dict[str, float] = {
         "regime.rows": float(labels.size),
         "regime.positives": float(positives),
+        "regime.fraud_accounts": float(accounts),
     }
-    if positives < settings.gate_min_positives or positives == labels.size:
+    if accounts < settings.gate_min_positives or positives == labels.size:
         return GateResult(
             False,
             [
-                f"insufficient evidence on the new regime: {positives} labelled frauds on "
-                f"{where}, gate_min_positives is {settings.gate_min_positives}"
+                f"insufficient evidence on the new regime: {positives} labelled frauds in "
+                f"{accounts} accounts on {where}, gate_min_positives is "
+                f"{settings.gate_min_positives} accounts"
             ],
             metrics,
         )
@@ -307,8 +329,9 @@ def regime_gate(evidence: RegimeEvidence, settings: Settings) -> GateResult:
     worse, segment_metrics = _worse_segments(evidence, settings)
     metrics.update(segment_metrics)
     head = (
-        f"on {where}, {positives} frauds: candidate PR-AUC {candidate_pr:.3f} vs champion "
-        f"{champion_pr:.3f} ({difference:+.3f}{_span(overall)} at {settings.drift_confidence:.0%})"
+        f"on {where}, {positives} frauds in {accounts} accounts: candidate PR-AUC "
+        f"{candidate_pr:.3f} vs champion {champion_pr:.3f} "
+        f"({difference:+.3f}{_span(overall)} at {settings.drift_confidence:.0%})"
     )
     reasons = []
     if difference <= settings.retrain_min_improvement:

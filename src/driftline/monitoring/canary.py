@@ -21,7 +21,8 @@ routed to with the champion's rows of the same days:
   ``canary_max_score_psi``; without that expectation the PSI itself is capped by it.
   This catches a canary that behaves live unlike it did offline (broken artifact,
   serving skew, a model that scores everyone high or low);
-* **labels** -- where both variants have ``canary_min_positives`` reported frauds, the
+* **labels** -- where both variants have ``canary_min_positives`` accounts with a reported
+  fraud (:func:`~driftline.monitoring.canary_labels.enough_frauds`), the
   canary's PR-AUC may fall short of the champion's by ``canary_label_tolerance`` at most;
   otherwise noted and not judged.
 
@@ -47,9 +48,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from driftline.core.evidence import fraud_accounts
 from driftline.core.settings import Settings
 from driftline.core.stats import psi
 from driftline.data.predictions import logged_days, read_predictions
+from driftline.monitoring.canary_labels import labels_judged
 
 Verdict = Literal["promote", "rollback", "wait"]
 
@@ -142,7 +145,12 @@ def _label_block(rows: pd.DataFrame, frauds: set[str]) -> dict[str, Any]:
     from driftline.training.evaluate import score_metrics
 
     y = rows["transaction_id"].isin(frauds).to_numpy(dtype=np.int64)
-    block: dict[str, Any] = {"rows": int(y.size), "positives": int(y.sum()), "pr_auc": None}
+    block: dict[str, Any] = {
+        "rows": int(y.size),
+        "positives": int(y.sum()),
+        "fraud_accounts": fraud_accounts(rows, y),
+        "pr_auc": None,
+    }
     if 0 < block["positives"] < y.size:
         block["pr_auc"] = score_metrics(y, rows["score"].to_numpy(dtype=np.float64))["pr_auc"]
     return block
@@ -200,15 +208,11 @@ def _shift_check(
 
 def _label_check(labels: dict[str, dict[str, Any]], settings: Settings) -> tuple[bool, str]:
     canary, champion = labels.get("canary", {}), labels.get("champion", {})
-    enough = all(
-        block.get("pr_auc") is not None and block["positives"] >= settings.canary_min_positives
-        for block in (canary, champion)
-    )
-    if not enough:
+    if not labels_judged(labels, settings):
         return True, (
-            f"labels: not judged ({canary.get('positives', 0)} canary / "
-            f"{champion.get('positives', 0)} champion frauds reported, "
-            f"{settings.canary_min_positives} needed each)"
+            f"labels: not judged (accounts with a reported fraud: "
+            f"{canary.get('fraud_accounts', 0)} canary / {champion.get('fraud_accounts', 0)} "
+            f"champion, {settings.canary_min_positives} needed each)"
         )
     ok = canary["pr_auc"] >= champion["pr_auc"] - settings.canary_label_tolerance
     return ok, f"PR-AUC {canary['pr_auc']:.3f} vs champion {champion['pr_auc']:.3f}"

@@ -55,14 +55,20 @@ def provisional_tags(days: list[str], settings: Settings) -> dict[str, str]:
     }
 
 
+def enough_frauds(block: dict[str, Any], settings: Settings) -> bool:
+    """Whether one variant's label block can be judged: a PR-AUC, and at least
+    ``canary_min_positives`` accounts with a reported fraud (``fraud_accounts``: a burst
+    of frauds on one card is one piece of evidence; :func:`driftline.core.evidence.
+    fraud_accounts`)."""
+    return (
+        block.get("pr_auc") is not None
+        and int(block.get("fraud_accounts", 0)) >= settings.canary_min_positives
+    )
+
+
 def labels_judged(labels: dict[str, dict[str, Any]], settings: Settings) -> bool:
     """Whether a canary report's label check judged (both variants had enough frauds)."""
-    blocks = [labels.get("canary") or {}, labels.get("champion") or {}]
-    return all(
-        block.get("pr_auc") is not None
-        and int(block.get("positives", 0)) >= settings.canary_min_positives
-        for block in blocks
-    )
+    return all(enough_frauds(labels.get(v) or {}, settings) for v in ("canary", "champion"))
 
 
 def canary_days(tags: dict[str, str]) -> tuple[date, date] | None:
@@ -105,16 +111,18 @@ class Rejudgement:
 
 
 def _block(rows: pd.DataFrame, frauds: set[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    from driftline.core.evidence import average_precision
+    from driftline.core.evidence import average_precision, fraud_accounts
 
     labels = rows["transaction_id"].astype(str).isin(frauds).to_numpy(dtype=np.int64)
     scores = pd.to_numeric(rows["score"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)
     value = average_precision(labels, scores) if 0 < labels.sum() < labels.size else None
-    return (
-        labels,
-        scores,
-        {"rows": int(labels.size), "positives": int(labels.sum()), "pr_auc": value},
-    )
+    block = {
+        "rows": int(labels.size),
+        "positives": int(labels.sum()),
+        "fraud_accounts": fraud_accounts(rows, labels),
+        "pr_auc": value,
+    }
+    return labels, scores, block
 
 
 def judge(
@@ -132,11 +140,12 @@ def judge(
     ya, sa, a = _block(canary, frauds)
     yb, sb, b = _block(champion, frauds)
     need = settings.canary_min_positives
-    if a["pr_auc"] is None or b["pr_auc"] is None or min(a["positives"], b["positives"]) < need:
+    if not (enough_frauds(a, settings) and enough_frauds(b, settings)):
         return Rejudgement(
             "kept",
-            f"labels still insufficient: {a['positives']} canary / {b['positives']} champion "
-            f"frauds known on the canary's days, {need} needed each; the promotion stands",
+            f"labels still insufficient: accounts with a known fraud on the canary's days "
+            f"{a['fraud_accounts']} canary / {b['fraud_accounts']} champion, {need} needed "
+            "each; the promotion stands",
             a,
             b,
         )

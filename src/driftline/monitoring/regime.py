@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.core.evidence import row_groups
+from driftline.core.evidence import USER, row_groups
 from driftline.core.settings import Settings
 from driftline.lifecycle import promotion, registry
 from driftline.lifecycle.gates import RegimeEvidence
@@ -94,6 +94,7 @@ def regime_evidence(
         days=tuple(d.isoformat() for d in days),
         drift_start=drift_start.isoformat(),
         groups=row_groups(rows, labels),
+        accounts=rows[USER].to_numpy() if USER in rows.columns else None,
     )
 
 
