@@ -206,11 +206,10 @@ class RegimeEvidence:
 
     def fraud_accounts(self, rows: np.ndarray | None = None) -> int:
         """Accounts with a labelled fraud, among ``rows`` (a mask) or all rows."""
-        labels = self.labels if rows is None else self.labels[rows]
-        if self.accounts is None:
-            return int(np.asarray(labels).sum())
-        accounts = self.accounts if rows is None else self.accounts[rows]
-        return effective_positives(labels, accounts)
+        if rows is None:
+            return effective_positives(self.labels, self.accounts)
+        accounts = None if self.accounts is None else self.accounts[rows]
+        return effective_positives(self.labels[rows], accounts)
 
 
 def _paired(
@@ -246,18 +245,18 @@ def _worse_segments(
     is held at ``1 - drift_confidence`` (Bonferroni): with ``m`` judged segments each
     interval is taken at ``1 - (1 - drift_confidence) / m``.
     """
-    judged: list[tuple[str, str, np.ndarray]] = []
+    judged: list[tuple[str, str, np.ndarray, int]] = []
     for column, values in evidence.segments.items():
         for value in sorted({str(v) for v in values}):
             rows = np.asarray([str(v) == value for v in values])
             frauds = int(evidence.labels[rows].sum())
             accounts = evidence.fraud_accounts(rows)
             if accounts >= settings.gate_segment_min_positives and frauds < int(rows.sum()):
-                judged.append((column, value, rows))
+                judged.append((column, value, rows, accounts))
     confidence = 1.0 - (1.0 - settings.drift_confidence) / max(1, len(judged))
     worse: list[str] = []
     metrics: dict[str, float] = {}
-    for column, value, rows in judged:
+    for column, value, rows, accounts in judged:
         labels = evidence.labels[rows]
         groups = None if evidence.groups is None else evidence.groups[rows]
         estimate = _paired(
@@ -268,8 +267,7 @@ def _worse_segments(
         metrics[f"segment.{column}.{_SAFE.sub('_', value)}.diff"] = estimate.value
         if estimate.below_zero:
             worse.append(
-                f"{column}={value} ({int(labels.sum())} frauds, "
-                f"{evidence.fraud_accounts(rows)} accounts): "
+                f"{column}={value} ({int(labels.sum())} frauds, {accounts} accounts): "
                 f"{estimate.value:+.3f}{_span(estimate)} at {confidence:.1%}"
             )
     return worse, metrics
