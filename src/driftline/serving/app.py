@@ -21,6 +21,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -103,6 +104,36 @@ class BodyLimit:
             {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
         )
         await response(scope, receive, send)
+
+
+class ApiKeyCheck:
+    """ASGI middleware: the API key of ``/v1/`` and ``/admin/`` requests (401/403).
+
+    Checked before the body is read or validated, so an unauthenticated request never
+    learns anything about input validation (the routes' ``require_api_key`` dependency
+    applies the same rule and declares the scheme in OpenAPI).
+    """
+
+    def __init__(self, app: ASGIApp, *, keys: tuple[str, ...]) -> None:
+        """Guard ``app`` with the accepted ``keys``."""
+        self.app = app
+        self.keys = keys
+        self.header = API_KEY_HEADER.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a protected request without a valid key; pass everything else on."""
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED):
+            key = next((v for k, v in scope["headers"] if k == self.header), None)
+            problem = api_key_problem(key and key.decode("latin-1"), self.keys)
+            if problem is not None:
+                response = JSONResponse(
+                    {"detail": problem.detail},
+                    status_code=problem.status_code,
+                    headers=problem.headers,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RequestCounter:
@@ -317,6 +348,8 @@ def create_app(
         events=fresh,
     )
     metrics.registry.register(EventMetrics(fresh))
+    # One scoring thread per admitted request: a request never waits for a thread.
+    executor = ThreadPoolExecutor(settings.serve_max_in_flight, thread_name_prefix="score")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -339,6 +372,7 @@ def create_app(
             scorer.predictions.close()
             guarded.close()
             fresh.close()
+            executor.shutdown(wait=False)
 
     app = FastAPI(title="driftline scoring", version="1", lifespan=lifespan)
     app.state.service = Service(
@@ -360,6 +394,7 @@ def create_app(
             "home": str(settings.home),
         },
         settings=settings,
+        executor=executor,
     )
     # Innermost first (Starlette wraps each added middleware around the previous ones).
     app.add_middleware(AdmissionGuard, admission=admission)
@@ -374,20 +409,7 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, invalid)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Callable[..., Any]) -> Response:
-        """API key first: 401/403 before the body is parsed or validated."""
-        if request.url.path.startswith(PROTECTED):
-            problem = api_key_problem(request.headers.get(API_KEY_HEADER), keys)
-            if problem is not None:
-                return JSONResponse(
-                    {"detail": problem.detail},
-                    status_code=problem.status_code,
-                    headers=problem.headers,
-                )
-        response: Response = await call_next(request)
-        return response
-
+    app.add_middleware(ApiKeyCheck, keys=keys)  # 401/403 before the body is read
     app.add_middleware(RequestCounter, counter=metrics.requests)  # outermost: counts all
     for router in (probes, scoring, admin):
         app.include_router(router)
