@@ -37,10 +37,8 @@ def host() -> dict[str, Any]:
 
 
 def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
-    """Where the numbers come from: CPUs, Python and the load averages before and now."""
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
+    """:func:`host`, with the load averages before the run and now."""
+    return host() | {
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }

@@ -48,11 +48,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from driftline.core.evidence import fraud_accounts
 from driftline.core.settings import Settings
 from driftline.core.stats import psi
 from driftline.data.predictions import logged_days, read_predictions
-from driftline.monitoring.canary_labels import labels_judged
+from driftline.monitoring.canary_labels import label_block, labels_judged
 
 Verdict = Literal["promote", "rollback", "wait"]
 
@@ -142,18 +141,8 @@ def _decline_rate(rows: pd.DataFrame) -> float | None:
 
 
 def _label_block(rows: pd.DataFrame, frauds: set[str]) -> dict[str, Any]:
-    from driftline.training.evaluate import score_metrics
-
-    y = rows["transaction_id"].isin(frauds).to_numpy(dtype=np.int64)
-    block: dict[str, Any] = {
-        "rows": int(y.size),
-        "positives": int(y.sum()),
-        "fraud_accounts": fraud_accounts(rows, y),
-        "pr_auc": None,
-    }
-    if 0 < block["positives"] < y.size:
-        block["pr_auc"] = score_metrics(y, rows["score"].to_numpy(dtype=np.float64))["pr_auc"]
-    return block
+    """Rows, positives, fraud accounts and PR-AUC of ``rows`` (see ``label_block``)."""
+    return label_block(rows, frauds)[2]
 
 
 @dataclass(frozen=True)

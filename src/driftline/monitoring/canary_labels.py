@@ -110,7 +110,14 @@ class Rejudgement:
         return asdict(self)
 
 
-def _block(rows: pd.DataFrame, frauds: set[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def label_block(
+    rows: pd.DataFrame, frauds: set[str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Labels and scores of ``rows`` (a missing score as 0) and their summary block.
+
+    The block: ``rows``, ``positives`` (rows whose transaction is in ``frauds``),
+    ``fraud_accounts`` and ``pr_auc`` (None unless both classes are present).
+    """
     from driftline.core.evidence import average_precision, fraud_accounts
 
     labels = rows["transaction_id"].astype(str).isin(frauds).to_numpy(dtype=np.int64)
@@ -137,8 +144,8 @@ def judge(
             ``label_maturity_days`` of their day.
         settings: ``canary_min_positives``, ``canary_label_tolerance`` and the bootstrap.
     """
-    ya, sa, a = _block(canary, frauds)
-    yb, sb, b = _block(champion, frauds)
+    ya, sa, a = label_block(canary, frauds)
+    yb, sb, b = label_block(champion, frauds)
     need = settings.canary_min_positives
     if not (enough_frauds(a, settings) and enough_frauds(b, settings)):
         return Rejudgement(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -97,6 +98,37 @@ def _proto_number(value: Any) -> float:
     return math.nan if kind is None or kind == "null_val" else float(getattr(value, kind))
 
 
+#: Wire tags of the two scalar kinds the online store holds for ``STORE_NUMERIC``:
+#: ``double_val`` (field 5, 64-bit) and ``int64_val`` (field 4, varint).
+_DOUBLE_TAG, _INT64_TAG = 0x29, 0x20
+_DOUBLE = struct.Struct("<d")
+
+
+def _stored_number(raw: bytes) -> float:
+    """A serialised ``ValueProto`` scalar as float, like ``_proto_number`` of its parse.
+
+    A stored value is one field: a double is its tag and 8 little-endian bytes, an int64
+    its tag and a varint (two's complement in 64 bits). Those two are decoded straight
+    from the bytes (parsing a proto object per value was most of the online read); any
+    other encoding goes through ``ValueProto`` itself.
+    """
+    if len(raw) == 9 and raw[0] == _DOUBLE_TAG:
+        return float(_DOUBLE.unpack_from(raw, 1)[0])
+    if 2 <= len(raw) <= 11 and raw[0] == _INT64_TAG:
+        value, shift = 0, 0
+        for position in range(1, len(raw)):
+            byte = raw[position]
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                if position == len(raw) - 1:  # the varint ends the value: nothing else
+                    return float(value - (1 << 64) if value >= 1 << 63 else value)
+                break
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+    return _proto_number(ValueProto.FromString(raw))
+
+
 class FeastFeatureSource:
     """Feast online store, built once per process from settings (lazily, on first use).
 
@@ -166,16 +198,16 @@ class FeastFeatureSource:
                     for i in ids
                 ]
                 online = provider.online_read(store.config, read.view, keys, read.features)
-                stored = [found for _, found in online]
+                stored = [
+                    None if found is None else {k: _proto_number(v) for k, v in found.items()}
+                    for _, found in online
+                ]
             if len(stored) != len(ids):
                 raise ValueError(f"{read.view.name}: {len(stored)} rows for {len(ids)} keys")
             values: dict[int, FeatureRow] = {}
             for key, found in zip(ids, stored, strict=True):
                 data = found or {}
-                values[key] = {
-                    name: _proto_number(data[name]) if name in data else math.nan
-                    for name in read.features
-                }
+                values[key] = {name: data.get(name, math.nan) for name in read.features}
             for row, pair in zip(rows, entities, strict=True):
                 row.update(values[pair[read.side]])
         return [{name: row[name] for name in STORE_NUMERIC} for row in rows]
@@ -209,18 +241,18 @@ def _entity_key_bytes(join_key: str, value: int, version: int) -> bytes:
 
 def _sqlite_read(
     store: FeatureStore, online_store: Any, read: _ViewRead, ids: Sequence[int]
-) -> list[dict[str, Any] | None]:
+) -> list[dict[str, float] | None]:
     """What Feast's ``SqliteOnlineStore.online_read`` finds for ``ids``, with less work.
 
     The same query on Feast's own connection and table (each entity key's stored value
     protos) without the row timestamps (Feast turns every row's ``event_ts`` into a
     datetime, which this read never uses), parsing only the service's features of the
-    view: per id a dict of ``ValueProto``, ``None`` for an entity without rows. The
-    serialised keys are memoised (a pure function of the id), never the values.
+    view: per id a dict of feature values (:func:`_stored_number`), ``None`` for an
+    entity without rows. The serialised keys are memoised (a pure function of the id),
+    never the values.
     ``tests/integration/test_online_read.py`` checks it against ``get_online_features``.
     """
     from feast.infra.online_stores.helpers import compute_table_id
-    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
     config = store.config
     versioned = getattr(config.registry, "enable_online_feature_view_versioning", False)
@@ -228,7 +260,7 @@ def _sqlite_read(
     version = config.entity_key_serialization_version
     keys = [_entity_key_bytes(read.join_key, i, version) for i in ids]
     wanted = set(read.features)
-    found: dict[bytes, dict[str, Any]] = {}
+    found: dict[bytes, dict[str, float]] = {}
     query = (
         f'SELECT entity_key, feature_name, value FROM "{table}" '
         f"WHERE entity_key IN ({','.join('?' * len(keys))})"
@@ -236,7 +268,7 @@ def _sqlite_read(
     for key, name, value in online_store._get_conn(config).execute(query, keys):
         values = found.setdefault(key, {})
         if name in wanted:
-            values[name] = ValueProto.FromString(value)
+            values[name] = _stored_number(value)
     return [found.get(key) for key in keys]
 
 

@@ -375,13 +375,20 @@ class Scorer:
         outcome.answer(rows, rules.score(part), "rules", rules.VERSION, _ms(call))
 
     def _observe(self, results: list[Score], latency: float, fallback: bool) -> None:
-        for variant in {r.variant for r in results}:
-            self.metrics.latency.labels(variant).observe(latency)
+        """Request latency per variant, each row's score, who answered, fallback rows."""
+        scores: dict[Variant, list[float]] = {}
+        answered: dict[AnsweredBy, int] = {}
         for result in results:
-            self.metrics.scores.labels(result.variant).observe(result.score)
+            scores.setdefault(result.variant, []).append(result.score)
+            answered[result.answered_by] = answered.get(result.answered_by, 0) + 1
+        for variant, values in scores.items():
+            self.metrics.latency.labels(variant).observe(latency)
+            histogram = self.metrics.scores.labels(variant)  # one child lookup per variant
+            for value in values:
+                histogram.observe(value)
         with self._answered_lock:  # request threads count concurrently
-            for result in results:
-                self.answered[result.answered_by] += 1
+            for who, count in answered.items():
+                self.answered[who] += count
         if fallback:
             self.metrics.fallbacks.inc(len(results))
 
@@ -506,11 +513,32 @@ class _ScoringCollector(Collector):
             )
 
 
+#: The chain's error fields of the prediction log (``None`` where nothing failed).
+_ERROR_SLOTS = ("canary", "champion", "previous")
+
+
 def _error_fields(prefix: str, error: tuple[str, str] | None) -> dict[str, str | None]:
     return {
         f"{prefix}_failed_version": error and error[0],
         f"{prefix}_error": error and error[1],
     }
+
+
+#: The error fields of a row nothing failed on (most rows; shared, never mutated).
+_NO_ERRORS: dict[str, str | None] = {
+    key: value for slot in _ERROR_SLOTS for key, value in _error_fields(slot, None).items()
+}
+
+
+def _row_errors(outcome: Prediction, i: int) -> dict[str, str | None]:
+    """The error fields of row ``i``: which version of each slot failed on it, and how."""
+    errors = (outcome.canary_errors[i], outcome.champion_errors[i], outcome.previous_errors[i])
+    if not any(errors):
+        return _NO_ERRORS
+    fields: dict[str, str | None] = {}
+    for slot, error in zip(_ERROR_SLOTS, errors, strict=True):
+        fields.update(_error_fields(slot, error))
+    return fields
 
 
 def _records(
@@ -524,16 +552,19 @@ def _records(
     """Prediction-log records: keys, time, model inputs and fresh features as scored,
     verdict, who answered, errors, and whether the fresh features fell back."""
     records = []
+    latency_ms = round(latency * 1000.0, 3)
+    model_ms = [round(ms, 3) for ms in outcome.model_ms.tolist()]
     rows = zip(transactions, features, fresh.rows, results, strict=True)
     for i, (txn, stored, recent, result) in enumerate(rows):
+        ts = txn.ts.astimezone(UTC)
         records.append(
             {
                 "transaction_id": txn.transaction_id,
-                "ts": txn.ts.astimezone(UTC),
+                "ts": ts,
                 "user_id": txn.user_id,
                 "merchant_id": txn.merchant_id,
                 "amount": float(txn.amount),
-                "hour_of_day": float(txn.ts.astimezone(UTC).hour),
+                "hour_of_day": float(ts.hour),
                 **{name: stored[name] for name in STORE_NUMERIC},
                 **{name: recent[name] for name in FRESH_FEATURES},
                 **{name: getattr(txn, name) for name in REQUEST_CATEGORICAL},
@@ -542,11 +573,9 @@ def _records(
                 "variant": result.variant,
                 "answered_by": result.answered_by,
                 "model_version": result.model_version,
-                "latency_ms": round(latency * 1000.0, 3),
-                "model_latency_ms": round(float(outcome.model_ms[i]), 3),
-                **_error_fields("canary", outcome.canary_errors[i]),
-                **_error_fields("champion", outcome.champion_errors[i]),
-                **_error_fields("previous", outcome.previous_errors[i]),
+                "latency_ms": latency_ms,
+                "model_latency_ms": model_ms[i],
+                **_row_errors(outcome, i),
                 "features_fallback": result.features_fallback,
                 "fresh_fallback": fresh.reason,
             }
