@@ -162,6 +162,7 @@ lint: install
 	$(BIN)/ruff check src dags scripts tests bench feature_repo components pipelines
 	$(BIN)/ruff format --check src dags scripts tests bench feature_repo components pipelines
 	$(BIN)/mypy
+	MYPYPATH=src:bench $(BIN)/mypy --strict --ignore-missing-imports bench
 	$(BIN)/lint-imports
 
 ## bench: the feature-job benchmark, then the tuning benchmark on a training set built

@@ -97,7 +97,7 @@ def _measure(home: Path, uri: str, repeats: int) -> dict[str, Any]:
         for name in order:
             _reset(uri)
             seconds[name].append(_time_rollback(home, uri, PATHS[name]))
-    summary = {
+    summary: dict[str, Any] = {
         name: {
             "seconds": [round(s, 3) for s in runs],
             "median_s": round(statistics.median(runs), 3),
