@@ -362,6 +362,43 @@ def test_retrain_waits_until_the_train_split_holds_labelled_drift_days() -> None
     assert (waiting.window_start, waiting.window_end) == (_day(0), _day(7))
 
 
+def _label_decisions(drifted: list[bool]) -> dict[int, TriggerDecision]:
+    """Decisions on days 0.. of results drifted as ``drifted`` says (LABEL_POLICY)."""
+    history = [_result(_day(n), drifted=d) for n, d in enumerate(drifted)]
+    return {
+        n: decide(
+            history, last_trigger_day=None, today=Interval.for_day(_day(n)), settings=LABEL_POLICY
+        )
+        for n in range(len(drifted))
+    }
+
+
+def test_a_confirmed_drift_waiting_for_labels_is_held_through_a_clean_day() -> None:
+    # Confirmed on day 1, waiting for labels until day 7; day 6 alone shows no drift.
+    decisions = _label_decisions([True] * 6 + [False, True])
+
+    held = decisions[6]
+    assert not held.trigger and "waiting for labels" in held.reason
+    assert "held (1 interval(s) without drift since, 2 in a row end it)" in held.reason
+    assert held.window_start == _day(0)
+    assert decisions[7].trigger and decisions[7].window_start == _day(0)
+
+
+def test_a_held_drift_triggers_on_a_clean_day_once_its_labels_are_there() -> None:
+    decisions = _label_decisions([True] * 7 + [False])
+
+    assert decisions[7].trigger and "today: no drift" in decisions[7].reason
+    assert (decisions[7].window_start, decisions[7].window_end) == (_day(0), _day(8))
+
+
+def test_a_confirmed_drift_ends_on_as_many_clean_days_as_confirmed_it() -> None:
+    decisions = _label_decisions([True] * 5 + [False, False, True, False])
+
+    assert [n for n, d in decisions.items() if d.trigger] == []
+    assert decisions[6].reason.endswith("no drift (drift share 0.00)")
+    assert "debounce" in decisions[7].reason and decisions[7].window_start == _day(7)
+
+
 def _performance_only(day: date, last_matured: date) -> DriftResult:
     return DriftResult(
         interval=str(Interval.for_day(day)),

@@ -92,6 +92,45 @@ def independent_evidence(streak: Sequence[DriftResult]) -> list[DriftResult]:
     return counted
 
 
+@dataclass(frozen=True)
+class _Streak:
+    """The current drift streak of the decisive results (oldest to newest).
+
+    Attributes:
+        drifted: The streak's drifted results, newest first.
+        confirmed: Whether the streak reached the debounce (``needed`` results with
+            independent evidence, :func:`independent_evidence`).
+        clean: Results without drift since the newest drifted one (only while confirmed).
+    """
+
+    drifted: list[DriftResult]
+    confirmed: bool
+    clean: int
+
+
+def current_streak(decisive: Iterable[DriftResult], needed: int) -> _Streak:
+    """The drift streak that ``decisive`` (oldest first, enough data each) ends with.
+
+    An unconfirmed streak ends at the first result without drift. A confirmed one
+    (debounced) is held through results without drift and ends only on ``needed`` of
+    them in a row -- as much evidence as confirmed it: a confirmed drift still waiting
+    for labels (or the cool-down) is not forgotten because one later day's evidence was
+    not significant on its own (a new fraud pattern's days vary).
+    """
+    drifted: list[DriftResult] = []
+    confirmed, clean = False, 0
+    for result in decisive:
+        if result.drifted:
+            drifted.insert(0, result)
+            clean = 0
+            confirmed = confirmed or len(independent_evidence(drifted)) >= needed
+        elif confirmed and clean + 1 < needed:
+            clean += 1
+        else:
+            drifted, confirmed, clean = [], False, 0
+    return _Streak(drifted, confirmed, clean)
+
+
 def _describe(result: DriftResult) -> str:
     parts = []
     if result.dataset_drift:
@@ -143,13 +182,18 @@ def decide(
     must not start a retrain, and a drift that persists must start exactly one, not one
     per day while the retrain and promotion are still running. Three rules ensure that:
 
-    * **Evidence of today.** Only an interval whose own result drifted can trigger. A day
+    * **Evidence of today.** Only an interval with a result of enough data decides. A day
       with no result or with insufficient data never triggers -- but it does not break a
       streak either: it is skipped, as is a day missing from the history.
-    * **Debounce.** The last ``drift_debounce_days`` results with enough data (up to and
-      including today) must all have drifted, each on evidence of its own: results
-      whose judged days overlap (two performance windows sharing a matured day) count
-      once (:func:`independent_evidence`).
+    * **Debounce.** A drift is confirmed when ``drift_debounce_days`` consecutive results
+      with enough data have drifted, each on evidence of its own: results whose judged
+      days overlap (two performance windows sharing a matured day) count once
+      (:func:`independent_evidence`).
+    * **Hold.** A confirmed drift that is still held back (labels, cool-down) is kept
+      through results without drift, and ends only on ``drift_debounce_days`` of them
+      in a row (:func:`current_streak`); a day without drift can then trigger the held
+      retrain once its wait ends. An unconfirmed streak ends at the first day without
+      drift.
     * **Drift start.** The streak's first drifted day itself (its oldest result's
       :attr:`~driftline.monitoring.result.DriftResult.evidence_day`), never an earlier
       window a later result judged.
@@ -180,44 +224,44 @@ def decide(
         return TriggerDecision(False, f"no drift result for {day}: no decision")
     if not result.sufficient:
         return TriggerDecision(False, f"{day}: insufficient data ({result.rows} rows), no decision")
-    if not result.drifted:
-        return TriggerDecision(False, f"{day}: no drift (drift share {result.drift_share:.2f})")
-
     if last_trigger_day is not None and day <= last_trigger_day:
         return TriggerDecision(
             False,
-            f"{day}: drift ({_describe(result)}) but a retrain was already triggered on "
-            f"{last_trigger_day}",
+            f"{day}: {_today(result)} but a retrain was already triggered on {last_trigger_day}",
         )
     decisive = [
         r
         for d, r in sorted(by_day.items())
         if d <= day and r.sufficient and (last_trigger_day is None or d > last_trigger_day)
     ]
-    streak: list[DriftResult] = []
-    for past in reversed(decisive):
-        if not past.drifted:
-            break
-        streak.append(past)
+    needed = settings.drift_debounce_days
+    streak = current_streak(decisive, needed)
+    if not result.drifted and not (streak.confirmed and streak.drifted):
+        return TriggerDecision(False, f"{day}: no drift (drift share {result.drift_share:.2f})")
     # The drift starts on the first drifted day itself: the streak's oldest result.
     # A later result judging older matured days does not move it back.
-    window_start = streak[-1].evidence_day
-    independent = independent_evidence(streak)
+    window_start = streak.drifted[-1].evidence_day
+    independent = independent_evidence(streak.drifted)
     window_end = today.end.date()
+    held = (
+        f"; the drift confirmed since {window_start} is held ({streak.clean} interval(s) "
+        f"without drift since, {needed} in a row end it)"
+        if streak.clean
+        else ""
+    )
     if last_trigger_day is not None:
         next_allowed = last_trigger_day + timedelta(days=settings.drift_cooldown_days)
         if day < next_allowed:
             return TriggerDecision(
                 False,
-                f"{day}: drift ({_describe(result)}) but a retrain was triggered on "
+                f"{day}: {_today(result)}{held} but a retrain was triggered on "
                 f"{last_trigger_day}; cool-down of {settings.drift_cooldown_days} days, "
                 f"next trigger possible on {next_allowed}",
                 window_start,
                 window_end,
             )
-    needed = settings.drift_debounce_days
-    if len(independent) < needed:
-        shared = len(streak) - len(independent)
+    if not streak.confirmed:
+        shared = len(streak.drifted) - len(independent)
         return TriggerDecision(
             False,
             f"{day}: drift ({_describe(result)}) on {len(independent)} of {needed} "
@@ -231,15 +275,22 @@ def decide(
     if waiting is not None:
         return TriggerDecision(
             False,
-            f"{day}: drift ({_describe(result)}) confirmed on {len(streak)} intervals; {waiting}",
+            f"{day}: {_today(result)}{held}; confirmed on {len(streak.drifted)} intervals; "
+            f"{waiting}",
             window_start,
             window_end,
         )
     return TriggerDecision(
         True,
-        f"drift on {len(streak)} consecutive intervals ({len(independent)} independent) "
-        f"since {window_start} "
-        f"(today: {_describe(result)})",
+        f"drift on {len(streak.drifted)} intervals ({len(independent)} independent) "
+        f"since {window_start} (today: {_today(result)}{held})",
         window_start,
         window_end,
     )
+
+
+def _today(result: DriftResult) -> str:
+    """What today's result says, for a decision's reason."""
+    if result.drifted:
+        return f"drift ({_describe(result)})"
+    return f"no drift (drift share {result.drift_share:.2f})"
