@@ -94,10 +94,10 @@ def independent_evidence(streak: Sequence[DriftResult]) -> list[DriftResult]:
 
 @dataclass(frozen=True)
 class _Streak:
-    """The current drift streak of the decisive results (oldest to newest).
+    """The drift streak that the decisive results end with (see :func:`current_streak`).
 
     Attributes:
-        drifted: The streak's drifted results, newest first.
+        drifted: The streak's drifted results, newest first (never empty when confirmed).
         confirmed: Whether the streak reached the debounce (``needed`` results with
             independent evidence, :func:`independent_evidence`).
         clean: Results without drift since the newest drifted one (only while confirmed).
@@ -236,8 +236,8 @@ def decide(
     ]
     needed = settings.drift_debounce_days
     streak = current_streak(decisive, needed)
-    if not result.drifted and not (streak.confirmed and streak.drifted):
-        return TriggerDecision(False, f"{day}: no drift (drift share {result.drift_share:.2f})")
+    if not (result.drifted or streak.confirmed):
+        return TriggerDecision(False, f"{day}: {_today(result)}")
     # The drift starts on the first drifted day itself: the streak's oldest result.
     # A later result judging older matured days does not move it back.
     window_start = streak.drifted[-1].evidence_day
