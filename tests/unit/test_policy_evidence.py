@@ -565,3 +565,85 @@ def test_reference_prefers_holdout_days_over_the_validation_days() -> None:
 
     few = _reference_evidence(reference, settings.model_copy(update={"drift_min_positives": 4}))[0]
     assert few is not None and few[0].size == 10  # too few holdout frauds: valid + holdout
+
+
+def _log_served(settings: Settings, day: str, rows: list[tuple[str, str, str, bool]]) -> None:
+    """Prediction-log rows of ``day``: (transaction id, variant, version, fallback)."""
+    from driftline.data.predictions import PredictionLog
+
+    stamp = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=9)
+    log = PredictionLog(settings, flush_rows=10_000)
+    log.append(
+        {
+            "transaction_id": tx,
+            "ts": stamp.to_pydatetime(),
+            "user_id": i + 1,
+            "merchant_id": 1,
+            "score": 0.9 if tx.startswith("f") else 0.2,
+            "variant": variant,
+            "model_version": version,
+            "features_fallback": fallback,
+        }
+        for i, (tx, variant, version, fallback) in enumerate(rows)
+    )
+    log.close()
+
+
+def test_the_champions_first_served_days_join_its_reference(settings: Settings) -> None:
+    from driftline.monitoring.steps import _reference_evidence, _served_reference
+
+    settings = settings.model_copy(update={"label_maturity_days": 3})
+    reference = pd.DataFrame(
+        {
+            "transaction_id": ["h1", "h2", "h3"],
+            "event_timestamp": pd.to_datetime(["2026-02-08"] * 3, utc=True),
+            "split": ["holdout"] * 3,
+            "score": [0.8, 0.3, 0.1],
+            "user_id": [101, 102, 103],
+            "merchant_id": [1, 1, 1],
+        }
+    )
+    _log_served(settings, "2026-02-07", [("old", "champion", "1", False)])  # before its data
+    _log_served(
+        settings,
+        "2026-02-09",
+        [
+            ("f9", "champion", "1", False),
+            ("c9", "champion", "1", False),
+            ("canary9", "canary", "2", False),  # another version's rows
+            ("fb9", "champion", "1", True),  # scored without stored features
+        ],
+    )
+    _log_served(
+        settings, "2026-02-10", [("f10", "champion", "1", False), ("c10", "champion", "1", False)]
+    )
+    _log_served(settings, "2026-02-11", [("f11", "champion", "1", False)])
+    _log_served(settings, "2026-02-12", [("c12", "champion", "1", False)])
+    _chargebacks(
+        settings,
+        [
+            ("h1", "2026-02-08", "2026-02-09"),
+            ("f9", "2026-02-09", "2026-02-11"),  # 2 days: known under a 3-day maturity
+            ("f10", "2026-02-10", "2026-02-16"),  # 6 days: not yet
+            ("f11", "2026-02-11", "2026-02-12"),
+        ],
+    )
+
+    served, days = _served_reference(settings, "1", reference, date(2026, 2, 12))
+    assert days == [date(2026, 2, 9), date(2026, 2, 10)]  # the first two, nothing older
+    assert served is not None
+    assert served["known"].tolist() == [1, 0, 0, 0]  # f9 c9 f10 c10: f10 not known in time
+    assert len(served) == 4  # no canary, no fallback row
+
+    # A judged day never joins its own reference, and 0 days keeps the holdout alone.
+    assert _served_reference(settings, "1", reference, date(2026, 2, 10))[1] == [date(2026, 2, 9)]
+    off = settings.model_copy(update={"drift_reference_served_days": 0})
+    assert _served_reference(off, "1", reference, date(2026, 2, 12)) == (None, [])
+    assert _served_reference(settings, "2", reference, date(2026, 2, 12)) == (None, [])
+
+    evidence, _ = _reference_evidence(reference, settings, served)
+    assert evidence is not None
+    labels, scores, groups = evidence
+    assert labels.tolist() == [1, 0, 0, 1, 0, 0, 0]  # holdout first, then the served days
+    assert scores.tolist() == [0.8, 0.3, 0.1, 0.9, 0.2, 0.9, 0.2]
+    assert groups is not None and len(groups) == 7  # the campaigns of both parts

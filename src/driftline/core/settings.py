@@ -360,6 +360,13 @@ class Settings(BaseSettings):
         description="Matured transaction days (ending label_maturity_days before the "
         "interval) whose served scores are judged against labels.",
     )
+    drift_reference_served_days: int = Field(
+        default=2,
+        ge=0,
+        description="The champion's own first days as champion (its served scores, labelled "
+        "by the same rule) that join its performance reference beside the holdout days, "
+        "once they lie before the days being judged (0: the holdout days alone).",
+    )
     drift_min_positives: int = Field(
         default=20,
         ge=1,

@@ -230,6 +230,14 @@ def _not_fallback(frame: pd.DataFrame) -> pd.Series:
     return ~flags.eq(True)  # a missing flag (older log lines) is not a fallback
 
 
+def champion_rows(frame: pd.DataFrame, version: str | None) -> pd.DataFrame:
+    """The rows ``version`` answered as champion with the features the store served."""
+    if not len(frame):
+        return frame
+    rows = frame[_served_by(frame, version)]
+    return rows[_not_fallback(rows)]
+
+
 def performance_check(
     served: pd.DataFrame,
     frauds: set[str],
@@ -242,6 +250,7 @@ def performance_check(
     | tuple[np.ndarray, np.ndarray, np.ndarray | None]
     | None = None,
     label_rule: str = "",
+    reference_source: str = "",
 ) -> dict[str, Any]:
     """Is the champion's served PR-AUC on matured days significantly below its reference?
 
@@ -284,6 +293,7 @@ def performance_check(
             their accounts, or None); the reference PR-AUC and the difference's
             interval come from them.
         label_rule: How the labels were chosen (recorded).
+        reference_source: Which days ``reference`` holds (recorded).
 
     Returns:
         ``first_day``, ``last_day``, ``rows``, ``positives``, ``fraud_accounts``
@@ -291,7 +301,7 @@ def performance_check(
         interval resampled campaigns on both sides), ``fallback_rows``,
         ``pr_auc``, ``reference_pr_auc``, ``reference_rows``, ``reference_positives``,
         ``floor``, ``difference`` (estimate and interval), ``verdict``, ``drifted``,
-        ``label_rule`` and ``note``.
+        ``label_rule``, ``reference_source`` and ``note``.
     """
     from driftline.core.evidence import (
         Estimate,
@@ -346,6 +356,7 @@ def performance_check(
         "verdict": PERFORMANCE_INSUFFICIENT,
         "drifted": False,
         "label_rule": label_rule,
+        "reference_source": reference_source,
     }
     if floor is None or reference_pr_auc is None:
         result["note"] = "no reference PR-AUC for the champion: insufficient evidence"

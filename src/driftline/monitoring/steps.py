@@ -19,49 +19,77 @@ import numpy as np
 import pandas as pd
 
 from driftline.core.columns import LABEL
-from driftline.core.evidence import fraud_accounts, row_groups
+from driftline.core.evidence import MERCHANT, USER, fraud_accounts, row_groups
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
 from driftline.data.features import first_complete_day
 from driftline.data.predictions import read_predictions
 from driftline.lifecycle import registry
 from driftline.monitoring.consistency import check_consistency
-from driftline.monitoring.drift import measure_drift, performance_check, performance_days
+from driftline.monitoring.drift import (
+    SCORE,
+    champion_rows,
+    measure_drift,
+    performance_check,
+    performance_days,
+)
 from driftline.monitoring.drift_log import DriftLog
 from driftline.monitoring.drift_report import report_folder, write_drift_report
 from driftline.monitoring.policy import TriggerDecision, decide
 from driftline.monitoring.reference import load_reference
 from driftline.monitoring.regime import rejudge_provisional
-from driftline.monitoring.served import frauds_known_within, read_served
+from driftline.monitoring.served import frauds_known_within, logged_days, read_served
 
 log = logging.getLogger(__name__)
 
 #: Reference columns that identify and date a row (references logged since they exist).
 TRANSACTION_ID = "transaction_id"
 EVENT_TIME = "event_timestamp"
+#: Column of the performance reference's labels under the check's rule.
+KNOWN = "known"
+#: Columns of the performance reference's rows: score, label, and the campaign keys.
+_EVIDENCE_COLUMNS = (SCORE, KNOWN, USER, MERCHANT)
 
 
 def _reference_evidence(
-    reference: pd.DataFrame, settings: Settings
+    reference: pd.DataFrame, settings: Settings, served: pd.DataFrame | None = None
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None, str]:
     """The champion's reference rows it was not fitted on, labelled like the served check.
 
     Those are the holdout days, or with too few labelled frauds there the validation
-    and holdout days (the train days would flatter it; see :func:`_holdout_first`). When
-    the reference dates its rows, their labels are the chargebacks reported within
+    and holdout days (the train days would flatter it; see :func:`_holdout_first`),
+    joined by ``served``: the champion's own first served days
+    (:func:`_served_reference`), the same kind of rows as the check's. When the
+    reference dates its rows, their labels are the chargebacks reported within
     ``label_maturity_days`` of the transaction's day -- the rule the served check uses
     -- instead of the training labels, which were known at a later cut-off (a
     comparison biased low before any drift). Returns ``(labels, scores, groups)`` (None
     without scores, or both classes; groups: the rows' fraud campaigns for the cluster
-    bootstrap, None in a reference logged before it stored ``user_id``) and the label
-    rule used.
+    bootstrap, None when a part lacks ``user_id``, as a reference logged before it
+    stored them does) and the label rule used.
     """
+    offline, rule = _offline_reference(reference, settings)
+    parts = [part for part in (offline, served) if part is not None and len(part)]
+    if not parts:
+        return None, rule
+    common = [c for c in parts[0].columns if all(c in part.columns for part in parts)]
+    rows = pd.concat([part[common] for part in parts], ignore_index=True)
+    labels = rows[KNOWN].to_numpy(dtype=np.int64)
+    if not 0 < labels.sum() < labels.size:
+        return None, rule
+    scores = rows[SCORE].to_numpy(dtype=np.float64)
+    return (labels, scores, row_groups(rows, labels)), rule
+
+
+def _offline_reference(
+    reference: pd.DataFrame, settings: Settings
+) -> tuple[pd.DataFrame | None, str]:
+    """The reference's holdout-first rows (``score``, ``known``, accounts) and label rule."""
     unseen = reference
     if "split" in reference.columns:
         unseen = reference[reference["split"].isin(["valid", "holdout"])]
-    if "score" not in unseen.columns or unseen.empty:
+    if SCORE not in unseen.columns or unseen.empty:
         return None, "no reference scores"
-    scores = unseen["score"].to_numpy(dtype=np.float64)
     if {TRANSACTION_ID, EVENT_TIME} <= set(unseen.columns):
         days = pd.to_datetime(unseen[EVENT_TIME], utc=True).dt.date
         frauds = frauds_known_within(settings, min(days), max(days), settings.label_maturity_days)
@@ -72,35 +100,79 @@ def _reference_evidence(
         rule = "reference: training labels (the reference does not date its rows)"
     else:
         return None, "no reference labels"
-    if not 0 < labels.sum() < labels.size:
-        return None, rule
-    groups = row_groups(unseen, labels)
-    return _holdout_first(unseen, labels, scores, groups, settings), rule
+    picked = unseen.assign(**{KNOWN: labels})[_holdout_first(unseen, labels, settings)]
+    return picked[[c for c in _EVIDENCE_COLUMNS if c in picked.columns]], rule
 
 
-def _holdout_first(
-    unseen: pd.DataFrame,
-    labels: np.ndarray,
-    scores: np.ndarray,
-    groups: np.ndarray | None,
-    settings: Settings,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _holdout_first(unseen: pd.DataFrame, labels: np.ndarray, settings: Settings) -> np.ndarray:
     """The holdout rows alone when they hold enough labelled frauds, else all ``unseen``.
 
     The validation days chose the model (early stopping and the tuning trials' best), so
     its score there is optimistic; the holdout days only judged it. A reference from the
     validation days flags an unchanged model as degraded on ordinary days. Frauds count
-    as in the served check (:func:`~driftline.core.evidence.effective_positives`).
+    as in the served check (:func:`~driftline.core.evidence.fraud_accounts`). Returns the
+    rows' mask.
     """
+    everything = np.ones(len(unseen), dtype=bool)
     if "split" not in unseen.columns:
-        return labels, scores, groups
+        return everything
     holdout = (unseen["split"] == "holdout").to_numpy()
     held = labels[holdout]
-    held_groups = None if groups is None else groups[holdout]
     enough = fraud_accounts(unseen[holdout], held) >= settings.drift_min_positives
-    if enough and held.sum() < held.size:
-        return held, scores[holdout], held_groups
-    return labels, scores, groups
+    return holdout if enough and held.sum() < held.size else everything
+
+
+def _served_reference(
+    settings: Settings, version: str, reference: pd.DataFrame, before: date
+) -> tuple[pd.DataFrame | None, list[date]]:
+    """The champion's own first served days, the second part of its reference.
+
+    The first ``drift_reference_served_days`` days on which ``version`` answered as
+    champion with stored features (:func:`~driftline.monitoring.drift.champion_rows`),
+    after its reference's newest day and before ``before`` (the first day the check
+    judges: a day is never judged against itself), labelled with the chargebacks
+    reported within ``label_maturity_days`` (the check's rule; those days are older
+    than the judged ones, so their labels are as mature). One holdout day holds a
+    handful of fraud campaigns, so its PR-AUC alone is too uncertain for a real drop to
+    be significant; these days are the same kind of rows as the judged ones: served
+    scores of online features. Returns the rows (``score``, ``known``, accounts) and
+    their days (none: None, []).
+    """
+    wanted = settings.drift_reference_served_days
+    if wanted == 0:
+        return None, []
+    since = None
+    if EVENT_TIME in reference.columns and len(reference):
+        since = pd.to_datetime(reference[EVENT_TIME], utc=True).max().date() + timedelta(days=1)
+    frames: list[pd.DataFrame] = []
+    days: list[date] = []
+    for day in logged_days(settings, since=since):
+        if day >= before or len(days) == wanted:
+            break
+        rows = champion_rows(read_predictions(settings, day), version)
+        if len(rows):
+            frames.append(rows)
+            days.append(day)
+    if not days:
+        return None, []
+    rows = pd.concat(frames, ignore_index=True)
+    frauds = frauds_known_within(settings, days[0], days[-1], settings.label_maturity_days)
+    known = rows[TRANSACTION_ID].astype(str).isin(frauds).to_numpy(dtype=np.int64)
+    served = rows.assign(**{KNOWN: known})
+    return served[[c for c in _EVIDENCE_COLUMNS if c in served.columns]], days
+
+
+def _reference_source(reference: pd.DataFrame, served_days: list[date]) -> str:
+    """Which days the performance reference holds (recorded with the check)."""
+    offline = "the reference's holdout-first days"
+    if EVENT_TIME in reference.columns and "split" in reference.columns:
+        held = reference[reference["split"] == "holdout"]
+        if len(held):
+            stamps = pd.to_datetime(held[EVENT_TIME], utc=True).dt.date
+            offline = f"holdout {min(stamps)}..{max(stamps)} (or with the validation days)"
+    if not served_days:
+        return offline
+    return f"{offline} + served as champion {', '.join(d.isoformat() for d in served_days)}"
 
 
 def _label_rule(settings: Settings) -> str:
@@ -149,7 +221,8 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
     # days when the retrain waited for labels (policy.decide).
     reference = load_reference(settings, version)
     matured = performance_days(interval, settings)
-    evidence, rule = _reference_evidence(reference, settings)
+    served, served_days = _served_reference(settings, version, reference, matured.start.date())
+    evidence, rule = _reference_evidence(reference, settings, served)
     last_matured = matured.end.date() - timedelta(days=1)
     check = performance_check(
         read_served(settings, matured.days()),
@@ -162,6 +235,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         version=version,
         reference=evidence,
         label_rule=rule,
+        reference_source=_reference_source(reference, served_days),
     )
     measurement = measure_drift(
         reference,
