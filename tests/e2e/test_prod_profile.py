@@ -15,7 +15,8 @@ timeline the loop wrote while everything was up, and from the lake itself:
   replica's own ``/metrics``);
 * both replicas, asked directly (not through nginx), served the same canary at the same
   registry-controlled weight;
-* model artifacts are on S3 (the emulator's bucket), and every component is gone after.
+* model artifacts are on S3 (the emulator's bucket), and every component is gone after;
+* the feature jobs ran on the Spark standalone master, none failed.
 """
 
 from __future__ import annotations
@@ -215,3 +216,16 @@ def test_artifacts_on_s3_and_every_component_stopped(loop: tuple[Path, dict[str,
     assert timeline["artifact_uri"].startswith("mlflow-artifacts:")
     assert not any(group_alive(pid) for pid in timeline["replica_pids"])
     assert not (home / "prod" / "postgres" / "data" / "postmaster.pid").exists()
+
+
+def test_the_feature_jobs_ran_on_the_spark_standalone_master(
+    loop: tuple[Path, dict[str, Any]],
+) -> None:
+    _, timeline = loop
+    spark = timeline["spark"]
+    assert spark["master"] == timeline["endpoints"]["spark"]
+    assert spark["master"].startswith("spark://127.0.0.1:") and spark["alive_workers"] == 1
+    # The history load's session (still open in the loop's process while it asks) and
+    # one application per served day's feature task under the scheduler, none failed.
+    assert spark["states"].get("FINISHED", 0) >= len(_served_days()), spark
+    assert set(spark["states"]) <= {"FINISHED", "RUNNING"}, spark

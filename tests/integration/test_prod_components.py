@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -147,3 +148,34 @@ def test_sigterm_to_the_owner_stops_what_it_started(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not group_alive(pgid)
     assert not prod.redis_ping(port)()
+
+
+def test_a_spark_standalone_cluster_runs_a_session_of_get_spark(tmp_path: Path) -> None:
+    layout = prod.ProdLayout(tmp_path)
+    port, ui_port = free_port(), free_port()
+    ui = f"http://127.0.0.1:{ui_port}"
+    job = (
+        "import pyarrow as pa\n"
+        "from driftline.data.spark import get_spark\n"
+        "spark = get_spark()\n"
+        "frame = spark.createDataFrame(pa.table({'day': [i % 3 for i in range(300)]}))\n"
+        "print(spark.sparkContext.master, frame.groupBy('day').count().count(), flush=True)\n"
+    )
+    with prod.spark_cluster(layout, port, ui_port) as master:
+        assert master == f"spark://127.0.0.1:{port}"
+        before = prod.spark_applications(ui)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")},
+            "DRIFTLINE_HOME": str(tmp_path / "home"),
+            "DRIFTLINE_SPARK_MASTER": master,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", job], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert done.stdout.split() == [master, "3"]
+        after = prod.spark_applications(ui)
+    assert before["alive_workers"] == 1 and before["applications"] == 0
+    assert after["applications"] == 1 and after["states"] == {"FINISHED": 1}, after
+    assert after["master"] == master and after["names"] == ["driftline"]
+    assert prod.spark_applications(ui)["master"] is None  # stopped with its worker

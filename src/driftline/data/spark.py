@@ -1,6 +1,7 @@
 """The Spark session used by the feature job.
 
-``spark.master`` comes from settings (``local[*]`` by default). The session is built
+``spark.master`` comes from settings (``local[*]`` by default; the production profile
+sets its standalone master, ``spark://127.0.0.1:<port>``). The session is built
 on first use and reused, because starting the JVM costs seconds.
 
 The session is quiet: Airflow's task runner records a task's stderr at level ``error``,
@@ -16,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from driftline.core.logs import route_library_logs
 from driftline.core.settings import Settings, get_settings
@@ -61,6 +63,13 @@ def log4j2_config(settings: Settings) -> Path:
     return path
 
 
+def _on_loopback(master: str) -> bool:
+    """Whether ``master`` runs in this process (``local[*]``) or on a loopback host."""
+    if master.startswith("local"):
+        return True
+    return urlparse(master).hostname in {"127.0.0.1", "localhost", "::1"}
+
+
 def get_spark(settings: Settings | None = None) -> SparkSession:
     """Return the active Spark session, creating a lean, quiet one from settings if needed."""
     from pyspark.sql import SparkSession
@@ -71,9 +80,10 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
     # "python3" is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    if cfg.spark_master.startswith("local"):
-        # A local driver binds loopback only (and the JVM does not warn about
-        # guessing a non-loopback address for the host name).
+    if _on_loopback(cfg.spark_master):
+        # A local driver, or the driver of a master on loopback (the production profile's
+        # standalone cluster), binds loopback only, where the executors reach it (and
+        # the JVM does not warn about guessing a non-loopback address for the host name).
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     java_options = " ".join(
         (

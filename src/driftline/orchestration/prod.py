@@ -20,6 +20,8 @@ orchestration          Airflow scheduler, DAG processor, triggerer,    Airflow o
                        API server, LocalExecutor on PostgreSQL
 scoring                two ``driftline serve`` replicas behind         serving Deployment +
                        ``nginx`` (``least_conn``)                      Service/Ingress
+feature job            Spark standalone master and one worker          a Spark cluster
+                       (pyspark's own ``spark-class``)
 =====================  ==============================================  =====================
 
 **The lake is on S3** (:data:`LAKE_URI`, ``s3://driftline-lake/lake``): landing, raw,
@@ -75,6 +77,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -116,7 +119,14 @@ S3_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 #: Components, in start order; the ports file names them.
-COMPONENTS = ("postgres", "redis", "s3", "mlflow", "airflow", "nginx", "replica-1", "replica-2")
+COMPONENTS = (
+    "postgres", "redis", "s3", "spark", "spark-ui", "mlflow", "airflow", "nginx",
+    "replica-1", "replica-2",
+)  # fmt: skip
+#: Cores and memory of the Spark standalone worker (the machine's two cores; the
+#: feature job's executor takes Spark's default 1 GiB).
+SPARK_WORKER_CORES = 2
+SPARK_WORKER_MEMORY = "2g"
 TERMINAL = {"success", "failed"}
 
 
@@ -274,6 +284,72 @@ def s3_server(layout: ProdLayout, port: int) -> Iterator[Child]:
         yield child
 
 
+def spark_class() -> str:
+    """pyspark's own ``spark-class`` launcher (its jars hold the standalone cluster)."""
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+
+
+def spark_workers(ui_url: str) -> Callable[[], bool]:
+    """Ready when the master at ``ui_url`` lists an alive worker."""
+
+    def check() -> bool:
+        answer = processes.get_json(f"{ui_url}/json/")
+        return answer is not None and int(answer[1].get("aliveworkers", 0)) > 0
+
+    return check
+
+
+@contextlib.contextmanager
+def spark_cluster(layout: ProdLayout, port: int, ui_port: int) -> Iterator[str]:
+    """A Spark standalone master and one worker on loopback, from the installed pyspark.
+
+    The master listens on ``port`` (its web UI and JSON on ``ui_port``); the worker
+    offers :data:`SPARK_WORKER_CORES` cores and :data:`SPARK_WORKER_MEMORY`, and its
+    executors (one per feature-job application) run under ``prod/spark/work``. Yields
+    the master URL; both are stopped (with their executors) on the way out.
+    """
+    folder = layout.folder("spark")
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(folder)}
+    launcher, url, ui = spark_class(), f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+    master = [
+        launcher, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+        "--port", str(port), "--webui-port", str(ui_port),
+    ]  # fmt: skip
+    worker = [
+        launcher, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
+        "--cores", str(SPARK_WORKER_CORES), "--memory", SPARK_WORKER_MEMORY,
+        "--work-dir", str(folder / "work"), "--webui-port", "0",
+    ]  # fmt: skip
+    with (
+        child_process(
+            master, ready=http_ok(f"{ui}/json/"), timeout_s=120, name="spark-master",
+            env=env, log_path=folder / "master.log", port=port,
+        ),
+        child_process(
+            worker, ready=spark_workers(ui), timeout_s=120, name="spark-worker",
+            env=env, log_path=folder / "worker.log",
+        ),
+    ):  # fmt: skip
+        yield url
+
+
+def spark_applications(ui_url: str) -> dict[str, Any]:
+    """What the Spark master ran: its workers and applications (name, state, cores)."""
+    answer = processes.get_json(f"{ui_url}/json/")
+    body = answer[1] if answer is not None else {}
+    apps = [*body.get("completedapps", []), *body.get("activeapps", [])]
+    return {
+        "master": body.get("url"),
+        "ui": ui_url,
+        "alive_workers": body.get("aliveworkers", 0),
+        "applications": len(apps),
+        "states": dict(Counter(str(app.get("state")) for app in apps)),
+        "names": sorted({str(app.get("name")) for app in apps}),
+    }
+
+
 def create_buckets(endpoint: str) -> None:
     """Create each bucket of :data:`BUCKETS` that is missing."""
     import boto3
@@ -391,6 +467,8 @@ class ProdEndpoints:
     postgres: PostgresServer
     redis_port: int
     s3_port: int
+    spark_port: int
+    spark_ui_port: int
     mlflow_port: int
     airflow_port: int
     nginx_port: int
@@ -400,6 +478,16 @@ class ProdEndpoints:
     def s3_endpoint(self) -> str:
         """The S3 API endpoint."""
         return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def spark_master(self) -> str:
+        """The Spark standalone master (``DRIFTLINE_SPARK_MASTER``)."""
+        return f"spark://127.0.0.1:{self.spark_port}"
+
+    @property
+    def spark_ui_url(self) -> str:
+        """The Spark master's web UI (and its JSON at ``/json/``)."""
+        return f"http://127.0.0.1:{self.spark_ui_port}"
 
     @property
     def mlflow_url(self) -> str:
@@ -444,6 +532,7 @@ def settings_env(
         # (pyfunc.load_model, download_artifacts), not the client driftline passes.
         "MLFLOW_TRACKING_URI": endpoints.mlflow_url,
         "DRIFTLINE_OPTUNA_STORAGE": endpoints.postgres.url("optuna"),
+        "DRIFTLINE_SPARK_MASTER": endpoints.spark_master,
         "DRIFTLINE_FEAST_ENV": "production",
         "DRIFTLINE_ENVIRONMENT": "production-local",
         "DRIFTLINE_REDIS_URL": f"{redis},db=0",
@@ -861,11 +950,14 @@ def components(layout: ProdLayout, options: ProdOptions) -> Iterator[Profile]:
                 postgres=server,
                 redis_port=ports["redis"],
                 s3_port=ports["s3"],
+                spark_port=ports["spark"],
+                spark_ui_port=ports["spark-ui"],
                 mlflow_port=ports["mlflow"],
                 airflow_port=ports["airflow"],
                 nginx_port=ports["nginx"],
                 replica_ports=tuple(ports[f"replica-{i + 1}"] for i in range(options.replicas)),
             )
+            stack.enter_context(spark_cluster(layout, ports["spark"], ports["spark-ui"]))
             stack.enter_context(
                 mlflow_server(layout, ports["mlflow"], server.url("mlflow"), endpoints.s3_endpoint)
             )
@@ -1016,6 +1108,8 @@ def print_summary(profile: Profile, payload: dict[str, Any]) -> None:
         f"scoring:     {e.nginx_url}  (nginx least_conn over "
         f"{', '.join(e.replica_urls())})\n"
         f"Redis:       127.0.0.1:{e.redis_port}   S3: {e.s3_endpoint}\n"
+        f"Spark UI:    {e.spark_ui_url}  (standalone master {e.spark_master}, "
+        f"{payload['spark']['applications']} applications: the feature jobs)\n"
         f"Feast:       registry {payload['feast_registry']} "
         f"({'on S3' if payload['feast_registry_on_s3'] else 'MISSING on S3'})\n"
         f"{_dvc_line(payload['dvc'])}\n"
@@ -1074,6 +1168,7 @@ def run_prod(
                 "endpoints": {
                     "airflow": e.airflow_url, "mlflow": e.mlflow_url, "nginx": e.nginx_url,
                     "replicas": e.replica_urls(), "s3": e.s3_endpoint,
+                    "spark": e.spark_master, "spark_ui": e.spark_ui_url,
                     "redis": f"127.0.0.1:{e.redis_port}",
                 },
                 "replica_pids": [child.pid for child in profile.replicas],
@@ -1084,6 +1179,7 @@ def run_prod(
                 "feast_registry": FEAST_REGISTRY,
                 "feast_registry_on_s3": _on_s3(e.s3_endpoint, FEAST_REGISTRY),
                 "dvc": push_dvc(profile),
+                "spark": spark_applications(e.spark_ui_url),
                 "seconds": round(time.monotonic() - started, 1),
             }  # fmt: skip
             out = options.out or layout.root / "timeline.json"
