@@ -635,6 +635,9 @@ def test_the_champions_first_served_days_join_its_reference(settings: Settings) 
     assert served["known"].tolist() == [1, 0, 0, 0]  # f9 c9 f10 c10: f10 not known in time
     assert len(served) == 4  # no canary, no fallback row
 
+    # A day judged drifted stays out (its place is not taken by a later day).
+    kept = _served_reference(settings, "1", reference, date(2026, 2, 12), {date(2026, 2, 9)})
+    assert kept[1] == [date(2026, 2, 10)]
     # A judged day never joins its own reference, and 0 days keeps the holdout alone.
     assert _served_reference(settings, "1", reference, date(2026, 2, 10))[1] == [date(2026, 2, 9)]
     off = settings.model_copy(update={"drift_reference_served_days": 0})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Collection
 from datetime import date, timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ from driftline.monitoring.drift import (
 )
 from driftline.monitoring.drift_log import DriftLog
 from driftline.monitoring.drift_report import report_folder, write_drift_report
-from driftline.monitoring.policy import TriggerDecision, decide
+from driftline.monitoring.policy import TriggerDecision, decide, evidence_days
 from driftline.monitoring.reference import load_reference
 from driftline.monitoring.regime import rejudge_provisional
 from driftline.monitoring.served import frauds_known_within, logged_days, read_served
@@ -122,21 +123,34 @@ def _holdout_first(unseen: pd.DataFrame, labels: np.ndarray, settings: Settings)
     return holdout if enough and held.sum() < held.size else everything
 
 
+def _drifted_days(drift_log: DriftLog) -> set[date]:
+    """Transaction days the drift log judged drifted (:func:`~driftline.monitoring.policy.
+    evidence_days` of every drifted result: its own day, or its matured window)."""
+    return {
+        day for result in drift_log.history() if result.drifted for day in evidence_days(result)
+    }
+
+
 def _served_reference(
-    settings: Settings, version: str, reference: pd.DataFrame, before: date
+    settings: Settings,
+    version: str,
+    reference: pd.DataFrame,
+    before: date,
+    drifted: Collection[date] = (),
 ) -> tuple[pd.DataFrame | None, list[date]]:
     """The champion's own first served days, the second part of its reference.
 
-    The first ``drift_reference_served_days`` days on which ``version`` answered as
+    Of the first ``drift_reference_served_days`` days on which ``version`` answered as
     champion with stored features (:func:`~driftline.monitoring.drift.champion_rows`),
     after its reference's newest day and before ``before`` (the first day the check
-    judges: a day is never judged against itself), labelled with the chargebacks
-    reported within ``label_maturity_days`` (the check's rule; those days are older
-    than the judged ones, so their labels are as mature). One holdout day holds a
-    handful of fraud campaigns, so its PR-AUC alone is too uncertain for a real drop to
-    be significant; these days are the same kind of rows as the judged ones: served
-    scores of online features. Returns the rows (``score``, ``known``, accounts) and
-    their days (none: None, []).
+    judges: a day is never judged against itself), those not judged drifted
+    (``drifted``: a drift that starts right after a promotion stays out of the
+    reference), labelled with the chargebacks reported within ``label_maturity_days``
+    (the check's rule; those days are older than the judged ones, so their labels are
+    as mature). One holdout day holds a handful of fraud campaigns, so its PR-AUC alone
+    is too uncertain for a real drop to be significant; these days are the same kind of
+    rows as the judged ones: served scores of online features. Returns the rows
+    (``score``, ``known``, accounts) and their days (none: None, []).
     """
     wanted = settings.drift_reference_served_days
     if wanted == 0:
@@ -146,11 +160,15 @@ def _served_reference(
         since = pd.to_datetime(reference[EVENT_TIME], utc=True).max().date() + timedelta(days=1)
     frames: list[pd.DataFrame] = []
     days: list[date] = []
+    first_days = 0
     for day in logged_days(settings, since=since):
-        if day >= before or len(days) == wanted:
+        if day >= before or first_days == wanted:
             break
         rows = champion_rows(read_predictions(settings, day), version)
-        if len(rows):
+        if not len(rows):
+            continue
+        first_days += 1
+        if day not in drifted:
             frames.append(rows)
             days.append(day)
     if not days:
@@ -221,7 +239,10 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
     # days when the retrain waited for labels (policy.decide).
     reference = load_reference(settings, version)
     matured = performance_days(interval, settings)
-    served, served_days = _served_reference(settings, version, reference, matured.start.date())
+    drift_log = DriftLog.load(settings)
+    served, served_days = _served_reference(
+        settings, version, reference, matured.start.date(), _drifted_days(drift_log)
+    )
     evidence, rule = _reference_evidence(reference, settings, served)
     last_matured = matured.end.date() - timedelta(days=1)
     check = performance_check(
@@ -250,7 +271,6 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         measurement, result=dataclasses.replace(measurement.result, consistency=consistency)
     )
     result = write_drift_report(measurement, report_folder(settings, day))
-    drift_log = DriftLog.load(settings)
     drift_log.record(result)
     drift_log.save()
     decision = decide(
