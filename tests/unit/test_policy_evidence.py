@@ -537,12 +537,13 @@ def test_served_and_reference_days_are_labelled_with_the_same_maturity(settings:
     )
 
     known = frauds_known_within(settings, date(2026, 2, 10), date(2026, 2, 11), 3)
-    evidence, rule = _reference_evidence(reference, settings)
+    evidence, rule, source = _reference_evidence(reference, settings)
 
     assert known == {"a", "b"}
     assert evidence is not None
     assert evidence[0].tolist() == [1, 1, 0, 0, 0, 0]  # relabelled, not the training labels
     assert "within 3 days" in rule
+    assert source == "holdout 2026-02-10..2026-02-11"
 
 
 def test_reference_prefers_holdout_days_over_the_validation_days() -> None:
@@ -559,7 +560,7 @@ def test_reference_prefers_holdout_days_over_the_validation_days() -> None:
         }
     )
 
-    evidence, _ = _reference_evidence(reference, settings)
+    evidence, _, _ = _reference_evidence(reference, settings)
     assert evidence is not None
     assert evidence[0].tolist() == [1, 0, 1, 0, 1, 0]  # the holdout rows only
 
@@ -644,7 +645,8 @@ def test_the_champions_first_served_days_join_its_reference(settings: Settings) 
     assert _served_reference(off, "1", reference, date(2026, 2, 12)) == (None, [])
     assert _served_reference(settings, "2", reference, date(2026, 2, 12)) == (None, [])
 
-    evidence, _ = _reference_evidence(reference, settings, served)
+    evidence, _, source = _reference_evidence(reference, settings, served, days)
+    assert source == "holdout 2026-02-08..2026-02-08 + served as champion 2026-02-09, 2026-02-10"
     assert evidence is not None
     labels, scores, groups = evidence
     assert labels.tolist() == [1, 0, 0, 1, 0, 0, 0]  # holdout first, then the served days

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -53,13 +53,16 @@ _EVIDENCE_COLUMNS = (SCORE, KNOWN, USER, MERCHANT)
 
 
 def _reference_evidence(
-    reference: pd.DataFrame, settings: Settings, served: pd.DataFrame | None = None
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None, str]:
+    reference: pd.DataFrame,
+    settings: Settings,
+    served: pd.DataFrame | None = None,
+    served_days: Sequence[date] = (),
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None, str, str]:
     """The champion's reference rows it was not fitted on, labelled like the served check.
 
     Those are the holdout days, or with too few labelled frauds there the validation
     and holdout days (the train days would flatter it; see :func:`_holdout_first`),
-    joined by ``served``: the champion's own first served days
+    joined by ``served``: the champion's own first served days ``served_days``
     (:func:`_served_reference`), the same kind of rows as the check's. When the
     reference dates its rows, their labels are the chargebacks reported within
     ``label_maturity_days`` of the transaction's day -- the rule the served check uses
@@ -67,25 +70,27 @@ def _reference_evidence(
     comparison biased low before any drift). Returns ``(labels, scores, groups)`` (None
     without scores, or both classes; groups: the rows' fraud campaigns for the cluster
     bootstrap, None when a part lacks ``user_id``, as a reference logged before it
-    stored them does) and the label rule used.
+    stored them does), the label rule used and which days the rows come from.
     """
     offline, rule = _offline_reference(reference, settings)
+    source = _source(offline, served_days if served is not None and len(served) else ())
     parts = [part for part in (offline, served) if part is not None and len(part)]
     if not parts:
-        return None, rule
-    common = [c for c in parts[0].columns if all(c in part.columns for part in parts)]
+        return None, rule, source
+    common = [c for c in _EVIDENCE_COLUMNS if all(c in part.columns for part in parts)]
     rows = pd.concat([part[common] for part in parts], ignore_index=True)
     labels = rows[KNOWN].to_numpy(dtype=np.int64)
     if not 0 < labels.sum() < labels.size:
-        return None, rule
+        return None, rule, source
     scores = rows[SCORE].to_numpy(dtype=np.float64)
-    return (labels, scores, row_groups(rows, labels)), rule
+    return (labels, scores, row_groups(rows, labels)), rule, source
 
 
 def _offline_reference(
     reference: pd.DataFrame, settings: Settings
 ) -> tuple[pd.DataFrame | None, str]:
-    """The reference's holdout-first rows (``score``, ``known``, accounts) and label rule."""
+    """The reference's holdout-first rows (with ``known``, the labels under the check's
+    rule) and that rule."""
     unseen = reference
     if "split" in reference.columns:
         unseen = reference[reference["split"].isin(["valid", "holdout"])]
@@ -101,8 +106,21 @@ def _offline_reference(
         rule = "reference: training labels (the reference does not date its rows)"
     else:
         return None, "no reference labels"
-    picked = unseen.assign(**{KNOWN: labels})[_holdout_first(unseen, labels, settings)]
-    return picked[[c for c in _EVIDENCE_COLUMNS if c in picked.columns]], rule
+    return unseen.assign(**{KNOWN: labels})[_holdout_first(unseen, labels, settings)], rule
+
+
+def _source(offline: pd.DataFrame | None, served_days: Sequence[date]) -> str:
+    """Which days the performance reference's rows come from (recorded with the check)."""
+    parts = []
+    if offline is not None and len(offline):
+        splits = "+".join(sorted(set(offline["split"]))) if "split" in offline else "reference"
+        if EVENT_TIME in offline.columns:
+            stamps = pd.to_datetime(offline[EVENT_TIME], utc=True).dt.date
+            splits = f"{splits} {min(stamps)}..{max(stamps)}"
+        parts.append(splits)
+    if served_days:
+        parts.append(f"served as champion {', '.join(d.isoformat() for d in served_days)}")
+    return " + ".join(parts) or "none"
 
 
 def _holdout_first(unseen: pd.DataFrame, labels: np.ndarray, settings: Settings) -> np.ndarray:
@@ -180,19 +198,6 @@ def _served_reference(
     return served[[c for c in _EVIDENCE_COLUMNS if c in served.columns]], days
 
 
-def _reference_source(reference: pd.DataFrame, served_days: list[date]) -> str:
-    """Which days the performance reference holds (recorded with the check)."""
-    offline = "the reference's holdout-first days"
-    if EVENT_TIME in reference.columns and "split" in reference.columns:
-        held = reference[reference["split"] == "holdout"]
-        if len(held):
-            stamps = pd.to_datetime(held[EVENT_TIME], utc=True).dt.date
-            offline = f"holdout {min(stamps)}..{max(stamps)} (or with the validation days)"
-    if not served_days:
-        return offline
-    return f"{offline} + served as champion {', '.join(d.isoformat() for d in served_days)}"
-
-
 def _label_rule(settings: Settings) -> str:
     return (
         f"chargebacks reported within {settings.label_maturity_days} days of the "
@@ -243,7 +248,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
     served, served_days = _served_reference(
         settings, version, reference, matured.start.date(), _drifted_days(drift_log)
     )
-    evidence, rule = _reference_evidence(reference, settings, served)
+    evidence, rule, source = _reference_evidence(reference, settings, served, served_days)
     last_matured = matured.end.date() - timedelta(days=1)
     check = performance_check(
         read_served(settings, matured.days()),
@@ -256,7 +261,7 @@ def check_interval(interval: Interval, settings: Settings) -> dict[str, Any]:
         version=version,
         reference=evidence,
         label_rule=rule,
-        reference_source=_reference_source(reference, served_days),
+        reference_source=source,
     )
     measurement = measure_drift(
         reference,
