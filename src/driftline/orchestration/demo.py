@@ -235,9 +235,20 @@ def monitor(day: date, timeline: Timeline) -> dict[str, Any] | None:
     dag_run = dag_runs.run_daily("monitor_drift", day, say=_say_line, conf={"day": str(day)})
     check = dag_runs.task_result(dag_run, "check_drift") or {}
     drift = check.get("drift") or {}
-    performance = drift.get("performance_check") or {}
-    timeline.days.setdefault(str(day), {})["monitor"] = {
-        "state": str(dag_run.state),
+    timeline.days.setdefault(str(day), {})["monitor"] = monitor_entry(str(dag_run.state), check)
+    if drift.get("drifted"):
+        timeline.event(day, "drift detected", reason=drift_reason(drift))
+    requests = retrain_events(dag_run.run_id)
+    if requests:
+        timeline.event(day, "retrain requested", **requests[-1])
+    return requests[-1] if requests else None
+
+
+def monitor_entry(state: str, check: dict[str, Any]) -> dict[str, Any]:
+    """A day's ``monitor_drift`` run on the timeline, from its ``check_drift`` result."""
+    drift = check.get("drift") or {}
+    return {
+        "state": state,
         "drifted": drift.get("drifted"),
         "drifted_columns": drift.get("drifted_columns"),
         "drift_share": drift.get("drift_share"),
@@ -245,16 +256,10 @@ def monitor(day: date, timeline: Timeline) -> dict[str, Any] | None:
         "baseline_share": (drift.get("calibration") or {}).get("baseline_share"),
         "fallback_rows": drift.get("fallback_rows", 0),
         "fresh": _fresh_summary(drift.get("consistency") or {}),
-        "performance": performance,
+        "performance": drift.get("performance_check") or {},
         "decision": (check.get("decision") or {}).get("reason"),
         "report": drift.get("report_html"),
     }
-    if drift.get("drifted"):
-        timeline.event(day, "drift detected", reason=drift_reason(drift))
-    requests = retrain_events(dag_run.run_id)
-    if requests:
-        timeline.event(day, "retrain requested", **requests[-1])
-    return requests[-1] if requests else None
 
 
 def _fresh_summary(consistency: dict[str, Any]) -> dict[str, Any]:

@@ -834,22 +834,13 @@ def monitored(profile: Profile, day: date) -> dict[str, Any] | None:
 
 def record_monitor(profile: Profile, day: date, run: dict[str, Any]) -> bool:
     """Put a ``monitor_drift`` run on the timeline; whether it requested a retrain."""
-    from driftline.orchestration.demo import drift_reason
+    from driftline.orchestration.demo import drift_reason, monitor_entry
 
     api, run_id = profile.api, run["dag_run_id"]
     check = api.result("monitor_drift", run_id, "check_drift") or {}
     drift = check.get("drift") or {}
-    profile.timeline.days.setdefault(str(day), {})["monitor"] = {
-        "state": run["state"],
-        "run_id": run_id,
-        "drifted": drift.get("drifted"),
-        "drifted_columns": drift.get("drifted_columns"),
-        "drift_share": drift.get("drift_share"),
-        "score_psi": drift.get("prediction_drift_score"),
-        "fallback_rows": drift.get("fallback_rows", 0),
-        "performance": drift.get("performance_check") or {},
-        "decision": (check.get("decision") or {}).get("reason"),
-    }
+    entry = {**monitor_entry(run["state"], check), "run_id": run_id}
+    profile.timeline.days.setdefault(str(day), {})["monitor"] = entry
     if drift.get("drifted"):
         profile.timeline.event(day, "drift detected", reason=drift_reason(drift))
     request = api.result("monitor_drift", run_id, "request_retrain")
