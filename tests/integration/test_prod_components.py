@@ -156,10 +156,12 @@ def test_a_spark_standalone_cluster_runs_a_session_of_get_spark(tmp_path: Path) 
     ui = f"http://127.0.0.1:{ui_port}"
     job = (
         "import pyarrow as pa\n"
-        "from driftline.data.spark import get_spark\n"
+        "from driftline.data.spark import get_spark, stop_spark\n"
         "spark = get_spark()\n"
         "frame = spark.createDataFrame(pa.table({'day': [i % 3 for i in range(300)]}))\n"
         "print(spark.sparkContext.master, frame.groupBy('day').count().count(), flush=True)\n"
+        "stop_spark()  # frees the cores: the next application gets them\n"
+        "print(get_spark().range(5).count(), flush=True)\n"
     )
     with prod.spark_cluster(layout, port, ui_port) as master:
         assert master == f"spark://127.0.0.1:{port}"
@@ -173,9 +175,9 @@ def test_a_spark_standalone_cluster_runs_a_session_of_get_spark(tmp_path: Path) 
             [sys.executable, "-c", job], env=env, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, done.stderr[-4000:]
-        assert done.stdout.split() == [master, "3"]
+        assert done.stdout.split() == [master, "3", "5"]
         after = prod.spark_applications(ui)
     assert before["alive_workers"] == 1 and before["applications"] == 0
-    assert after["applications"] == 1 and after["states"] == {"FINISHED": 1}, after
+    assert after["applications"] == 2 and after["states"] == {"FINISHED": 2}, after
     assert after["master"] == master and after["names"] == ["driftline"]
     assert prod.spark_applications(ui)["master"] is None  # stopped with its worker

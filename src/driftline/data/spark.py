@@ -107,3 +107,17 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def stop_spark() -> None:
+    """Stop this process's Spark session, if one is active.
+
+    On a cluster an application holds its executors (and, on a standalone master, its
+    cores) until its session stops; a long-lived process that ran one job stops it, so
+    the next application gets the cores.
+    """
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()

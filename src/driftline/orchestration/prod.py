@@ -666,12 +666,16 @@ def load_history(options: ProdOptions, config: Any) -> None:
     """Land and load the history with the ingest tasks' functions, in one pass.
 
     The same calls the DAG's tasks make (ingest, validate, features over the whole
-    history in one Spark job, materialize); a first load, not the daily path.
+    history in one Spark job, materialize); a first load, not the daily path. The Spark
+    session is stopped after its job: this process lives on, and on the standalone
+    master an open application keeps every core, so the scheduler's feature tasks
+    would wait for executors forever.
     """
     from driftline.core.settings import get_settings
     from driftline.data.feast import materialize_interval
     from driftline.data.features import build_features
     from driftline.data.ingest import ingest, publish_validated
+    from driftline.data.spark import stop_spark
     from driftline.simulator import write_landing
 
     cfg = get_settings()
@@ -681,7 +685,10 @@ def load_history(options: ProdOptions, config: Any) -> None:
         ingest(dataset, history, cfg)
         publish_validated(dataset, history, cfg)
     _record_events(cfg, history)
-    build_features(history, cfg)
+    try:
+        build_features(history, cfg)
+    finally:
+        stop_spark()
     materialize_interval(history, cfg)
 
 
