@@ -339,6 +339,19 @@ def test_drift_start_is_the_first_drifted_day_itself() -> None:
     assert decision.window_start == DAY + timedelta(days=5)  # type: ignore[attr-defined]
 
 
+def test_a_day_with_data_and_performance_drift_dates_the_drift_by_its_own_window() -> None:
+    # Day 5's inputs drift and its own check finds a significant drop on matured days
+    # 1-2: the drift is there from day 2 (a later result's window would not move it).
+    both = dataclasses.replace(_performance(5, 1, 2), dataset_drift=True, drifted_columns=["a"])
+    history = [_clean(4), both, _performance(6, 0, 1), _data_drift(7)]
+
+    decision = _decide(history, 7)
+
+    assert both.evidence_day == DAY + timedelta(days=2)
+    assert decision.trigger  # type: ignore[attr-defined]
+    assert decision.window_start == DAY + timedelta(days=2)  # type: ignore[attr-defined]
+
+
 def test_no_retrain_window_starts_before_complete_look_back() -> None:
     settings = Settings(data_start=date(2026, 1, 1), retrain_window_days=21)
 

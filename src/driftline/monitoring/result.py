@@ -90,12 +90,15 @@ class DriftResult:
     def evidence_day(self) -> date:
         """Earliest transaction day this result shows drift on.
 
-        The interval's own day for data or prediction drift; for performance drift alone,
-        the newest matured day that was judged (labels lag the interval).
+        With performance drift, the newest matured day that was judged (labels lag the
+        interval), also when the interval's inputs or scores drifted as well: its own
+        check dates the drift before its own day. The interval's own day for data or
+        prediction drift alone.
         """
-        if self.dataset_drift or self.prediction_drift or not self.performance_check:
-            return self.start_day
-        return date.fromisoformat(str(self.performance_check["last_day"]))
+        check = self.performance_check
+        if check and (self.performance_drift or not (self.dataset_drift or self.prediction_drift)):
+            return date.fromisoformat(str(check["last_day"]))
+        return self.start_day
 
     @property
     def start_day(self) -> date:
