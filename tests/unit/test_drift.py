@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import date, timedelta
 from pathlib import Path
@@ -430,50 +429,6 @@ def test_performance_drift_dates_the_window_by_the_matured_day() -> None:
 
     assert decision.trigger and "served PR-AUC 0.100 significantly below 0.200" in decision.reason
     assert decision.window_start == _day(0)  # the labels of day 0 showed the drift first
-
-
-def _inconclusive(day: date, last_matured: date, pr_auc: float = 0.15) -> DriftResult:
-    """No data drift; served PR-AUC ``pr_auc`` against the floor 0.2, not significant."""
-    drop = _performance_only(day, last_matured)
-    check = {**(drop.performance_check or {}), "pr_auc": pr_auc}
-    verdict = "insufficient_evidence" if pr_auc < 0.2 else "ok"
-    return dataclasses.replace(
-        drop, performance_drift=False, performance_check={**check, "verdict": verdict}
-    )
-
-
-def _performance_streak(kinds: str) -> dict[int, TriggerDecision]:
-    """Decisions on days 5.. of ``kinds``: D degraded, i inconclusive, o ok, x data drift
-    (each day judges matured days n-5 .. n-4)."""
-    make = {
-        "D": lambda n: _performance_only(_day(n), _day(n - 4)),
-        "i": lambda n: _inconclusive(_day(n), _day(n - 4)),
-        "o": lambda n: _inconclusive(_day(n), _day(n - 4), pr_auc=0.3),
-        "x": lambda n: _result(_day(n)),
-    }
-    history = [make[kind](5 + i) for i, kind in enumerate(kinds)]
-    return {5 + i: _decide(history, 5 + i) for i in range(len(kinds))}
-
-
-def test_a_performance_streak_is_kept_through_inconclusive_days() -> None:
-    # Days 5 and 6 share matured day 2 (one piece of evidence); 7 and 8 are below the
-    # floor, not significantly; day 9's window (4..5) is independent of day 5's (0..1).
-    decisions = _performance_streak("DDiiD")
-
-    assert [n for n, d in decisions.items() if d.trigger] == [9]
-    assert "the performance drift since 2026-02-02 is kept (2 inconclusive" in decisions[8].reason
-    assert decisions[9].window_start == _day(1)  # day 5's newest matured day
-    assert "2 independent" in decisions[9].reason
-
-
-def test_inconclusive_days_keep_a_performance_streak_only_for_a_window_length() -> None:
-    # Three in a row (the window is 2 days), a day at the floor, or any day without drift
-    # after data drift: each ends the streak, so the last day starts a new one.
-    for kinds, last in (("DDiiiD", 10), ("DDoD", 8), ("xix", 7)):
-        decisions = _performance_streak(kinds)
-        assert not any(d.trigger for d in decisions.values()), kinds
-        assert "debounce" in decisions[last].reason, kinds
-    assert _performance_streak("xx")[6].trigger  # data drift on two days confirms
 
 
 def _served_rows(scores: np.ndarray, variant: str = "champion") -> pd.DataFrame:

@@ -101,74 +101,34 @@ class _Streak:
         confirmed: Whether the streak reached the debounce (``needed`` results with
             independent evidence, :func:`independent_evidence`).
         clean: Results without drift since the newest drifted one (only while confirmed).
-        inconclusive: Inconclusive results since the newest drifted one, which an
-            unconfirmed performance streak is kept through (:func:`inconclusive_for`).
     """
 
     drifted: list[DriftResult]
     confirmed: bool
     clean: int
-    inconclusive: int = 0
 
 
-def _performance_only(result: DriftResult) -> bool:
-    """Drifted on its performance check alone (no data or prediction drift)."""
-    return result.performance_drift and not (result.dataset_drift or result.prediction_drift)
-
-
-def inconclusive_for(streak: Sequence[DriftResult], result: DriftResult) -> bool:
-    """Whether ``result`` (without drift) says nothing against a performance ``streak``.
-
-    A streak that rests on performance drift alone (a new fraud pattern: the inputs look
-    the same) is not contradicted by a day whose inputs and scores did not drift and
-    whose served PR-AUC was again below the floor, only not significantly (its verdict
-    ``insufficient_evidence`` with a point estimate below the floor): the same drop,
-    measured on too few fraud campaigns to stand alone. Such a day neither confirms nor
-    ends the streak.
-    """
-    check = result.performance_check or {}
-    below = (
-        check.get("verdict") == "insufficient_evidence"
-        and check.get("pr_auc") is not None
-        and check.get("floor") is not None
-        and float(check["pr_auc"]) < float(check["floor"])
-    )
-    quiet = not (result.dataset_drift or result.prediction_drift)
-    return bool(streak) and all(_performance_only(r) for r in streak) and quiet and below
-
-
-def current_streak(
-    decisive: Iterable[DriftResult], needed: int, inconclusive_limit: int = 0
-) -> _Streak:
+def current_streak(decisive: Iterable[DriftResult], needed: int) -> _Streak:
     """The drift streak that ``decisive`` (oldest first, enough data each) ends with.
 
-    An unconfirmed streak ends at the first result without drift, except that a
-    performance streak is kept through up to ``inconclusive_limit`` inconclusive results
-    in a row (:func:`inconclusive_for`; the performance window's length: consecutive
-    windows overlap, so the next independent evidence lies that many days on). A
-    confirmed one (debounced) is held through results without drift and ends only on
-    ``needed`` of them in a row -- as much evidence as confirmed it: a confirmed drift
-    still waiting for labels (or the cool-down) is not forgotten because one later
-    day's evidence was not significant on its own (a new fraud pattern's days vary).
+    An unconfirmed streak ends at the first result without drift. A confirmed one
+    (debounced) is held through results without drift and ends only on ``needed`` of
+    them in a row -- as much evidence as confirmed it: a confirmed drift still waiting
+    for labels (or the cool-down) is not forgotten because one later day's evidence was
+    not significant on its own (a new fraud pattern's days vary).
     """
     drifted: list[DriftResult] = []
-    confirmed, clean, inconclusive = False, 0, 0
+    confirmed, clean = False, 0
     for result in decisive:
         if result.drifted:
             drifted.insert(0, result)
-            clean = inconclusive = 0
+            clean = 0
             confirmed = confirmed or len(independent_evidence(drifted)) >= needed
         elif confirmed and clean + 1 < needed:
             clean += 1
-        elif (
-            not confirmed
-            and inconclusive < inconclusive_limit
-            and inconclusive_for(drifted, result)
-        ):
-            inconclusive += 1
         else:
-            drifted, confirmed, clean, inconclusive = [], False, 0, 0
-    return _Streak(drifted, confirmed, clean, inconclusive)
+            drifted, confirmed, clean = [], False, 0
+    return _Streak(drifted, confirmed, clean)
 
 
 def _describe(result: DriftResult) -> str:
@@ -233,9 +193,7 @@ def decide(
       through results without drift, and ends only on ``drift_debounce_days`` of them
       in a row (:func:`current_streak`); a day without drift can then trigger the held
       retrain once its wait ends. An unconfirmed streak ends at the first day without
-      drift -- but a streak of performance drift alone is kept through up to
-      ``drift_performance_days`` inconclusive days in a row (inputs and scores steady,
-      served PR-AUC below the floor but not significantly; :func:`inconclusive_for`).
+      drift.
     * **Drift start.** The streak's first drifted day itself (its oldest result's
       :attr:`~driftline.monitoring.result.DriftResult.evidence_day`), never an earlier
       window a later result judged.
@@ -277,16 +235,9 @@ def decide(
         if d <= day and r.sufficient and (last_trigger_day is None or d > last_trigger_day)
     ]
     needed = settings.drift_debounce_days
-    streak = current_streak(decisive, needed, settings.drift_performance_days)
+    streak = current_streak(decisive, needed)
     if not (result.drifted or streak.confirmed):
-        kept = (
-            f"; the performance drift since {streak.drifted[-1].evidence_day} is kept "
-            f"({streak.inconclusive} inconclusive interval(s): below the floor, not "
-            "significantly)"
-            if streak.inconclusive
-            else ""
-        )
-        return TriggerDecision(False, f"{day}: {_today(result)}{kept}")
+        return TriggerDecision(False, f"{day}: {_today(result)}")
     # The drift starts on the first drifted day itself: the streak's oldest result.
     # A later result judging older matured days does not move it back.
     window_start = streak.drifted[-1].evidence_day
