@@ -73,7 +73,7 @@ def _reference_evidence(
     stored them does), the label rule used and which days the rows come from.
     """
     offline, rule = _offline_reference(reference, settings)
-    source = _source(offline, served_days if served is not None and len(served) else ())
+    source = _source(offline, served_days)
     parts = [part for part in (offline, served) if part is not None and len(part)]
     if not parts:
         return None, rule, source

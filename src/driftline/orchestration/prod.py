@@ -284,6 +284,16 @@ def s3_server(layout: ProdLayout, port: int) -> Iterator[Child]:
         yield child
 
 
+def _spark_master(port: int) -> str:
+    """The URL of a Spark standalone master on loopback ``port``."""
+    return f"spark://127.0.0.1:{port}"
+
+
+def _spark_ui(port: int) -> str:
+    """The web UI (and ``/json/``) of a Spark master whose UI listens on ``port``."""
+    return f"http://127.0.0.1:{port}"
+
+
 def spark_class() -> str:
     """pyspark's own ``spark-class`` launcher (its jars hold the standalone cluster)."""
     import pyspark
@@ -312,7 +322,7 @@ def spark_cluster(layout: ProdLayout, port: int, ui_port: int) -> Iterator[str]:
     """
     folder = layout.folder("spark")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(folder)}
-    launcher, url, ui = spark_class(), f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+    launcher, url, ui = spark_class(), _spark_master(port), _spark_ui(ui_port)
     master = [
         launcher, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
         "--port", str(port), "--webui-port", str(ui_port),
@@ -482,12 +492,12 @@ class ProdEndpoints:
     @property
     def spark_master(self) -> str:
         """The Spark standalone master (``DRIFTLINE_SPARK_MASTER``)."""
-        return f"spark://127.0.0.1:{self.spark_port}"
+        return _spark_master(self.spark_port)
 
     @property
     def spark_ui_url(self) -> str:
         """The Spark master's web UI (and its JSON at ``/json/``)."""
-        return f"http://127.0.0.1:{self.spark_ui_port}"
+        return _spark_ui(self.spark_ui_port)
 
     @property
     def mlflow_url(self) -> str:
