@@ -18,6 +18,7 @@ import pandas as pd
 from driftline.core.evidence import (
     USER,
     campaigns,
+    compromised_merchants,
     difference_interval,
     effective_positives,
     fraud_accounts,
@@ -170,23 +171,48 @@ def test_a_real_drop_spread_over_many_accounts_is_still_degraded() -> None:
     assert check["difference"]["high"] < 0.0
 
 
-def test_campaigns_merge_the_accounts_whose_frauds_share_a_merchant() -> None:
-    # Accounts 1-3 defrauded at merchant 9 (one compromised merchant); account 4 at
-    # merchant 8; account 5 legitimate at merchant 9 (a legitimate row links nothing).
-    labels = np.array([1, 1, 1, 0, 1, 0, 0])
-    users = np.array([1, 2, 3, 3, 4, 5, 6])
-    merchants = np.array([9, 9, 9, 7, 8, 9, 9])
+def _merchant_day(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, accounts and merchants of a day: 3,000 legitimate rows of 600 accounts at
+    100 merchants, 12 victims (accounts 9000-9011) defrauded at merchant 7 among its
+    other customers, and 20 independent frauds (accounts 9100-9119) at random merchants,
+    two of them (9100, 9101) at the busy merchant 3."""
+    rng = np.random.default_rng(seed)
+    users = np.r_[rng.integers(0, 600, 3000), 9000 + np.arange(12), 9100 + np.arange(20)]
+    shops = np.r_[rng.integers(0, 100, 3000), np.full(12, 7), [3, 3], rng.integers(10, 100, 18)]
+    labels = np.r_[np.zeros(3000, dtype=np.int64), np.ones(32, dtype=np.int64)]
+    return labels, users, shops
 
+
+def test_campaigns_merge_the_victims_of_a_compromised_merchant_only() -> None:
+    labels, users, merchants = _merchant_day(5)
     groups = campaigns(labels, users, merchants)
     frame = pd.DataFrame({USER: users, "merchant_id": merchants})
+    victim = (users >= 9000) & (users < 9012)
+    independent = users >= 9100
 
-    assert len({groups[0], groups[1], groups[2], groups[3]}) == 1  # one campaign
-    assert len({groups[0], groups[4], groups[5], groups[6]}) == 4
-    assert effective_positives(labels, groups) == 2
-    assert fraud_accounts(frame, labels) == 4  # what minimums count: the victims
+    assert compromised_merchants(labels, users, merchants)[victim].all()
+    assert not compromised_merchants(labels, users, merchants)[merchants == 3].any()
+    assert len(set(groups[victim])) == 1  # one campaign
+    assert len(set(groups[independent])) == 20  # two frauds at a busy shop: still two
+    assert effective_positives(labels, groups) == 21
+    assert fraud_accounts(frame, labels) == 32  # what minimums count: the victims
     assert (row_groups(frame, labels) == groups).all()
-    assert (campaigns(labels, users) == campaigns(np.zeros(7), users, merchants)).all()
+    assert (campaigns(labels, users) == campaigns(np.zeros(labels.size), users, merchants)).all()
     assert row_groups(frame.drop(columns=[USER]), labels) is None
+
+
+def test_two_frauds_sharing_a_merchant_are_not_a_campaign_by_themselves() -> None:
+    # Accounts 1 and 2 defrauded at merchant 9, where 40 other accounts shop: chance
+    # explains two victims of 42 when 1 account in 20 is defrauded somewhere.
+    rng = np.random.default_rng(0)
+    users = np.r_[np.arange(3, 43), rng.integers(43, 400, 800), [1, 2], 400 + np.arange(20)]
+    merchants = np.r_[np.full(40, 9), rng.integers(10, 60, 800), [9, 9], rng.integers(10, 60, 20)]
+    labels = np.r_[np.zeros(840, dtype=np.int64), np.ones(22, dtype=np.int64)]
+
+    groups = campaigns(labels, users, merchants)
+
+    assert groups[-22] != groups[-21]
+    assert effective_positives(labels, groups) == 22
 
 
 def _compromise_day(seed: int, *, merchants: int = 6, victims: int = 8) -> pd.DataFrame:

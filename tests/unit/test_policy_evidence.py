@@ -10,13 +10,14 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from driftline.core.evidence import (
     average_precision,
     difference_interval,
     paired_difference_interval,
     pr_auc_interval,
+    roc_auc,
 )
 from driftline.core.interval import Interval
 from driftline.core.settings import Settings
@@ -130,14 +131,37 @@ def test_a_real_drop_is_degraded_with_its_interval() -> None:
 def test_a_drop_on_few_frauds_is_insufficient_evidence() -> None:
     reference = _scored(3000, 40, seed=100, signal=2.0)
 
-    # Below the floor on this sample, but 22 frauds cannot tell it from noise.
-    check = _check(_scored(1000, 22, seed=4, signal=1.6), reference)
+    # Below the ROC-AUC floor on this sample, but 22 frauds cannot tell it from noise.
+    check = _check(_scored(1000, 22, seed=4, signal=1.8), reference)
     few = _check(_scored(1000, 10, seed=4, signal=0.0), reference)
 
-    assert check["pr_auc"] < check["floor"]
+    assert check["roc_auc"] < check["roc_floor"]
     assert check["verdict"] == "insufficient_evidence" and not check["drifted"]
-    assert check["difference"]["high"] >= 0
+    assert check["roc_difference"]["high"] >= 0 and check["difference"]["high"] >= 0
     assert few["verdict"] == "insufficient_evidence" and "drift_min_positives" in few["note"]
+
+
+def test_a_ranking_drop_is_caught_by_roc_auc_where_pr_auc_cannot_tell() -> None:
+    reference = _scored(3000, 40, seed=100, signal=2.0)
+
+    # The frauds' signal falls from 2.0 to 1.6 (true ROC-AUC 0.92 -> 0.87): a real drop.
+    check = _check(_scored(1000, 22, seed=4, signal=1.6), reference)
+
+    assert check["pr_auc"] < check["floor"] and check["difference"]["high"] >= 0
+    assert check["roc_auc"] < check["roc_floor"] and check["roc_difference"]["high"] < 0
+    assert check["verdict"] == "degraded" and check["degraded_on"] == ["roc_auc"]
+    # Two tests per window: each interval at the Bonferroni level of drift_confidence 0.9.
+    assert check["difference"]["confidence"] == check["roc_difference"]["confidence"] == 0.95
+    assert "ROC-AUC" in check["note"]
+
+
+def test_roc_auc_is_sklearns_with_ties() -> None:
+    rng = np.random.default_rng(5)
+    labels = (rng.random(2000) < 0.05).astype(np.int64)
+    scores = np.round(rng.random(2000) + 0.4 * labels, 2)  # many ties
+
+    assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert roc_auc(np.zeros(5, dtype=np.int64), np.arange(5.0)) is None
 
 
 def test_fallback_rows_are_left_out_of_the_performance_check() -> None:

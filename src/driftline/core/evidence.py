@@ -19,18 +19,32 @@ The group callers pass is the fraud *campaign* (:func:`campaigns`, :func:`row_gr
 the account, ``user_id`` -- a card belongs to one user, so accounts nest the cards
 (bursts on one card, an account takeover across the account's cards: the more
 conservative choice than ``card_id``, which neither the prediction log nor the
-training sets record) -- with the accounts whose labelled frauds share a merchant
-merged into one group: a compromised merchant's victims are many accounts, scored
-alike by the merchant's features (on the scenario matrix's seed-11 no-drift cell the
-reference day held 44 merchant-compromise frauds from 2 merchants, ranked almost
-perfectly, while the served days' compromised merchants were new; resampling accounts
-alone left 4 false drops of 8 days, resampling campaigns none). The number of frauds a
+training sets record) -- with the victims of one *compromised merchant* merged into one
+group: a compromised merchant's victims are many accounts, scored alike by the
+merchant's features (on the scenario matrix's seed-11 no-drift cell the reference day
+held 44 merchant-compromise frauds from 2 merchants, ranked almost perfectly, while the
+served days' compromised merchants were new; resampling accounts alone left 4 false
+drops of 8 days, resampling campaigns none). A merchant is compromised when it has more
+defrauded accounts than chance explains (:func:`compromised_merchants`), not merely two:
+merging every pair of accounts whose frauds shared any merchant joined independent
+takeovers and bust-outs at the busy merchants everyone buys at, so a 2-day window of
+110-210 frauds (65-80 accounts) made only 7-14 groups, one of them 40-180 frauds (the
+scenario matrix's seed 23), and the interval was a resample of a handful of groups:
+half-widths of 0.2-0.3 PR-AUC. With the test the same windows make 13-42 groups, but the
+PR-AUC intervals narrow only a little (seed 23's post-onset windows: 90% upper ends
++0.026..+0.065 became +0.037..+0.057): a PR-AUC of 70-140 frauds varies that much from
+one window to the next. The ROC-AUC of the same rows varies far less (half-widths
+0.05-0.09), which is why the performance check judges both (see
+:func:`driftline.monitoring.drift.performance_check`). The number of frauds a
 minimum compares with is the distinct *accounts* with a labelled fraud
 (:func:`effective_positives` over ``user_id``); an :class:`Estimate` reports the
 distinct groups it resampled.
 
 * :func:`average_precision` -- PR-AUC as scikit-learn's ``average_precision_score``
   defines it (step-wise, no interpolation), vectorised over resamples;
+* :func:`roc_auc` -- ROC-AUC as ``roc_auc_score`` defines it (ties count half);
+* ``metric`` (``"pr_auc"`` or ``"roc_auc"``, :data:`METRICS`) -- which of the two the
+  interval functions estimate;
 * :func:`pr_auc_interval` -- PR-AUC of one sample and its interval;
 * :func:`difference_interval` -- PR-AUC of sample ``a`` minus that of an independent
   sample ``b`` (served days against the reference days);
@@ -54,6 +68,9 @@ BOOTSTRAP_SEED = 0
 _BLOCK = 64
 #: Columns whose values make the clusters the intervals resample (module docstring).
 USER, MERCHANT = "user_id", "merchant_id"
+#: Family-wise level at which a merchant's victims count as one compromise campaign
+#: (:func:`compromised_merchants`).
+COMPROMISE_LEVEL = 0.01
 
 FloatArray = np.ndarray
 
@@ -117,6 +134,24 @@ def _weighted_ap(data: _Sorted, weights: np.ndarray) -> FloatArray:
     return ap
 
 
+def _weighted_roc(data: _Sorted, weights: np.ndarray) -> FloatArray:
+    """ROC-AUC per row of ``weights``: the share of (fraud, legitimate) pairs ranked
+    right, ties counting half (the trapezoid rule)."""
+    tp = np.cumsum(weights * data.labels, axis=1)[:, data.ends]
+    fp = np.cumsum(weights * (1.0 - data.labels), axis=1)[:, data.ends]
+    gained_tp = np.diff(tp, axis=1, prepend=0.0)
+    gained_fp = np.diff(fp, axis=1, prepend=0.0)
+    # A fraud is ranked below every legitimate row scored higher, and half below its ties.
+    wrong = (gained_tp * (fp - 0.5 * gained_fp)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc: FloatArray = 1.0 - wrong / (tp[:, -1] * fp[:, -1])
+    return auc
+
+
+#: The metrics the interval functions estimate, by name.
+METRICS = {"pr_auc": _weighted_ap, "roc_auc": _weighted_roc}
+
+
 def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
@@ -137,6 +172,19 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
         return None
     data = _Sorted(y, s)
     return float(_weighted_ap(data, np.ones((1, y.size)))[0])
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC-AUC (``roc_auc_score``: ties count half), or None without both classes."""
+    return _point(labels, scores, "roc_auc")
+
+
+def _point(labels: np.ndarray, scores: np.ndarray, metric: str) -> float | None:
+    """``metric`` of one scoring, or None without both classes."""
+    y, s = _check(labels, scores)
+    if y.size == 0 or y.sum() in (0, y.size):
+        return None
+    return float(METRICS[metric](_Sorted(y, s), np.ones((1, y.size)))[0])
 
 
 def _codes(groups: np.ndarray | None, size: int) -> np.ndarray | None:
@@ -167,14 +215,50 @@ def effective_positives(labels: np.ndarray, groups: np.ndarray | None = None) ->
     return int(_fraud_groups(y, codes).sum()) if y.size else 0
 
 
+def compromised_merchants(
+    labels: np.ndarray, users: np.ndarray, merchants: np.ndarray
+) -> np.ndarray:
+    """Per row: whether its merchant has more defrauded accounts than chance explains.
+
+    A compromised merchant's victims are many accounts defrauded *at that merchant*; a
+    busy merchant also sees unrelated frauds of independent accounts (a takeover or a
+    bust-out buys where everyone buys). Under chance each account seen at a merchant is
+    a victim with the frame's overall rate ``p`` (accounts with a labelled fraud at a
+    merchant over the accounts seen there, all merchants pooled), so a merchant with
+    ``k`` victims among its ``n`` accounts is compromised when the binomial upper tail
+    ``P(X >= k | n, p)`` lies below :data:`COMPROMISE_LEVEL` divided by the merchants
+    tested (those with at least two victims: Bonferroni, so chance alone marks a
+    merchant in at most 1 frame in 100).
+    """
+    from scipy.stats import binom
+
+    y = np.asarray(labels, dtype=np.int64)
+    user = np.unique(np.asarray(users), return_inverse=True)[1].reshape(-1).astype(np.int64)
+    shop = np.unique(np.asarray(merchants), return_inverse=True)[1].reshape(-1).astype(np.int64)
+    pairs, pair_of_row = np.unique(shop * (int(user.max()) + 1) + user, return_inverse=True)
+    victim = np.bincount(pair_of_row.reshape(-1), weights=y.astype(np.float64)) > 0
+    pair_shop = pairs // (int(user.max()) + 1)
+    seen = np.bincount(pair_shop, minlength=int(shop.max()) + 1)
+    victims = np.bincount(pair_shop, weights=victim, minlength=int(shop.max()) + 1)
+    tested = victims >= 2
+    if not tested.any():
+        return np.zeros(y.size, dtype=bool)
+    rate = float(victim.sum()) / float(pairs.size)
+    tail = binom.sf(victims - 1, seen, rate)
+    compromised: np.ndarray = (tested & (tail < COMPROMISE_LEVEL / int(tested.sum())))[shop]
+    return compromised
+
+
 def campaigns(
     labels: np.ndarray, users: np.ndarray, merchants: np.ndarray | None = None
 ) -> np.ndarray:
-    """Group id per row: its account, accounts whose frauds share a merchant merged.
+    """Group id per row: its account, the victims of one compromised merchant merged.
 
     The groups are the connected components of accounts and merchants linked by each
-    labelled fraud row (legitimate rows link nothing: a busy merchant would otherwise
-    join every account). Without ``merchants`` the account itself.
+    labelled fraud row at a compromised merchant (:func:`compromised_merchants`);
+    legitimate rows link nothing (a busy merchant would otherwise join every account),
+    nor do frauds at a merchant whose victims chance explains. Without ``merchants``
+    the account itself.
     """
     y = np.asarray(labels, dtype=np.int64)
     user = np.unique(np.asarray(users), return_inverse=True)[1].reshape(-1)
@@ -190,11 +274,11 @@ def campaigns(
             node = parent[node]
         return node
 
-    fraud = y == 1
-    for account, shop in zip(user[fraud].tolist(), merchant[fraud].tolist(), strict=True):
+    links = (y == 1) & compromised_merchants(y, user, merchant)
+    for account, shop in zip(user[links].tolist(), merchant[links].tolist(), strict=True):
         parent[root(account)] = root(accounts + shop)
     group = np.arange(accounts)
-    for account in np.unique(user[fraud]).tolist():
+    for account in np.unique(user[links]).tolist():
         group[account] = root(account)
     merged: np.ndarray = group[user]
     return merged
@@ -260,14 +344,17 @@ def _resampled_ap(
     rng: np.random.Generator,
     samples: int,
     codes: np.ndarray | None = None,
+    metric: str = "pr_auc",
 ) -> list[FloatArray]:
-    """Average precision of each scoring of the same rows under the same resamples."""
+    """``metric`` (average precision unless told) of each scoring of the same rows under
+    the same resamples."""
+    measure = METRICS[metric]
     sorted_ = [_Sorted(y, s) for s in scorings]
     out: list[list[FloatArray]] = [[] for _ in scorings]
     for start in range(0, samples, _BLOCK):
         weights = _stratified_weights(y, rng, min(_BLOCK, samples - start), codes)
         for index, data in enumerate(sorted_):
-            out[index].append(_weighted_ap(data, weights[:, data.order]))
+            out[index].append(measure(data, weights[:, data.order]))
     return [np.concatenate(parts) for parts in out]
 
 
@@ -311,8 +398,9 @@ def difference_interval(
     seed: int | None = None,
     groups_a: np.ndarray | None = None,
     groups_b: np.ndarray | None = None,
+    metric: str = "pr_auc",
 ) -> Estimate:
-    """PR-AUC of sample ``a`` minus that of the independent sample ``b``.
+    """PR-AUC (or ``metric``) of sample ``a`` minus that of the independent sample ``b``.
 
     Each side is ``(labels, scores)``; each is resampled on its own (stratified; by its
     groups when given, see the module docstring). The interval is None when either side
@@ -325,12 +413,12 @@ def difference_interval(
     codes_a, codes_b = _codes(groups_a, ya.size), _codes(groups_b, yb.size)
     positives = min(effective_positives(ya, groups_a), effective_positives(yb, groups_b))
     clustered = codes_a is not None and codes_b is not None
-    first, second = average_precision(ya, sa), average_precision(yb, sb)
+    first, second = _point(ya, sa, metric), _point(yb, sb, metric)
     if first is None or second is None or ya.all() or yb.all():
         return Estimate(None, None, None, confidence, positives, clustered)
     rng = _rng(seed)
-    (left,) = _resampled_ap(ya, [sa], rng, samples, codes_a)
-    (right,) = _resampled_ap(yb, [sb], rng, samples, codes_b)
+    (left,) = _resampled_ap(ya, [sa], rng, samples, codes_a, metric)
+    (right,) = _resampled_ap(yb, [sb], rng, samples, codes_b, metric)
     low, high = _interval(left - right, confidence)
     return Estimate(first - second, low, high, confidence, positives, clustered)
 

@@ -252,7 +252,8 @@ def performance_check(
     label_rule: str = "",
     reference_source: str = "",
 ) -> dict[str, Any]:
-    """Is the champion's served PR-AUC on matured days significantly below its reference?
+    """Is the champion's served PR-AUC or ROC-AUC on matured days significantly below its
+    reference?
 
     Compares like with like: ``frauds`` and the reference labels should follow the same
     label maturity (see :func:`driftline.monitoring.served.frauds_known_within`), and
@@ -266,8 +267,24 @@ def performance_check(
       reference PR-AUC is not below zero;
     * ``degraded`` (``drifted``) -- the served PR-AUC is below the floor (the reference
       PR-AUC times ``1 - drift_performance_drop``: the drop matters) *and* significantly
-      below the reference;
-    * ``ok`` -- the served PR-AUC is at or above the floor.
+      below the reference; or the same holds for the ROC-AUC (reference rows needed; its
+      floor: the reference's miss rate, 1 - ROC-AUC, grown by ``1 / (1 -
+      drift_performance_drop)``). ``degraded_on`` names which;
+    * ``ok`` -- both are at or above their floors.
+
+    Why both: a new fraud pattern's frauds are scored low, among the legitimate rows --
+    a ranking failure ROC-AUC measures with far less window-to-window variance than
+    PR-AUC, whose value at 2% fraud rests on the few top-scored rows. Replayed on the
+    scenario matrix's kept cells (issue 12), the PR-AUC check alone caught the new fraud
+    pattern in none of seeds 23, 31 and 47 (1 significant window each); with the
+    ROC-AUC beside it seeds 23 and 47 confirmed (2 independent windows, on 01-27 and
+    01-28) and seed 31 did not (significant windows 01-21..22, 01-22..23, 01-25..26 and
+    01-27..28, never two independent ones in a row), while the no-drift seeds 11, 31 and
+    47 and the mild shift of seed 31 flagged none of 48 windows (the PR-AUC check
+    alone at ``drift_confidence`` flagged 3 there). Where both are judged, each
+    interval is at the Bonferroni level ``1 - (1 - drift_confidence) / 2``: a window's
+    false-alarm rate stays that of one test (a lucky reference at 90% each made 2 of 8
+    noise windows "degraded" in the unit test).
 
     Frauds come in bursts of one card (card testing), one account or one compromised
     merchant, so the interval is a cluster bootstrap over fraud campaigns
@@ -300,7 +317,9 @@ def performance_check(
         (distinct accounts with a fraud, or rows without accounts), ``clustered`` (the
         interval resampled campaigns on both sides), ``fallback_rows``,
         ``pr_auc``, ``reference_pr_auc``, ``reference_rows``, ``reference_positives``,
-        ``floor``, ``difference`` (estimate and interval), ``verdict``, ``drifted``,
+        ``floor``, ``difference`` (estimate and interval), the same for the ROC-AUC
+        (``roc_auc``, ``reference_roc_auc``, ``roc_floor``, ``roc_difference``,
+        ``roc_drop``, ``roc_below_floor``), ``degraded_on``, ``verdict``, ``drifted``,
         ``label_rule``, ``reference_source`` and ``note``.
     """
     from driftline.core.evidence import (
@@ -355,6 +374,7 @@ def performance_check(
         "difference": None,
         "verdict": PERFORMANCE_INSUFFICIENT,
         "drifted": False,
+        "degraded_on": [],
         "label_rule": label_rule,
         "reference_source": reference_source,
     }
@@ -368,6 +388,9 @@ def performance_check(
         )
         return result
     served_pr = float(block["pr_auc"])
+    # Two tests (PR-AUC and ROC-AUC) where reference rows allow both: each at the
+    # Bonferroni level, so a window's false-alarm rate stays that of one test.
+    confidence = 1.0 - (1.0 - confidence) / (2 if reference is not None else 1)
     if reference is not None:
         estimate = difference_interval(
             (labels, scores),
@@ -390,6 +413,13 @@ def performance_check(
             alone.clustered,
         )
     result["difference"] = estimate.to_dict()
+    ranking = _ranking_check(
+        (labels, scores, groups),
+        None if reference is None else (ref_labels, ref_scores, ref_groups),
+        settings,
+        confidence,
+    )
+    result.update(ranking)
     interval = (
         f"served - reference {estimate.value:+.3f}, interval "
         f"[{estimate.low:+.3f}, {estimate.high:+.3f}] at {estimate.confidence:.0%}"
@@ -401,16 +431,81 @@ def performance_check(
         f"{accounts} accounts) vs reference {reference_pr_auc:.3f} (floor {floor:.3f}); "
         f"{interval}{'' if result['clustered'] else ' (rows resampled, not campaigns)'}"
     )
-    if served_pr >= floor:
-        result["verdict"] = PERFORMANCE_OK
-        result["note"] = f"{head}: no drop"
-    elif estimate.below_zero:
+    pr_drop = served_pr < floor and estimate.below_zero
+    result["degraded_on"] = [
+        name for name, dropped in (("pr_auc", pr_drop), ("roc_auc", ranking["roc_drop"])) if dropped
+    ]
+    head = f"{head}; {ranking['roc_note']}"
+    if result["degraded_on"]:
         result["verdict"] = PERFORMANCE_DEGRADED
         result["drifted"] = True
-        result["note"] = f"{head}: significant drop"
+        result["note"] = f"{head}: significant drop ({' and '.join(result['degraded_on'])})"
+    elif served_pr >= floor and not ranking["roc_below_floor"]:
+        result["verdict"] = PERFORMANCE_OK
+        result["note"] = f"{head}: no drop"
     else:
-        result["note"] = f"{head}: below the floor, not significant: insufficient evidence"
+        result["note"] = f"{head}: below a floor, not significant: insufficient evidence"
     return result
+
+
+def _ranking_check(
+    served: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    reference: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None,
+    settings: Settings,
+    confidence: float,
+) -> dict[str, Any]:
+    """The ROC-AUC half of :func:`performance_check` (served against reference rows).
+
+    The floor is the reference's miss rate (1 - ROC-AUC: the share of fraud/legitimate
+    pairs ranked wrong) grown by ``1 / (1 - drift_performance_drop)``, the same relative
+    change the PR-AUC floor allows; the drop counts when the served ROC-AUC is below it
+    and the cluster-bootstrap interval of the difference (same resamples as the PR-AUC's,
+    at ``confidence``) lies below zero. Without reference rows: no ROC verdict.
+    """
+    from driftline.core.evidence import difference_interval, roc_auc
+
+    labels, scores, groups = served
+    served_roc = roc_auc(labels, scores) if labels.size else None
+    out: dict[str, Any] = {
+        "roc_auc": served_roc,
+        "reference_roc_auc": None,
+        "roc_floor": None,
+        "roc_difference": None,
+        "roc_drop": False,
+        "roc_below_floor": False,
+        "roc_note": "no ROC-AUC verdict (no reference rows)",
+    }
+    if reference is None or served_roc is None:
+        return out
+    ref_labels, ref_scores, ref_groups = reference
+    ref_roc = roc_auc(ref_labels, ref_scores)
+    if ref_roc is None:
+        return out
+    floor = 1.0 - (1.0 - ref_roc) / (1.0 - settings.drift_performance_drop)
+    estimate = difference_interval(
+        (labels, scores),
+        (ref_labels, ref_scores),
+        samples=settings.drift_bootstrap_samples,
+        confidence=confidence,
+        groups_a=groups,
+        groups_b=ref_groups,
+        metric="roc_auc",
+    )
+    below = served_roc < floor
+    out.update(
+        reference_roc_auc=ref_roc,
+        roc_floor=floor,
+        roc_difference=estimate.to_dict(),
+        roc_below_floor=below,
+        roc_drop=below and estimate.below_zero,
+        roc_note=(
+            f"ROC-AUC {served_roc:.3f} vs {ref_roc:.3f} (floor {floor:.3f}), interval "
+            f"[{estimate.low:+.3f}, {estimate.high:+.3f}]"
+            if estimate.low is not None and estimate.high is not None
+            else f"ROC-AUC {served_roc:.3f} vs {ref_roc:.3f}: no interval"
+        ),
+    )
+    return out
 
 
 def _run_evidently(

@@ -139,10 +139,17 @@ def _describe(result: DriftResult) -> str:
         parts.append(f"score PSI {result.prediction_drift_score:.3f}")
     if result.performance_drift and result.performance_check:
         check = result.performance_check
-        parts.append(
-            f"served PR-AUC {check['pr_auc']:.3f} significantly below {check['floor']:.3f} "
-            f"on {check['first_day']}..{check['last_day']}"
-        )
+        dropped = []
+        if "pr_auc" in check.get("degraded_on", ["pr_auc"]):
+            dropped.append(
+                f"served PR-AUC {check['pr_auc']:.3f} significantly below {check['floor']:.3f}"
+            )
+        if "roc_auc" in check.get("degraded_on", []):
+            dropped.append(
+                f"served ROC-AUC {check['roc_auc']:.3f} significantly below "
+                f"{check['roc_floor']:.3f}"
+            )
+        parts.append(f"{' and '.join(dropped)} on {check['first_day']}..{check['last_day']}")
     return " and ".join(parts)
 
 
