@@ -378,7 +378,8 @@ class Settings(BaseSettings):
         ge=50,
         description="Resamples of the stratified bootstrap behind every PR-AUC interval "
         "(performance drift, the new-regime gate, the canary's re-judgement; fixed seed); "
-        "it resamples fraud campaigns (accounts, merged where their frauds share a merchant), "
+        "it resamples fraud campaigns (accounts, merged where their frauds share a compromised "
+        "merchant), "
         "not rows, where the rows carry user_id.",
     )
     drift_confidence: float = Field(
@@ -386,7 +387,8 @@ class Settings(BaseSettings):
         gt=0.5,
         lt=1.0,
         description="Two-sided level of those intervals: a drop counts only when the whole "
-        "interval lies below zero (one-sided (1 + this) / 2).",
+        "interval lies below zero (one-sided (1 + this) / 2). The performance check judges "
+        "PR-AUC and ROC-AUC, each at the Bonferroni level 1 - (1 - this) / 2.",
     )
     drift_threshold_quantile: float = Field(
         default=0.95,

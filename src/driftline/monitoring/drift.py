@@ -289,7 +289,7 @@ def performance_check(
     Frauds come in bursts of one card (card testing), one account or one compromised
     merchant, so the interval is a cluster bootstrap over fraud campaigns
     (:func:`driftline.core.evidence.row_groups`: accounts, merged where their frauds
-    share a merchant) where the rows carry ``user_id`` (and ``merchant_id``) -- the
+    share a compromised merchant) where the rows carry ``user_id`` (and ``merchant_id``) -- the
     served rows from the prediction log, the reference rows when the reference stores
     them -- and the frauds counted against ``drift_min_positives`` are the distinct
     accounts with a labelled fraud (``fraud_accounts``;
