@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from driftline.core.settings import Settings
@@ -32,6 +33,7 @@ from driftline.data.predictions import (
     day_uri,
     logged_days,
     read_predictions,
+    ts_micros,
 )
 from driftline.lifecycle import registry
 from driftline.orchestration.processes import free_port
@@ -121,6 +123,61 @@ def test_each_flush_is_a_new_file_per_day_named_by_writer_and_sequence(
     assert logged_days(settings) == [DAY, NEXT]
     assert logged_days(settings, since=NEXT) == [NEXT]
     assert read_predictions(settings, NEXT)["transaction_id"].tolist() == ["n-0", "n-1"]
+
+
+def columns_of(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """``records`` as the scorer hands them over: NumPy numbers, ``ts`` in microseconds."""
+    names = dict.fromkeys(key for record in records for key in record)
+    columns: dict[str, Any] = {name: [r.get(name) for r in records] for name in names}
+    for name in ("amount", "user_txn_count_1h", "score"):
+        columns[name] = np.asarray(columns[name], dtype=np.float64)
+    columns["ts"] = ts_micros(r["ts"] for r in records)
+    return columns
+
+
+def test_columns_and_records_make_the_same_rows_split_by_day(
+    settings: Settings, prediction_log: PredictionLog
+) -> None:
+    records = rows("r", 4) + rows("late", 2, NEXT)
+    # One request of columns whose rows fall on two days, then records again.
+    prediction_log.append_columns(columns_of(rows("c", 3) + rows("d", 2, NEXT)), 5)
+    prediction_log.append(records)
+    prediction_log.flush()
+
+    day = read_predictions(settings, DAY)
+    assert day["transaction_id"].tolist() == [f"c-{i}" for i in range(3)] + [
+        f"r-{i}" for i in range(4)
+    ]
+    assert str(day["ts"].dt.tz) == "UTC"
+    assert day["ts"].tolist()[:3] == [r["ts"] for r in rows("c", 3)]
+    assert day["amount"].tolist() == [10.0, 11.0, 12.0, 10.0, 11.0, 12.0, 13.0]
+    assert day["user_txn_count_1h"].isna().tolist() == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert day["canary_error"].notna().tolist() == [False, True, False, False, True, False, False]
+    assert read_predictions(settings, NEXT)["transaction_id"].tolist() == [
+        "d-0",
+        "d-1",
+        "late-0",
+        "late-1",
+    ]
+    assert len(files(settings)) == 1 and len(files(settings, NEXT)) == 1  # one file per day
+
+
+def test_columns_of_the_wrong_length_or_time_unit_are_refused(
+    prediction_log: PredictionLog,
+) -> None:
+    columns = columns_of(rows("c", 3))
+    with pytest.raises(ValueError, match="3 values for 4 rows"):
+        prediction_log.append_columns(columns, 4)
+    with pytest.raises(ValueError, match="ts must be an int64 array"):
+        prediction_log.append_columns({**columns, "ts": [r["ts"] for r in rows("c", 3)]}, 3)
 
 
 def test_rows_are_written_by_the_background_thread_on_the_row_and_time_bounds(

@@ -43,9 +43,10 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,8 +83,75 @@ def writer_id() -> str:
     return f"{host}-{os.getpid()}-{started}-{uuid.uuid4().hex[:8]}"
 
 
-def _column(name: str, values: list[Any]) -> pa.Array:
+#: One buffered column: a NumPy array or a list of Python values, one per row.
+Values = np.ndarray | list[Any]
+#: Arrow's type of the ``ts`` column (kept as int64 microseconds until it is written).
+TS_TYPE = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_DAY_US = 86_400_000_000
+_EPOCH_ORDINAL = _EPOCH.date().toordinal()
+
+
+def ts_micros(times: Iterable[datetime]) -> np.ndarray:
+    """Aware ``times`` as int64 microseconds since the Unix epoch (UTC), exact."""
+    return np.fromiter(((t - _EPOCH) // _MICROSECOND for t in times), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Rows appended together, as columns (``ts``: int64 microseconds, UTC)."""
+
+    columns: dict[str, Values]
+    rows: int
+
+    @classmethod
+    def of_records(cls, records: Sequence[Mapping[str, Any]]) -> _Chunk:
+        """``records`` as columns: the union of their keys, None where a record lacks one."""
+        names = dict.fromkeys(key for record in records for key in record)
+        columns: dict[str, Values] = {
+            name: [record.get(name) for record in records] for name in names
+        }
+        columns["ts"] = ts_micros(record["ts"] for record in records)
+        return cls(columns, len(records))
+
+    @classmethod
+    def of_columns(cls, columns: Mapping[str, Values], rows: int) -> _Chunk:
+        """``columns`` as they are; each must hold ``rows`` values, ``ts`` in microseconds.
+
+        Raises:
+            ValueError: A column of another length, or ``ts`` not int64 microseconds.
+        """
+        ts = columns.get("ts")
+        if not isinstance(ts, np.ndarray) or ts.dtype != np.int64:
+            raise ValueError("ts must be an int64 array of microseconds since the epoch")
+        for name, values in columns.items():
+            if len(values) != rows:
+                raise ValueError(f"column {name!r} has {len(values)} values for {rows} rows")
+        return cls(dict(columns), rows)
+
+    def days(self) -> np.ndarray:
+        """Each row's transaction day (UTC), as days since the epoch."""
+        return np.asarray(self.columns["ts"]) // _DAY_US
+
+    def take(self, mask: np.ndarray) -> _Chunk:
+        """The rows where ``mask`` is true."""
+        index = np.flatnonzero(mask)
+        return _Chunk(
+            {
+                name: values[index]
+                if isinstance(values, np.ndarray)
+                else [values[i] for i in index.tolist()]
+                for name, values in self.columns.items()
+            },
+            len(index),
+        )
+
+
+def _column(name: str, values: list[Any] | np.ndarray) -> pa.Array:
     """One column as Arrow; a column Arrow cannot type (mixed kinds) is kept as text."""
+    if name == "ts":
+        return pa.array(np.asarray(values, dtype=np.int64), type=TS_TYPE)
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -91,16 +159,48 @@ def _column(name: str, values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
+def _joined(parts: list[Values | None], sizes: list[int]) -> Values:
+    """One column's values over several chunks (None: the chunk lacks the column).
+
+    Arrays of one kind are concatenated; anything else becomes one list of Python
+    values (a missing part is None in its rows).
+    """
+    arrays = [part for part in parts if isinstance(part, np.ndarray)]
+    if len(arrays) == len(parts) and len({a.dtype.kind for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    joined: list[Any] = []
+    for part, size in zip(parts, sizes, strict=True):
+        if part is None:
+            joined.extend([None] * size)
+        else:
+            joined.extend(part.tolist() if isinstance(part, np.ndarray) else part)
+    return joined
+
+
+def _table(chunks: Sequence[_Chunk]) -> pa.Table:
+    """``chunks`` as one Arrow table; columns are the union of theirs, in first-seen order."""
+    names = dict.fromkeys(name for chunk in chunks for name in chunk.columns)
+    sizes = [chunk.rows for chunk in chunks]
+    return pa.table(
+        {
+            name: _column(name, _joined([chunk.columns.get(name) for chunk in chunks], sizes))
+            for name in names
+        }
+    )
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
 def to_parquet(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """``rows`` as one Parquet file; columns are the union of the rows' keys.
 
     A key a row lacks is null in that row; ``ts`` (aware) is a UTC timestamp.
     """
-    names = list(dict.fromkeys(key for row in rows for key in row))
-    table = pa.table({name: _column(name, [row.get(name) for row in rows]) for name in names})
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
+    return _parquet(_table([_Chunk.of_records(rows)]))
 
 
 @dataclass(frozen=True)
@@ -145,7 +245,8 @@ class PredictionLog:
         self._writer = writer_id()
         self._seq = 0
         self._cond = threading.Condition()
-        self._rows: list[dict[str, Any]] = []
+        self._chunks: list[_Chunk] = []
+        self._buffered = 0
         self._write_lock = threading.Lock()
         self._pending: list[_Batch] = []
         self._thread: threading.Thread | None = None
@@ -179,12 +280,30 @@ class PredictionLog:
         With ``flush_rows`` 1, after a close, or when the writer has fallen four bounds
         behind, the caller writes them itself before returning.
         """
-        rows = [dict(record) for record in records]
-        if not rows:
-            return
+        rows = list(records)
+        if rows:
+            self._buffer(_Chunk.of_records(rows))
+
+    def append_columns(self, columns: Mapping[str, Values], rows: int) -> None:
+        """Buffer ``rows`` rows given as columns, as :meth:`append` buffers records.
+
+        Each column holds ``rows`` values (a NumPy array or a list); ``ts`` is an int64
+        array of microseconds since the epoch, UTC (:func:`ts_micros`). The scorer logs
+        a request this way: no dict per row, and one Arrow conversion per column and
+        flush instead of per row.
+
+        Raises:
+            ValueError: A column of another length, or ``ts`` not int64 microseconds.
+        """
+        if rows:
+            self._buffer(_Chunk.of_columns(columns, rows))
+
+    def _buffer(self, chunk: _Chunk) -> None:
+        """Add ``chunk`` to the buffer; wake the writer, or write now (see :meth:`append`)."""
         with self._cond:
-            self._rows.extend(rows)
-            buffered = len(self._rows)
+            self._chunks.append(chunk)
+            self._buffered += chunk.rows
+            buffered = self._buffered
             closed = self._closed
             if not closed:
                 self._start()
@@ -207,8 +326,8 @@ class PredictionLog:
         """
         with self._write_lock:
             with self._cond:
-                rows, self._rows = self._rows, []
-            self._pending.extend(self._cut(rows))
+                chunks, self._chunks, self._buffered = self._chunks, [], 0
+            self._pending.extend(self._cut(chunks))
             while self._pending:
                 batch = self._pending[0]
                 put_atomic(batch.uri, batch.payload)
@@ -246,17 +365,26 @@ class PredictionLog:
         """The log's root and writer name."""
         return f"PredictionLog({log_root(self._settings, shadow=self._shadow)}, {self._writer})"
 
-    def _cut(self, rows: list[dict[str, Any]]) -> list[_Batch]:
-        """Group ``rows`` by their transaction day into named, serialised batches."""
-        by_day: dict[date, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_day.setdefault(row["ts"].astimezone(UTC).date(), []).append(row)
+    def _cut(self, chunks: list[_Chunk]) -> list[_Batch]:
+        """Group the rows of ``chunks`` by their transaction day into named, serialised
+        batches (a chunk of one day, the usual case, is not copied)."""
+        by_day: dict[int, list[_Chunk]] = {}
+        for chunk in chunks:
+            days = chunk.days()
+            first = int(days[0])
+            if bool(np.all(days == first)):
+                by_day.setdefault(first, []).append(chunk)
+                continue
+            for day in np.unique(days).tolist():
+                by_day.setdefault(int(day), []).append(chunk.take(days == day))
         batches = []
-        for day, day_rows in sorted(by_day.items()):
+        for day_number, day_chunks in sorted(by_day.items()):
             self._seq += 1
+            day = date.fromordinal(_EPOCH_ORDINAL + day_number)
             name = f"{self._writer}-{self._seq:06d}{SUFFIX}"
             uri = f"{day_uri(self._settings, day, shadow=self._shadow)}/{name}"
-            batches.append(_Batch(uri, to_parquet(day_rows), len(day_rows)))
+            rows = sum(chunk.rows for chunk in day_chunks)
+            batches.append(_Batch(uri, _parquet(_table(day_chunks)), rows))
         return batches
 
     def _start(self) -> None:
@@ -271,7 +399,7 @@ class PredictionLog:
         """Flush on the row bound or every ``flush_seconds``, until closed."""
         while True:
             with self._cond:
-                if not self._closed and len(self._rows) < self._flush_rows:
+                if not self._closed and self._buffered < self._flush_rows:
                     self._cond.wait(timeout=self._flush_seconds)
                 if self._closed:
                     return  # close() writes the rest

@@ -80,8 +80,9 @@ class Service:
     executor: Executor | None = None
 
 
-def get_service(request: Request) -> Service:
-    """The app's :class:`Service`."""
+async def get_service(request: Request) -> Service:
+    """The app's :class:`Service` (async: FastAPI runs a sync dependency on its thread
+    pool, a hand-off per request and dependency)."""
     service: Service = request.app.state.service
     return service
 
@@ -107,7 +108,9 @@ def api_key_problem(key: str | None, known: Sequence[str]) -> HTTPException | No
     return None
 
 
-def require_api_key(service: ServiceDep, key: Annotated[str | None, Security(_api_key)]) -> None:
+async def require_api_key(
+    service: ServiceDep, key: Annotated[str | None, Security(_api_key)]
+) -> None:
     """Reject requests without a valid API key (also declares the scheme in OpenAPI).
 
     The app's middleware applies the same check before the body is read, so an

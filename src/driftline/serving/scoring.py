@@ -45,7 +45,7 @@ from prometheus_client.registry import Collector
 
 from driftline.core.columns import MODEL_INPUTS, NUMERIC, REQUEST_CATEGORICAL, STORE_NUMERIC
 from driftline.core.feature_spec import FRESH_FEATURES
-from driftline.data.predictions import PredictionLog
+from driftline.data.predictions import PredictionLog, ts_micros
 from driftline.serving import rules
 from driftline.serving.batching import MicroBatcher
 from driftline.serving.fresh import (
@@ -297,8 +297,9 @@ class Scorer:
                 strict=True,
             )
         ]
-        self.predictions.append(
-            _records(transactions, lookup.rows, fresh, results, latency, outcome)
+        self.predictions.append_columns(
+            _log_columns(transactions, columns, fresh, results, latency, outcome, fallback),
+            len(transactions),
         )
         self._observe(results, latency, fallback)
         self._offer_shadow(snapshot, transactions, columns, results)
@@ -517,67 +518,49 @@ class _ScoringCollector(Collector):
 _ERROR_SLOTS = ("canary", "champion", "previous")
 
 
-def _error_fields(prefix: str, error: tuple[str, str] | None) -> dict[str, str | None]:
-    return {
-        f"{prefix}_failed_version": error and error[0],
-        f"{prefix}_error": error and error[1],
-    }
+def _error_columns(outcome: Prediction, rows: int) -> dict[str, list[str | None]]:
+    """Which version of each slot failed on each row, and how (None where none did)."""
+    columns: dict[str, list[str | None]] = {}
+    failures = (outcome.canary_errors, outcome.champion_errors, outcome.previous_errors)
+    for slot, errors in zip(_ERROR_SLOTS, failures, strict=True):
+        if any(errors):
+            columns[f"{slot}_failed_version"] = [e and e[0] for e in errors]
+            columns[f"{slot}_error"] = [e and e[1] for e in errors]
+        else:  # most requests: nothing failed
+            columns[f"{slot}_failed_version"] = columns[f"{slot}_error"] = [None] * rows
+    return columns
 
 
-#: The error fields of a row nothing failed on (most rows; shared, never mutated).
-_NO_ERRORS: dict[str, str | None] = {
-    key: value for slot in _ERROR_SLOTS for key, value in _error_fields(slot, None).items()
-}
-
-
-def _row_errors(outcome: Prediction, i: int) -> dict[str, str | None]:
-    """The error fields of row ``i``: which version of each slot failed on it, and how."""
-    errors = (outcome.canary_errors[i], outcome.champion_errors[i], outcome.previous_errors[i])
-    if not any(errors):
-        return _NO_ERRORS
-    fields: dict[str, str | None] = {}
-    for slot, error in zip(_ERROR_SLOTS, errors, strict=True):
-        fields.update(_error_fields(slot, error))
-    return fields
-
-
-def _records(
+def _log_columns(
     transactions: Sequence[Transaction],
-    features: Sequence[FeatureRow],
+    columns: dict[str, Any],
     fresh: FreshLookup,
     results: list[Score],
     latency: float,
     outcome: Prediction,
-) -> list[dict[str, Any]]:
-    """Prediction-log records: keys, time, model inputs and fresh features as scored,
-    verdict, who answered, errors, and whether the fresh features fell back."""
-    records = []
-    latency_ms = round(latency * 1000.0, 3)
-    model_ms = [round(ms, 3) for ms in outcome.model_ms.tolist()]
-    rows = zip(transactions, features, fresh.rows, results, strict=True)
-    for i, (txn, stored, recent, result) in enumerate(rows):
-        ts = txn.ts.astimezone(UTC)
-        records.append(
-            {
-                "transaction_id": txn.transaction_id,
-                "ts": ts,
-                "user_id": txn.user_id,
-                "merchant_id": txn.merchant_id,
-                "amount": float(txn.amount),
-                "hour_of_day": float(ts.hour),
-                **{name: stored[name] for name in STORE_NUMERIC},
-                **{name: recent[name] for name in FRESH_FEATURES},
-                **{name: getattr(txn, name) for name in REQUEST_CATEGORICAL},
-                "score": result.score,
-                "decision": result.decision,
-                "variant": result.variant,
-                "answered_by": result.answered_by,
-                "model_version": result.model_version,
-                "latency_ms": latency_ms,
-                "model_latency_ms": model_ms[i],
-                **_row_errors(outcome, i),
-                "features_fallback": result.features_fallback,
-                "fresh_fallback": fresh.reason,
-            }
-        )
-    return records
+    fallback: bool,
+) -> dict[str, Any]:
+    """Prediction-log columns of a request: keys, time, the model inputs and fresh
+    features as scored (``columns``, from :func:`model_columns`), verdict, who answered,
+    errors, and whether the features fell back."""
+    n = len(transactions)
+    log_columns: dict[str, Any] = {
+        "transaction_id": [t.transaction_id for t in transactions],
+        "ts": ts_micros(t.ts for t in transactions),
+        "user_id": np.fromiter((t.user_id for t in transactions), dtype=np.int64, count=n),
+        "merchant_id": np.fromiter((t.merchant_id for t in transactions), dtype=np.int64, count=n),
+        **{name: columns[name] for name in ("amount", "hour_of_day", *STORE_NUMERIC)},
+        **{name: columns[name] for name in FRESH_FEATURES},
+        **{name: columns[name] for name in REQUEST_CATEGORICAL},
+        "score": outcome.scores,
+        "decision": [result.decision for result in results],
+        "variant": list(outcome.variants),
+        "answered_by": list(outcome.answered_by),
+        "model_version": list(outcome.versions),
+        "latency_ms": np.full(n, round(latency * 1000.0, 3)),
+        "model_latency_ms": np.round(outcome.model_ms, 3),
+        **_error_columns(outcome, n),
+        "features_fallback": np.full(n, fallback),
+        "fresh_fallback": [fresh.reason] * n,
+    }
+    return log_columns
