@@ -20,13 +20,21 @@ import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from statistics import median
 
 from driftline.core.feature_spec import FRESH_SPEC, SECONDS_SINCE_CAP, FreshFeature
 
 _US = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 #: Floor of the user's median amount in ``fresh_user_amount_to_median_7d``.
 MEDIAN_FLOOR = 0.01
+
+
+def epoch_micros(ts: datetime) -> int:
+    """An aware time as exact microseconds since the Unix epoch (UTC): ``Event.ts_us``."""
+    return (ts - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from driftline.core.atomic import filesystem, put_atomic
+from driftline.core.fresh import epoch_micros
 from driftline.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,13 @@ def writer_id() -> str:
 Values = np.ndarray | list[Any]
 #: Arrow's type of the ``ts`` column (kept as int64 microseconds until it is written).
 TS_TYPE = pa.timestamp("us", tz="UTC")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _DAY_US = 86_400_000_000
-_EPOCH_ORDINAL = _EPOCH.date().toordinal()
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def ts_micros(times: Iterable[datetime]) -> np.ndarray:
     """Aware ``times`` as int64 microseconds since the Unix epoch (UTC), exact."""
-    return np.fromiter(((t - _EPOCH) // _MICROSECOND for t in times), dtype=np.int64)
+    return np.fromiter((epoch_micros(t) for t in times), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -193,14 +192,6 @@ def _parquet(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
-
-
-def to_parquet(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """``rows`` as one Parquet file; columns are the union of the rows' keys.
-
-    A key a row lacks is null in that row; ``ts`` (aware) is a UTC timestamp.
-    """
-    return _parquet(_table([_Chunk.of_records(rows)]))
 
 
 @dataclass(frozen=True)

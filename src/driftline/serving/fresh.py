@@ -29,7 +29,6 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from prometheus_client.core import (
@@ -41,7 +40,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from driftline.core.feature_spec import FRESH_FEATURES
-from driftline.core.fresh import Event, fresh_features
+from driftline.core.fresh import Event, epoch_micros, fresh_features
 from driftline.serving.guard import (
     READ_BUCKETS,
     CoalescingGuard,
@@ -62,9 +61,6 @@ FreshRow = dict[str, float]
 #: What the store returns per event: the user's and the merchant's stored events.
 History = tuple[list[Event], list[Event]]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
 
 class EventState(Protocol):
     """What the scorer needs of an event store (``driftline.data.events.EventStore``)."""
@@ -81,7 +77,7 @@ class EventState(Protocol):
 def event_of(txn: Transaction) -> Event:
     """The event of a scored transaction (time as exact microseconds since the epoch, UTC)."""
     return Event(
-        ts_us=(txn.ts - _EPOCH) // _MICROSECOND,
+        ts_us=epoch_micros(txn.ts),
         transaction_id=txn.transaction_id,
         user_id=txn.user_id,
         merchant_id=txn.merchant_id,
